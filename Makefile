@@ -1,0 +1,45 @@
+# One venv, two set-up commands: `make reproduce` (the main job) and `make test` (the whole suite).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SHARED_DATA := $(abspath ../shared/data)
+ifneq ($(wildcard $(SHARED_DATA)/.),)
+export EGEO_DATA_ROOT ?= $(SHARED_DATA)
+endif
+export MPLBACKEND := Agg
+export PYTHONHASHSEED := 0
+
+.PHONY: install test test-fast reproduce check figures bench bench-theory clean
+
+install: $(STAMP)
+
+# Reinstalls only when the project's requirements change (the stamp is newer than pyproject/constraints otherwise).
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+check: $(STAMP)
+	$(PY) -m theory check --json results/theory/claims.json
+
+reproduce: check figures
+
+figures: $(STAMP)
+	$(PY) paper_figs/make_all.py
+
+bench-theory: $(STAMP)
+	$(PY) benchmarks/theory_certification.py
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf results .pytest_cache .hypothesis

@@ -1,0 +1,80 @@
+"""The claims registry: each theoretical claim has an id, a one-line statement, the check that verifies it, and
+the evidence that check produced. ``python -m theory check`` runs them all (see ``theory.cli``).
+
+A check is a function ``check(full: bool) -> Evidence``; ``full=True`` runs the long sweeps. A check returns
+``Evidence`` with verdict ``"certified"`` (exact: matched lower and upper bounds, or symbolic identity),
+``"verified"`` (numerical evidence within a stated tolerance) or ``"failed"``; it never raises for a false claim.
+"""
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+PASSING_VERDICTS = ("certified", "verified")
+
+# Modules whose import registers claims, in the order ``check`` runs them.
+CLAIM_MODULES: list[str] = []
+
+
+@dataclass(frozen=True)
+class Evidence:
+    verdict: str
+    sizes: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.verdict not in PASSING_VERDICTS + ("failed",):
+            raise ValueError(f"verdict={self.verdict!r}: expected certified, verified or failed")
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    statement: str
+    method: str
+    check: Callable[[bool], Evidence]
+
+
+REGISTRY: dict[str, Claim] = {}
+
+
+def claim(claim_id: str, statement: str, method: str) -> Callable[[Callable[[bool], Evidence]], Callable[[bool], Evidence]]:
+    """Register ``check`` as the one check of claim ``claim_id``."""
+
+    def register(check: Callable[[bool], Evidence]) -> Callable[[bool], Evidence]:
+        if claim_id in REGISTRY:
+            raise ValueError(f"claim {claim_id!r} registered twice")
+        REGISTRY[claim_id] = Claim(claim_id, statement, method, check)
+        return check
+
+    return register
+
+
+def load_all() -> dict[str, Claim]:
+    for module in CLAIM_MODULES:
+        importlib.import_module(module)
+    return REGISTRY
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    claim: Claim
+    evidence: Evidence
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return self.evidence.verdict in PASSING_VERDICTS
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.claim.id, "statement": self.claim.statement, "method": self.claim.method,
+                "verdict": self.evidence.verdict, "sizes": self.evidence.sizes, "seconds": round(self.seconds, 3),
+                "details": self.evidence.details}
+
+
+def run_claim(item: Claim, full: bool) -> ClaimResult:
+    start = time.perf_counter()
+    evidence = item.check(full)
+    return ClaimResult(item, evidence, time.perf_counter() - start)

@@ -1,0 +1,56 @@
+"""Shared command-line behaviour: bad input is one clear line on stderr and exit code 2, never a traceback."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, NoReturn
+
+EXIT_BAD_INPUT = 2
+
+
+class BadInput(ValueError):
+    """A user-facing error: the message names the bad value and the accepted range."""
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise BadInput(message)
+
+
+def require_int_in_range(name: str, value: object, low: int, high: int | None = None) -> int:
+    """Return ``value`` as an int in [low, high] (``high=None``: no upper limit) or raise ``BadInput`` naming both."""
+    accepted = f"an integer >= {low}" if high is None else f"an integer in {low}..{high}"
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            as_float = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise BadInput(f"{name}={value!r} is not valid: expected {accepted}") from None
+        if not as_float.is_integer():
+            raise BadInput(f"{name}={value!r} is not valid: expected {accepted}")
+        value = int(as_float)
+    if value < low or (high is not None and value > high):
+        raise BadInput(f"{name}={value} is out of range: expected {accepted}")
+    return value
+
+
+def fail(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_BAD_INPUT)
+
+
+def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """Run ``main`` turning ``BadInput`` into one line on stderr and exit code 2."""
+    try:
+        return main(argv)
+    except BadInput as error:
+        fail(str(error))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """``argparse`` parser whose errors are one line naming the bad value, exit code 2 (no usage dump)."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        fail(f"{self.prog}: {message}")
