@@ -1,0 +1,77 @@
+"""Shared benchmark machinery: medians of repeated timings after warm-up, machine description, matmul peak.
+
+Every figure is the median of ``repeats`` (>= 5) timed calls after ``warmup`` untimed ones, with min and max, so
+ratios computed side by side in one run carry their spread. No benchmark asserts a wall-clock bound.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+
+from theory.records import provenance
+
+BENCH_THREADS = 2
+
+
+@dataclass(frozen=True)
+class Timing:
+    median: float
+    min: float
+    max: float
+    repeats: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def time_call(fn: Callable[[], object], repeats: int = 5, warmup: int = 2) -> Timing:
+    """Median / min / max seconds of ``fn()`` over ``repeats`` calls after ``warmup`` calls."""
+    if repeats < 5:
+        raise ValueError(f"repeats={repeats}: every benchmark figure is a median of at least 5 repeats")
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return Timing(statistics.median(samples), min(samples), max(samples), repeats)
+
+
+def ratio(numerator: Timing, denominator: Timing) -> dict:
+    """Ratio of medians, with the spread bracketed by min/max of both sides (worst and best pairing)."""
+    return {"median": numerator.median / denominator.median,
+            "min": numerator.min / denominator.max,
+            "max": numerator.max / denominator.min}
+
+
+def matmul_gflops(size: int = 2048, dtype: torch.dtype = torch.float32, repeats: int = 7) -> dict:
+    """The machine's dense matmul rate: 2·n³ flops per ``torch.mm`` of two n×n matrices, median over repeats."""
+    a = torch.randn(size, size, dtype=dtype)
+    b = torch.randn(size, size, dtype=dtype)
+    timing = time_call(lambda: torch.mm(a, b), repeats=repeats, warmup=2)
+    flops = 2.0 * size ** 3
+    return {"size": size, "dtype": str(dtype), "timing": timing.as_dict(), "gflops": flops / timing.median / 1e9,
+            "gflops_min": flops / timing.max / 1e9, "gflops_max": flops / timing.min / 1e9}
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far, in MiB (``ru_maxrss`` is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def machine() -> dict:
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "mkldnn": torch.backends.mkldnn.is_available(),
+            **provenance()["versions"], "git_commit": provenance()["git_commit"]}
+
+
+def set_threads(threads: int = BENCH_THREADS) -> None:
+    torch.set_num_threads(threads)

@@ -1,0 +1,270 @@
+"""Every hyper-parameter of a training run, typed, with its default and unit, in one visible block.
+
+Loaded from ``--config FILE.toml`` (top-level keys, or a ``[config]`` table) and then ``--set key=value ...``
+overrides; unknown keys and ill-typed values are rejected with the list of valid keys (``BadInput``, exit 2).
+``--set`` values: numbers and words as typed, booleans ``true``/``false``, lists comma-separated (``widths=64,32,16``),
+``rank`` an integer or ``full``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from empirics.corruptions import CORRUPTIONS, SEVERITIES
+from empirics.data import DATASETS, input_shape, num_classes, ood_dataset_for
+from empirics.layers import BIASES, INITS
+from empirics.models import (ACTIVATIONS, ARCHS, BATCHNORMS, DE_MODES, METHODS, SHORTCUTS, LayerFactory,
+                             ModelSpec)
+from theory.batchensemble import VARIANTS
+from theory.cli_support import BadInput
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("none", "multistep", "cosine")
+DEVICES = ("cpu", "auto", "cuda")
+
+
+def _choice(choices: Iterable[str], unit: str = "") -> dict[str, Any]:
+    return {"choices": tuple(choices), "unit": unit}
+
+
+@dataclass(frozen=True)
+class Config:
+    # ---- data -------------------------------------------------------------------------------------------------------
+    dataset: str = field(default="mnist", metadata=_choice(DATASETS))
+    ood_dataset: str = field(default="", metadata={"unit": "'' = the dataset's OOD pair (mnist↔fashion-mnist, "
+                                                           "cifar10→svhn)", "choices": ("", *DATASETS)})
+    data_root: str = field(default="", metadata={"unit": "'' = --data-root, else $EGEO_DATA_ROOT, else the cache"})
+    download: bool = field(default=False, metadata={"unit": "fetch missing data through torchvision"})
+    n_train: int = field(default=0, metadata={"unit": "training images; 0 = all left after validation"})
+    val_fraction: float = field(default=0.1, metadata={"unit": "fraction of the train split held out, [0, 1)"})
+    # ---- architecture -----------------------------------------------------------------------------------------------
+    arch: str = field(default="mlp", metadata=_choice(ARCHS))
+    widths: tuple[int, ...] = field(default=(64, 32, 16), metadata={"unit": "MLP hidden widths"})
+    activation: str = field(default="relu", metadata=_choice(ACTIVATIONS, "MLP"))
+    width_mult: float = field(default=1.0, metadata={"unit": "ResNet-18 base width = 64 · width_mult"})
+    # ---- method -----------------------------------------------------------------------------------------------------
+    method: str = field(default="batchensemble", metadata=_choice(METHODS))
+    members: int = field(default=4, metadata={"unit": "k, ensemble members (BE, DE)"})
+    rank: int | str = field(default=1, metadata={"unit": "BE rank r >= 1 or 'full' (capped at each layer's max)"})
+    variant: str = field(default="channel-wise", metadata=_choice(VARIANTS, "BE fast-weight sharing (conv layers)"))
+    init: str = field(default="normal", metadata=_choice(INITS, "BE fast-weight init"))
+    init_std: float = field(default=0.5, metadata={"unit": "σ of the normal(1, σ) fast-weight init"})
+    sign_prob: float = field(default=0.5, metadata={"unit": "P(+1) of the random_sign init"})
+    bias: str = field(default="per-member", metadata=_choice(BIASES, "BE linear bias"))
+    batchnorm: str = field(default="shared", metadata=_choice(BATCHNORMS, "BE BatchNorm"))
+    shortcut: str = field(default="plain", metadata=_choice(SHORTCUTS, "BE ResNet 1×1 downsampling shortcut"))
+    dropout: float = field(default=0.05, metadata={"unit": "dropout rate, [0, 1); MC Dropout needs > 0"})
+    mc_samples: int = field(default=4, metadata={"unit": "MC Dropout passes at test time (its k)"})
+    de_mode: str = field(default="vectorised", metadata=_choice(DE_MODES, "Deep-Ensemble execution"))
+    # ---- optimisation -----------------------------------------------------------------------------------------------
+    optimizer: str = field(default="adam", metadata=_choice(OPTIMIZERS))
+    lr: float = field(default=1e-3, metadata={"unit": "learning rate"})
+    momentum: float = field(default=0.9, metadata={"unit": "SGD momentum, [0, 1)"})
+    nesterov: bool = field(default=False, metadata={"unit": "SGD Nesterov momentum"})
+    weight_decay: float = field(default=1e-4, metadata={"unit": "L2 coefficient (coupled, torch.optim)"})
+    fast_weight_decay: bool = field(default=True, metadata={"unit": "apply weight_decay to BE fast factors too"})
+    fast_lr_mult: float = field(default=1.0, metadata={"unit": "BE fast-factor LR = lr · fast_lr_mult"})
+    schedule: str = field(default="none", metadata=_choice(SCHEDULES, "LR schedule, stepped per epoch"))
+    milestones: tuple[int, ...] = field(default=(25, 50), metadata={"unit": "epochs where multistep multiplies LR"})
+    gamma: float = field(default=0.1, metadata={"unit": "multistep LR factor"})
+    epochs: int = field(default=75, metadata={"unit": "maximum epochs"})
+    patience: int = field(default=10, metadata={"unit": "epochs without val-NLL gain before stopping; 0 = off"})
+    batch_size: int = field(default=128, metadata={"unit": "images per step (each member sees all of them)"})
+    eval_batch_size: int = field(default=1000, metadata={"unit": "images per evaluation chunk"})
+    grad_clip: float = field(default=0.0, metadata={"unit": "max global gradient L2 norm; 0 = off"})
+    seed: int = field(default=0, metadata={"unit": "seeds init, split, shuffling, dropout, corruptions"})
+    # ---- evaluation and execution -----------------------------------------------------------------------------------
+    shift_families: tuple[str, ...] = field(default=(), metadata={"unit": "corruption families; () = all"})
+    shift_severity: int = field(default=3, metadata={"unit": "corruption severity 1..5"})
+    num_workers: int = field(default=0, metadata={"unit": "DataLoader worker processes"})
+    threads: int = field(default=0, metadata={"unit": "torch CPU threads; 0 = PyTorch's default (on a loaded "
+                                                       "machine 1 can be much faster)"})
+    device: str = field(default="cpu", metadata=_choice(DEVICES, "'auto' = cuda when available"))
+
+    def __post_init__(self) -> None:
+        for item in dataclasses.fields(self):
+            object.__setattr__(self, item.name, _coerce(item.name, getattr(self, item.name), _field_type(item)))
+        self.validate()
+
+    # ------------------------------------------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "Config":
+        unknown = sorted(set(values) - set(field_names()))
+        if unknown:
+            raise BadInput(f"unknown config key(s) {', '.join(unknown)}: valid keys are {', '.join(field_names())}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: list(value) if isinstance(value, tuple) else value
+                for name, value in dataclasses.asdict(self).items()}
+
+    def with_overrides(self, assignments: Iterable[str]) -> "Config":
+        """A copy with ``key=value`` strings applied (values parsed by the field's type)."""
+        values = self.to_dict()
+        for assignment in assignments:
+            key, sep, raw = assignment.partition("=")
+            key = key.strip()
+            if not sep or not key:
+                raise BadInput(f"--set {assignment!r} is not key=value: valid keys are {', '.join(field_names())}")
+            if key not in field_names():
+                raise BadInput(f"unknown config key {key!r}: valid keys are {', '.join(field_names())}")
+            values[key] = _parse_text(key, raw.strip(), _field_type(FIELDS[key]))
+        return Config.from_dict(values)
+
+    def validate(self) -> None:
+        """Ranges that do not depend on the data (rank vs layer sizes is checked when the model is built)."""
+        _positive_int("members", self.members)
+        if self.rank != "full":
+            _positive_int("rank", self.rank)
+        _in_range("init_std", self.init_std, 0, None)
+        _in_range("sign_prob", self.sign_prob, 0, 1)
+        _in_range("val_fraction", self.val_fraction, 0, 1, high_open=True)
+        _in_range("n_train", self.n_train, 0, None)
+        _in_range("dropout", self.dropout, 0, 1, high_open=True)
+        if self.method == "mc-dropout" and self.dropout <= 0:
+            raise BadInput(f"dropout={self.dropout} is out of range for method=mc-dropout: expected 0 < dropout < 1")
+        _positive_int("mc_samples", self.mc_samples)
+        if not self.widths or any(width < 1 for width in self.widths):
+            raise BadInput(f"widths={list(self.widths)} is not valid: expected one or more integers >= 1")
+        _in_range("width_mult", self.width_mult, 0, None, low_open=True)
+        _in_range("lr", self.lr, 0, None, low_open=True)
+        _in_range("momentum", self.momentum, 0, 1, high_open=True)
+        _in_range("weight_decay", self.weight_decay, 0, None)
+        _in_range("fast_lr_mult", self.fast_lr_mult, 0, None, low_open=True)
+        if any(m < 1 for m in self.milestones) or list(self.milestones) != sorted(set(self.milestones)):
+            raise BadInput(f"milestones={list(self.milestones)} is not valid: expected increasing epochs >= 1")
+        _in_range("gamma", self.gamma, 0, 1, low_open=True)
+        _positive_int("epochs", self.epochs)
+        _in_range("patience", self.patience, 0, None)
+        if self.patience > 0 and self.val_fraction == 0:
+            raise BadInput("patience > 0 needs a validation set: set val_fraction > 0 or patience=0")
+        _positive_int("batch_size", self.batch_size)
+        _positive_int("eval_batch_size", self.eval_batch_size)
+        _in_range("grad_clip", self.grad_clip, 0, None)
+        _in_range("seed", self.seed, 0, None)
+        for family in self.shift_families:
+            if family not in CORRUPTIONS:
+                raise BadInput(f"shift_families contains {family!r}: expected families from {', '.join(CORRUPTIONS)}")
+        if self.shift_severity not in SEVERITIES:
+            raise BadInput(f"shift_severity={self.shift_severity} is out of range: expected one of "
+                           f"{', '.join(map(str, SEVERITIES))}")
+        _in_range("num_workers", self.num_workers, 0, None)
+        _in_range("threads", self.threads, 0, None)
+
+    # ------------------------------------------------------------------------------------------------------------------
+    @property
+    def ood_name(self) -> str:
+        return self.ood_dataset or ood_dataset_for(self.dataset)
+
+    def model_spec(self) -> ModelSpec:
+        factory = LayerFactory(method=self.method, members=self.members, rank=self.rank, variant=self.variant,
+                               init=self.init, init_std=self.init_std, sign_prob=self.sign_prob, bias=self.bias,
+                               batchnorm=self.batchnorm, dropout=self.dropout)
+        return ModelSpec(arch=self.arch, in_shape=input_shape(self.dataset), num_classes=num_classes(self.dataset),
+                         widths=self.widths, activation=self.activation, width_mult=self.width_mult,
+                         shortcut=self.shortcut, method=self.method, members=self.members,
+                         mc_samples=self.mc_samples, de_mode=self.de_mode, factory=factory)
+
+
+FIELDS: dict[str, dataclasses.Field] = {item.name: item for item in dataclasses.fields(Config)}
+_HINTS = typing.get_type_hints(Config)
+
+
+def field_names() -> list[str]:
+    return list(FIELDS)
+
+
+def _field_type(item: dataclasses.Field) -> Any:
+    return _HINTS[item.name]
+
+
+def _type_name(kind: Any) -> str:
+    if kind == (int | str):
+        return "an integer >= 1 or 'full'"
+    if typing.get_origin(kind) is tuple:
+        return f"a list of {typing.get_args(kind)[0].__name__}"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind]
+
+
+def _coerce(name: str, value: Any, kind: Any) -> Any:
+    """``value`` checked against the field type (ints accepted for floats; lists for tuples)."""
+    bad = BadInput(f"{name}={value!r} has the wrong type: expected {_type_name(kind)}")
+    if kind == (int | str):
+        if value == "full" or (isinstance(value, int) and not isinstance(value, bool)):
+            return value
+        raise bad
+    if typing.get_origin(kind) is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        element = typing.get_args(kind)[0]
+        return tuple(_coerce(name, item, element) for item in value)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is not bool and isinstance(value, bool) or not isinstance(value, kind):
+        raise bad
+    choices = FIELDS[name].metadata.get("choices") if name in FIELDS else None
+    if choices and value not in choices:
+        raise BadInput(f"{name}={value!r} is unknown: expected one of {', '.join(repr(c) for c in choices)}")
+    return value
+
+
+def _parse_text(name: str, text: str, kind: Any) -> Any:
+    """A ``--set`` string parsed by the field type; unparsable text is a ``BadInput`` naming the expected type."""
+    bad = BadInput(f"{name}={text!r} has the wrong type: expected {_type_name(kind)}")
+    if kind == (int | str):
+        return "full" if text == "full" else _parse_text(name, text, int)
+    if typing.get_origin(kind) is tuple:
+        items = [item.strip() for item in text.strip("[]()").split(",") if item.strip()]
+        return [_parse_text(name, item.strip("'\""), typing.get_args(kind)[0]) for item in items]
+    if kind is bool:
+        lowered = text.lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off"):
+            return False
+        raise bad
+    if kind is str:
+        return text.strip("'\"")
+    try:
+        return kind(text)
+    except ValueError:
+        raise bad from None
+
+
+def _positive_int(name: str, value: int) -> None:
+    _in_range(name, value, 1, None)
+
+
+def _in_range(name: str, value: float, low: float, high: float | None, low_open: bool = False,
+              high_open: bool = False) -> None:
+    too_low = value <= low if low_open else value < low
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        upper = "∞)" if high is None else f"{high}{right}"
+        raise BadInput(f"{name}={value} is out of range: expected a value in {left}{low}, {upper}")
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
+    """Defaults, then the TOML file (top-level keys or a ``[config]`` table), then ``key=value`` overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            with open(path, "rb") as handle:
+                values = tomllib.load(handle)
+        except FileNotFoundError:
+            raise BadInput(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as error:
+            raise BadInput(f"config file {path} is not valid TOML: {error}") from None
+        values = values.get("config", values)
+    return Config.from_dict(values).with_overrides(overrides)

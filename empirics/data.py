@@ -1,0 +1,356 @@
+"""Datasets through torchvision: MNIST, Fashion-MNIST, CIFAR-10, SVHN; splits, distribution shift and OOD pairs.
+
+Where the data lives (``resolve_data_root``): ``--data-root``, else the environment variable ``EGEO_DATA_ROOT``,
+else ``<cache>/data`` where ``<cache>`` is ``EGEO_CACHE_DIR`` or ``$XDG_CACHE_HOME/ensemble-geometry`` (default
+``~/.cache/ensemble-geometry``). Nothing is downloaded unless ``download=True`` (the CLI's ``--download``).
+
+Layouts under the root are torchvision's: ``MNIST/raw/``, ``FashionMNIST/raw/`` (IDX files, decompressed or
+``.gz``), ``cifar-10-batches-py/``, ``train_32x32.mat``/``test_32x32.mat`` (SVHN), and optionally
+``CIFAR-10-C/<corruption>.npy`` + ``labels.npy`` (Hendrycks & Dietterich 2019).
+
+The root is only ever read (it may be read-only, e.g. a shared folder): ``.gz`` IDX files are decompressed into a
+temporary file in the cache, decoded by torchvision's ``read_image_file``/``read_label_file``, and the decoded
+uint8 tensors are cached as ``<cache>/decoded/<dataset>-<split>-<digest>.pt`` where the digest is a BLAKE2b hash of
+the source files' bytes, so a changed file is never served stale.
+
+Images come back as float32 ``(N, C, H, W)`` normalised per channel, ``(x/255 − mean) / std``, with the dataset's
+usual statistics (``NORMALISATION``); OOD sets are normalised with the *in-distribution* statistics, as the model
+sees them (``ood_test_set``). Corruptions act on pixels in [0, 1] before normalisation (``shifted_test_set``).
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+import warnings
+import zlib
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torchvision
+import torchvision.transforms.v2.functional as TF
+from torchvision.datasets.mnist import read_image_file, read_label_file
+from tqdm import tqdm
+
+from empirics.corruptions import CORRUPTIONS, corrupt
+from theory.cli_support import BadInput, require
+from theory.records import atomic_write_bytes
+
+DATASETS = ("mnist", "fashion-mnist", "cifar10", "svhn")
+SPLITS = ("train", "test")
+ENV_DATA_ROOT = "EGEO_DATA_ROOT"
+ENV_CACHE_DIR = "EGEO_CACHE_DIR"
+
+# Per-channel mean and std of the training pixels in [0, 1] (the constants every reference uses).
+NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion-mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
+}
+INPUT_SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32), "svhn": (3, 32, 32)}
+OOD_PAIRS = {"mnist": "fashion-mnist", "fashion-mnist": "mnist", "cifar10": "svhn"}
+IDX_FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+TORCHVISION_CLASSES = {"mnist": torchvision.datasets.MNIST, "fashion-mnist": torchvision.datasets.FashionMNIST}
+CIFAR10_C_FOLDER = "CIFAR-10-C"
+_CHUNK = 1 << 20
+Pair = tuple[torch.Tensor, torch.Tensor]  # (images, labels)
+
+
+def _check_dataset(name: str) -> str:
+    require(name in DATASETS, f"dataset={name!r} is not known: expected one of {', '.join(DATASETS)}")
+    return name
+
+
+def _check_split(split: str) -> str:
+    require(split in SPLITS, f"split={split!r} is not known: expected one of {', '.join(SPLITS)}")
+    return split
+
+
+def num_classes(name: str) -> int:
+    _check_dataset(name)
+    return 10
+
+
+def input_shape(name: str) -> tuple[int, int, int]:
+    """``(C, H, W)`` of one image."""
+    return INPUT_SHAPES[_check_dataset(name)]
+
+
+def ood_dataset_for(name: str) -> str:
+    """The out-of-distribution partner: MNIST → Fashion-MNIST, Fashion-MNIST → MNIST, CIFAR-10 → SVHN."""
+    require(name in OOD_PAIRS, f"dataset={name!r} has no OOD partner: expected one of {', '.join(OOD_PAIRS)}")
+    return OOD_PAIRS[name]
+
+
+def cache_dir() -> Path:
+    """``EGEO_CACHE_DIR``, else ``$XDG_CACHE_HOME/ensemble-geometry`` (``~/.cache/ensemble-geometry``)."""
+    explicit = os.environ.get(ENV_CACHE_DIR)
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "ensemble-geometry"
+
+
+def resolve_data_root(cli_value: str | os.PathLike | None) -> Path:
+    """The data root: ``--data-root`` if given, else ``EGEO_DATA_ROOT``, else ``cache_dir()/data``."""
+    if cli_value:
+        return Path(cli_value).expanduser()
+    from_env = os.environ.get(ENV_DATA_ROOT)
+    if from_env:
+        return Path(from_env).expanduser()
+    return cache_dir() / "data"
+
+
+# ---------------------------------------------------------------- pixels (uint8, N×C×H×W) and labels (int64)
+
+def load_pixels(name: str, split: str, root: str | os.PathLike,
+                download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw images as uint8 ``(N, C, H, W)`` and labels as int64 ``(N,)``, checked against ``input_shape``."""
+    _check_dataset(name)
+    _check_split(split)
+    root = Path(root)
+    if name in IDX_FOLDERS:
+        images, labels = _load_idx(name, split, root, download)
+    elif name == "cifar10":
+        images, labels = _load_cifar10(split, root, download)
+    else:
+        images, labels = _load_svhn(split, root, download)
+    _check_decoded(name, split, root, images, labels)
+    return images, labels
+
+
+def _check_decoded(name: str, split: str, root: Path, images: torch.Tensor, labels: torch.Tensor) -> None:
+    where = f"{name} {split} data under {root}"
+    require(tuple(images.shape[1:]) == input_shape(name),
+            f"{where} has images of shape {tuple(images.shape[1:])}: expected {input_shape(name)}")
+    require(images.shape[0] == labels.shape[0],
+            f"{where} has {images.shape[0]} images but {labels.shape[0]} labels: expected equal counts")
+    require(bool(((labels >= 0) & (labels < num_classes(name))).all()),
+            f"{where} has labels outside 0..{num_classes(name) - 1}")
+
+
+def _idx_stems(split: str) -> tuple[str, str]:
+    prefix = "train" if split == "train" else "t10k"
+    return f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
+
+
+def _idx_sources(name: str, split: str, root: Path) -> list[Path] | None:
+    """For each IDX file of the split: the decompressed file if present, else its ``.gz``; None if one is missing."""
+    raw = root / IDX_FOLDERS[name] / "raw"
+    sources = []
+    for stem in _idx_stems(split):
+        candidates = [raw / stem, raw / f"{stem}.gz"]
+        found = next((path for path in candidates if path.is_file()), None)
+        if found is None:
+            return None
+        sources.append(found)
+    return sources
+
+
+def _missing_message(name: str, split: str, root: Path, expected: Sequence[str]) -> str:
+    return (f"{name} {split} data not found under {root}: expected {', '.join(expected)}; "
+            f"set {ENV_DATA_ROOT} (or --data-root) to the folder that holds them, or pass --download to fetch them")
+
+
+def _load_idx(name: str, split: str, root: Path, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    sources = _idx_sources(name, split, root)
+    if sources is None and download:
+        _torchvision_download(name, root, lambda: TORCHVISION_CLASSES[name](str(root), train=split == "train",
+                                                                              download=True))
+        sources = _idx_sources(name, split, root)
+    if sources is None:
+        folder = f"{IDX_FOLDERS[name]}/raw"
+        raise BadInput(_missing_message(name, split, root, [f"{folder}/{stem}[.gz]" for stem in _idx_stems(split)]))
+    cached = cache_dir() / "decoded" / f"{name}-{split}-{_digest(sources)}.pt"
+    if cached.is_file():
+        try:
+            stored = torch.load(cached, weights_only=True)
+            return stored["images"], stored["labels"]
+        except (OSError, RuntimeError, KeyError, EOFError):
+            cached.unlink(missing_ok=True)  # a damaged cache entry is rebuilt from the sources below
+    images = _read_idx(sources[0], read_image_file).unsqueeze(1)
+    labels = _read_idx(sources[1], read_label_file)
+    buffer = io.BytesIO()
+    torch.save({"images": images, "labels": labels}, buffer)
+    try:
+        atomic_write_bytes(cached, buffer.getvalue())
+    except OSError as error:  # the cache only saves time: loading goes on without it
+        warnings.warn(f"could not cache decoded {name} {split} in {cached.parent} ({error}); set {ENV_CACHE_DIR}")
+    return images, labels
+
+
+def _digest(paths: Sequence[Path]) -> str:
+    """BLAKE2b of the files' bytes (in order): the cache key."""
+    digest = hashlib.blake2b(digest_size=12)
+    for path in paths:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_idx(path: Path, reader) -> torch.Tensor:
+    """Decode one IDX file with torchvision's ``reader``; a ``.gz`` is first decompressed into a cache temp file."""
+    if path.suffix != ".gz":
+        return _decode_idx(path, path, reader)
+    tmp_dir = cache_dir() / "tmp"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f"{path.stem}.", dir=tmp_dir)
+    try:
+        with os.fdopen(fd, "wb") as out, gzip.open(path, "rb") as compressed:
+            shutil.copyfileobj(compressed, out, _CHUNK)
+        return _decode_idx(Path(tmp), path, reader)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+        raise BadInput(f"{path} is corrupted or truncated ({error}): restore the file or re-fetch it with --download") \
+            from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _decode_idx(path: Path, shown_as: Path, reader) -> torch.Tensor:
+    try:
+        return reader(str(path)).clone()  # clone: own the memory, not the file buffer
+    except (AssertionError, RuntimeError, ValueError, TypeError, KeyError, IndexError) as error:
+        # torchvision signals a bad header with assert/KeyError and a short body with a failing view()
+        raise BadInput(f"{shown_as} is not a valid IDX file ({type(error).__name__}: {error}): "
+                       "restore the file or re-fetch it with --download") from None
+
+
+def _torchvision_download(name: str, root: Path, fetch) -> object:
+    try:
+        return fetch()
+    except (OSError, RuntimeError) as error:  # URLError is an OSError
+        raise BadInput(f"downloading {name} into {root} failed ({type(error).__name__}: {error}): "
+                       f"check the network and that {root} is writable") from None
+
+
+def _load_cifar10(split: str, root: Path, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    make = lambda fetch: torchvision.datasets.CIFAR10(str(root), train=split == "train", download=fetch)  # noqa: E731
+    try:
+        dataset = _torchvision_download("cifar10", root, lambda: make(True)) if download else make(False)
+    except RuntimeError:  # torchvision: "Dataset not found or corrupted"
+        files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+        raise BadInput(_missing_message("cifar10", split, root, [f"cifar-10-batches-py/{f}" for f in files])
+                       + " (files present but failing torchvision's md5 check count as missing)") from None
+    images = torch.from_numpy(np.ascontiguousarray(dataset.data)).permute(0, 3, 1, 2).contiguous()
+    return images, torch.as_tensor(dataset.targets, dtype=torch.int64)
+
+
+def _load_svhn(split: str, root: Path, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    make = lambda fetch: torchvision.datasets.SVHN(str(root), split=split, download=fetch)  # noqa: E731
+    try:
+        dataset = _torchvision_download("svhn", root, lambda: make(True)) if download else make(False)
+    except RuntimeError:
+        raise BadInput(_missing_message("svhn", split, root, [f"{split}_32x32.mat"])
+                       + " (a file failing torchvision's md5 check counts as missing)") from None
+    return torch.from_numpy(np.ascontiguousarray(dataset.data)), torch.as_tensor(dataset.labels, dtype=torch.int64)
+
+
+# ---------------------------------------------------------------- normalised tensors, splits, shift and OOD sets
+
+def to_unit_interval(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels → float32 in [0, 1] (x / 255)."""
+    return TF.to_dtype(pixels, torch.float32, scale=True)
+
+
+def normalise(images01: torch.Tensor, name: str) -> torch.Tensor:
+    """``(x − mean) / std`` per channel with ``name``'s statistics; ``x`` in [0, 1]."""
+    mean, std = NORMALISATION[_check_dataset(name)]
+    return TF.normalize(images01, list(mean), list(std))
+
+
+def load_split(name: str, split: str, root: str | os.PathLike, download: bool = False,
+               normalise_as: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images float32 ``(N, C, H, W)`` normalised with ``normalise_as``'s statistics (default: ``name``'s), labels."""
+    pixels, labels = load_pixels(name, split, root, download)
+    return normalise(to_unit_interval(pixels), normalise_as or name), labels
+
+
+def ood_test_set(name: str, root: str | os.PathLike, download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test split of ``ood_dataset_for(name)``, normalised with ``name``'s statistics (what the model expects)."""
+    return load_split(ood_dataset_for(name), "test", root, download, normalise_as=name)
+
+
+def train_val_split(images: torch.Tensor, labels: torch.Tensor, val_fraction: float, seed: int,
+                    n_train: int | None = None) -> tuple[Pair, Pair]:
+    """Deterministic split: one seeded permutation; its first ``round(N · val_fraction)`` indices are validation,
+    the next ``n_train`` (default: all the rest) are training. The validation set does not depend on ``n_train``, and
+    a smaller ``n_train`` takes a prefix of a larger one's training set."""
+    total = int(labels.shape[0])
+    require(images.shape[0] == total, f"images ({images.shape[0]}) and labels ({total}) differ in length")
+    require(isinstance(val_fraction, (int, float)) and 0.0 <= val_fraction < 1.0,
+            f"val_fraction={val_fraction!r} is out of range: expected a number in [0, 1)")
+    n_val = round(total * val_fraction)
+    available = total - n_val
+    if n_train is None:
+        n_train = available
+    require(isinstance(n_train, int) and not isinstance(n_train, bool) and 1 <= n_train <= available,
+            f"n_train={n_train!r} is out of range: expected an integer in 1..{available} "
+            f"({total} examples, {n_val} held out for validation)")
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
+    val_idx, train_idx = order[:n_val], order[n_val:n_val + n_train]
+    return (images[train_idx], labels[train_idx]), (images[val_idx], labels[val_idx])
+
+
+def _family_seed(seed: int, family: str) -> int:
+    """A seed per (seed, family), independent of which other families are requested and of the severity."""
+    return int.from_bytes(hashlib.blake2b(f"{seed}:{family}".encode(), digest_size=7).digest(), "little")
+
+
+def _cifar10_c_file(root: Path, family: str, severity: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Severity ``s`` of CIFAR-10-C is rows ``(s−1)·10000 .. s·10000`` of ``<family>.npy`` (uint8 N×32×32×3)."""
+    folder = root / CIFAR10_C_FOLDER
+    images_file, labels_file = folder / f"{family}.npy", folder / "labels.npy"
+    if not (images_file.is_file() and labels_file.is_file()):
+        return None
+    try:
+        images = np.load(images_file, mmap_mode="r")
+        labels = np.load(labels_file, mmap_mode="r")
+    except (OSError, ValueError) as error:
+        raise BadInput(f"{images_file} or {labels_file} is not a readable .npy file ({error})") from None
+    per_severity = labels.shape[0] // 5
+    require(images.shape[0] == labels.shape[0] and images.shape[1:] == (32, 32, 3),
+            f"{images_file} has shape {images.shape}: expected ({labels.shape[0]}, 32, 32, 3) to match labels.npy")
+    rows = slice((severity - 1) * per_severity, severity * per_severity)
+    pixels = torch.from_numpy(np.array(images[rows])).permute(0, 3, 1, 2).contiguous()  # np.array: copy the mmap
+    return pixels, torch.from_numpy(np.array(labels[rows])).to(torch.int64)
+
+
+def shifted_test_set(name: str, root: str | os.PathLike, families: Sequence[str] | None, severity: int, seed: int,
+                     download: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The test split corrupted by each family at ``severity``, concatenated in ``families`` order.
+
+    Returns normalised images ``(F·N, C, H, W)``, labels ``(F·N,)`` and ``family_index`` ``(F·N,)`` (position in
+    ``families``). ``families=None`` means every family of ``empirics.corruptions.CORRUPTIONS``. For CIFAR-10 a
+    family with ``CIFAR-10-C/<family>.npy`` under the root is read from that file; any other family is generated
+    by ``empirics.corruptions`` from the clean test set (MNIST-C style), quantised to 8 bits like the stored sets.
+    """
+    _check_dataset(name)
+    root = Path(root)
+    families = list(CORRUPTIONS) if families is None else list(families)
+    require(len(families) > 0, "families is empty: expected at least one of " + ", ".join(CORRUPTIONS))
+    require(len(set(families)) == len(families), f"families={families} repeats a family")
+    clean: tuple[torch.Tensor, torch.Tensor] | None = None
+    parts_x, parts_y, parts_f = [], [], []
+    progress = tqdm(families, desc=f"{name} shift (severity {severity})", unit="family", leave=False, disable=None)
+    for position, family in enumerate(progress):
+        stored = _cifar10_c_file(root, family, severity) if name == "cifar10" and 1 <= severity <= 5 else None
+        if stored is None:
+            require(family in CORRUPTIONS, f"family={family!r} is not known: expected one of "
+                    f"{', '.join(CORRUPTIONS)} (or a CIFAR-10-C .npy file under {root / CIFAR10_C_FOLDER})")
+            clean = clean or load_pixels(name, "test", root, download)
+            generator = torch.Generator().manual_seed(_family_seed(seed, family))
+            corrupted = corrupt(to_unit_interval(clean[0]), family, severity, generator)
+            images01, labels = torch.round(corrupted * 255) / 255, clean[1]
+        else:
+            images01, labels = to_unit_interval(stored[0]), stored[1]
+        parts_x.append(normalise(images01, name))
+        parts_y.append(labels)
+        parts_f.append(torch.full_like(labels, position))
+    return torch.cat(parts_x), torch.cat(parts_y), torch.cat(parts_f)

@@ -1,0 +1,213 @@
+"""Diversity geometry of a trained ensemble: parameter space, function space, and the link between them.
+
+Parameter space (per layer and for the whole network, from each member's effective weights ``(k, out, in[, h, w])``):
+
+* cosine similarity  cos(w_i, w_j) = <w_i, w_j> / (|w_i| |w_j|), raw and *centred* (w_i − w̄, w̄ = mean over members:
+  what is left once the shared part is removed; Fort et al. 2019 use the raw one);
+* relative distance  d_ij = |w_i − w_j| / sqrt((|w_i|² + |w_j|²) / 2)  (0 for identical members, √2 for orthogonal
+  members of equal norm);
+* the distance of the member tuple to the rank-r BatchEnsemble set, ``theory.distance`` (0 for BE by construction);
+* the fraction of the Deep-Ensemble weight space that rank-r BE reaches, Σ_l dim Im Φ_l / Σ_l k·D_l (``theory``).
+
+Function space: mutual information, mean pairwise JSD and disagreement come from ``empirics.metrics`` (one definition
+in the project); linear CKA of the members' penultimate features is hand-written here (Kornblith et al. 2019):
+
+    CKA(X, Y) = |Y_cᵀ X_c|_F² / (|X_cᵀ X_c|_F · |Y_cᵀ Y_c|_F),   X_c = X − column means   (rows = examples).
+
+Link: Spearman's ρ between a parameter-space and a function-space diversity across the runs of a study, with a
+paired percentile-bootstrap confidence interval (``scipy.stats``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+from scipy import stats
+
+from theory.batchensemble import DENSE_VARIANTS, BatchEnsembleSpec
+from theory.cli_support import BadInput
+from theory.dimension import image_dim
+from theory.distance import DEFAULT_MAX_ITER, distance_by_rank
+
+NETWORK = "network"
+
+
+def flatten_members(weights: torch.Tensor) -> torch.Tensor:
+    """``(k, *kernel)`` -> ``(k, D)`` in float64 (verification math runs in float64)."""
+    if weights.ndim < 2:
+        raise BadInput(f"member weights of shape {tuple(weights.shape)}: expected (k, out, in[, h, w])")
+    return weights.detach().to(torch.float64).reshape(weights.shape[0], -1)
+
+
+def pairwise_cosine(weights: torch.Tensor, centered: bool = False) -> torch.Tensor:
+    """(k, k) matrix cos(w_i, w_j); ``centered`` first subtracts the member mean w̄ = (1/k) Σ_i w_i."""
+    flat = flatten_members(weights)
+    if centered:
+        flat = flat - flat.mean(dim=0, keepdim=True)
+    unit = flat / flat.norm(dim=1, keepdim=True).clamp_min(torch.finfo(flat.dtype).tiny)
+    return unit @ unit.T
+
+
+def pairwise_relative_distance(weights: torch.Tensor) -> torch.Tensor:
+    """(k, k) matrix |w_i − w_j| / sqrt((|w_i|² + |w_j|²) / 2)."""
+    flat = flatten_members(weights)
+    squared_norms = (flat * flat).sum(dim=1)
+    scale = ((squared_norms[:, None] + squared_norms[None, :]) / 2).sqrt()
+    return torch.cdist(flat, flat) / scale.clamp_min(torch.finfo(flat.dtype).tiny)
+
+
+def mean_off_diagonal(matrix: torch.Tensor) -> float:
+    """Mean of the k(k−1) off-diagonal entries (the mean over ordered member pairs)."""
+    k = matrix.shape[0]
+    if k < 2:
+        raise BadInput(f"a pairwise mean needs k >= 2 members, got k={k}")
+    return float((matrix.sum() - matrix.diagonal().sum()) / (k * (k - 1)))
+
+
+def network_weights(layer_weights: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Concatenate every layer's flattened member weights: the whole network as one vector per member, (k, Σ D_l)."""
+    return torch.cat([flatten_members(w) for w in layer_weights.values()], dim=1)
+
+
+def weight_geometry(layer_weights: Mapping[str, torch.Tensor]) -> dict[str, dict]:
+    """Per layer and for the whole network (key ``"network"``): the three (k, k) matrices and their off-diagonal means."""
+    groups = dict(layer_weights)
+    groups[NETWORK] = network_weights(layer_weights)
+    result = {}
+    for name, weights in groups.items():
+        matrices = {"cosine": pairwise_cosine(weights), "centered_cosine": pairwise_cosine(weights, centered=True),
+                    "relative_distance": pairwise_relative_distance(weights)}
+        result[name] = {key: value.tolist() for key, value in matrices.items()}
+        result[name].update({f"mean_{key}": mean_off_diagonal(value) for key, value in matrices.items()})
+    return result
+
+
+def layer_spec(weights: torch.Tensor, rank: int, variant: str) -> BatchEnsembleSpec:
+    """The BE spec of a layer with member weights ``(k, *kernel)``; rank capped at the layer's largest rank."""
+    kernel = tuple(weights.shape[1:])
+    if len(kernel) == 2 and variant not in DENSE_VARIANTS:
+        variant = "channel-wise"
+    cap = BatchEnsembleSpec(kernel, weights.shape[0], 1, variant).max_rank
+    return BatchEnsembleSpec(kernel, weights.shape[0], min(rank, cap), variant)
+
+
+def distance_to_be_sets(layer_weights: Mapping[str, torch.Tensor], ranks: Sequence[int], variant: str = "channel-wise",
+                        starts: int = 3, max_iter: int = DEFAULT_MAX_ITER, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Distance of each layer's member tuple to the rank-r BE set, for r in ``ranks`` (``theory.distance``).
+
+    Per layer: the Euclidean distance and the relative residual |X − proj X| / |X| of the best of ``starts``
+    alternating-least-squares fits of at most ``max_iter`` sweeps (an upper bound on the distance; ranks above a layer's largest rank
+    use that rank; rank r is warm-started from r − 1, so the distance is non-increasing in r). For the network the sets
+    are products over layers, so the distance is sqrt(Σ_l dist_l²) and the relative residual sqrt(Σ dist_l²) / |X|.
+    Dense layers use the channel-wise variant when ``variant`` needs a conv kernel.
+    """
+    result: dict[str, dict[str, float]] = {NETWORK: {}}
+    squared_distance = dict.fromkeys(ranks, 0.0)
+    squared_norm = 0.0
+    for name, weights in layer_weights.items():
+        weights = weights.detach().to(torch.float64)
+        spec = layer_spec(weights, max(ranks), variant)
+        found = distance_by_rank(weights, spec.rank, spec.variant, starts=starts, seed=seed, max_iter=max_iter)
+        squared_norm += float(weights.pow(2).sum())
+        result[name] = {}
+        for rank in ranks:
+            fit = found[min(rank, spec.rank) - 1]
+            result[name][f"rank{rank}/distance"] = fit.distance
+            result[name][f"rank{rank}/relative_residual"] = fit.relative_residual
+            squared_distance[rank] += fit.distance ** 2
+    for rank in ranks:
+        result[NETWORK][f"rank{rank}/distance"] = math.sqrt(squared_distance[rank])
+        result[NETWORK][f"rank{rank}/relative_residual"] = math.sqrt(squared_distance[rank] / squared_norm)
+    return result
+
+
+def reachable_fraction(kernel_shapes: Sequence[tuple[int, ...]], members: int, rank: int,
+                       variant: str = "channel-wise") -> float:
+    """Σ_l dim Im Φ_l / Σ_l k·D_l: the fraction of the Deep-Ensemble weight space (kernels) that rank-r BE reaches.
+
+    Per-member biases and BatchNorm affine parameters cost nothing (THEORY.md §4), so kernels decide the fraction.
+    """
+    specs = [layer_spec(torch.empty((members, *shape)), rank, variant) for shape in kernel_shapes]
+    return sum(image_dim(spec) for spec in specs) / sum(spec.ambient_dim for spec in specs)
+
+
+def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Linear CKA = |Y_cᵀ X_c|_F² / (|X_cᵀ X_c|_F |Y_cᵀ Y_c|_F) for features x (B, F), y (B, G) of the same B inputs."""
+    if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
+        raise BadInput(f"CKA needs features (B, F) and (B, G) on the same inputs, got {tuple(x.shape)} and "
+                       f"{tuple(y.shape)}")
+    x = x.detach().to(torch.float64)
+    y = y.detach().to(torch.float64)
+    x = x - x.mean(dim=0, keepdim=True)
+    y = y - y.mean(dim=0, keepdim=True)
+    cross = (y.T @ x).norm() ** 2
+    return float(cross / ((x.T @ x).norm() * (y.T @ y).norm()))
+
+
+def pairwise_cka(member_features: torch.Tensor) -> torch.Tensor:
+    """(k, k) matrix of linear CKA between members' penultimate features ``(k, B, F)``."""
+    k = member_features.shape[0]
+    matrix = torch.ones(k, k, dtype=torch.float64)
+    for i in range(k):
+        for j in range(i + 1, k):
+            matrix[i, j] = matrix[j, i] = linear_cka(member_features[i], member_features[j])
+    return matrix
+
+
+def spearman_with_ci(x: Sequence[float], y: Sequence[float], confidence: float = 0.95, n_resamples: int = 2000,
+                     seed: int = 0) -> dict[str, float | int | None]:
+    """Spearman's ρ of paired samples and a paired percentile-bootstrap CI: runs are resampled with replacement and
+    the CI is the (α/2, 1 − α/2) quantiles of ρ over resamples (resamples with a constant coordinate have no ρ and
+    are dropped; ``n_boot`` says how many were kept). ρ is ``None`` for fewer than 3 runs or constant inputs."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return {"rho": None, "p_value": None, "ci_low": None, "ci_high": None, "n": int(len(x)), "n_boot": 0}
+    result = stats.spearmanr(x, y)
+    indices = np.random.default_rng(seed).integers(0, len(x), size=(n_resamples, len(x)))
+    usable = [row for row in indices if np.ptp(x[row]) > 0 and np.ptp(y[row]) > 0]
+    resampled = np.array([stats.spearmanr(x[row], y[row]).statistic for row in usable])
+    alpha = 1 - confidence
+    low, high = np.quantile(resampled, [alpha / 2, 1 - alpha / 2]) if len(resampled) else (np.nan, np.nan)
+    return {"rho": float(result.statistic), "p_value": float(result.pvalue), "ci_low": float(low),
+            "ci_high": float(high), "n": int(len(x)), "n_boot": int(len(resampled))}
+
+
+# Diversity measures oriented so that larger = more diverse: (label, metric key, transform of the stored value).
+PARAMETER_DIVERSITY = (
+    ("weight relative distance", "weights/network/mean_relative_distance", lambda v: v),
+    ("1 − weight cosine", "weights/network/mean_cosine", lambda v: 1.0 - v),
+    ("distance to rank-1 BE set (relative)", "distance/network/rank1/relative_residual", lambda v: v),
+)
+FUNCTION_DIVERSITY = (
+    ("mutual information (test)", "test/ensemble/mutual_information", lambda v: v),
+    ("mutual information (shift)", "shift/ensemble/mutual_information", lambda v: v),
+    ("mutual information (OOD)", "ood/ensemble/mutual_information", lambda v: v),
+    ("disagreement (test)", "test/ensemble/disagreement", lambda v: v),
+    ("1 − feature CKA (test)", "features/test/mean_cka", lambda v: 1.0 - v),
+)
+
+HEADLINE_LINK = ("weights/network/mean_relative_distance", "shift/ensemble/mutual_information")
+
+
+def link_analysis(points: Sequence[Mapping[str, float]], seed: int = 0) -> dict:
+    """Spearman ρ (bootstrap CI) for every (parameter-space, function-space) diversity pair across runs × seeds.
+
+    ``points`` are the flat metrics of each finished run; runs without a measure (k = 1) are left out of its pairs.
+    The headline pair is ``HEADLINE_LINK``: weight relative distance vs mutual information under shift.
+    """
+    pairs = []
+    for p_label, p_key, p_map in PARAMETER_DIVERSITY:
+        for f_label, f_key, f_map in FUNCTION_DIVERSITY:
+            usable = [point for point in points if p_key in point and f_key in point]
+            x = [p_map(point[p_key]) for point in usable]
+            y = [f_map(point[f_key]) for point in usable]
+            pairs.append({"parameter": p_label, "parameter_key": p_key, "function": f_label, "function_key": f_key,
+                          **spearman_with_ci(x, y, seed=seed)})
+    headline = next(pair for pair in pairs if pair["parameter_key"] == HEADLINE_LINK[0]
+                    and pair["function_key"] == HEADLINE_LINK[1])
+    return {"method": "Spearman rank correlation, paired percentile bootstrap (2000 resamples, 95% CI)",
+            "headline": headline, "pairs": pairs}

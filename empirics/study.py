@@ -1,0 +1,256 @@
+"""Studies: a preset (``empirics/presets/<name>.toml``) names a claim, the evidence it produces and a grid of runs.
+
+``python -m empirics study PRESET [--seeds N] [--resume] [--out DIR] [--tiny]`` trains every (run, seed), evaluates it
+on test / shift / OOD data, measures its diversity geometry (``empirics.diversity``), then aggregates mean ± std over
+seeds and the parameter ↔ function-space link into ``<out>/summary.json`` and writes the report (``empirics.report``).
+
+Preset format::
+
+    [study]   claim, evidence, seeds (count; seeds are 0..N−1), distance_ranks, include (other presets, optional)
+    [base]    Config fields shared by every run (``empirics.config``)
+    [runs.NAME]  the Config fields of run NAME on top of [base]
+    [tiny]    overrides for ``--tiny`` (CI smoke: every run on a tiny subset, one seed, in seconds)
+    [reference.NAME]  reference numbers of PAPER.md for run NAME, under our metric keys (data, not ours)
+
+A preset with ``include`` takes the runs, references and distance ranks of the named presets (a run of the same name
+and configuration in several of them is trained once) and applies its own [base] on top of theirs.
+
+Faults: a run counts as finished only when the engine's completion marker ``COMPLETE``, ``eval.json`` and
+``diversity.json`` all exist, each written atomically and in that order, so a study killed at any point and restarted
+with ``--resume`` redoes no finished run and never reads a partial one; an unfinished run continues from its last
+checkpoint with ``--resume`` and restarts from scratch without it.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from empirics import diversity
+from empirics.config import Config
+from empirics.train import evaluate_run, train
+from theory.cli_support import BadInput, require_int_in_range
+from theory.records import atomic_write_json, provenance
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
+RESULTS_DIR = Path("results")
+COMPLETE_MARKER = "COMPLETE"
+EVAL_FILE = "eval.json"
+DIVERSITY_FILE = "diversity.json"
+SUMMARY_FILE = "summary.json"
+TINY_SUBDIR = "tiny"
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    claim: str
+    evidence: str
+    seeds: int
+    runs: dict[str, dict[str, Any]]
+    tiny: dict[str, Any] = field(default_factory=dict)
+    reference: dict[str, dict[str, float]] = field(default_factory=dict)
+    distance_ranks: tuple[int, ...] = (1,)
+    includes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    name: str
+    seed: int
+    fields: dict[str, Any]
+
+    @property
+    def relative_dir(self) -> Path:
+        return Path("runs") / self.name / f"seed{self.seed}"
+
+
+def available_presets() -> list[str]:
+    return sorted(path.stem for path in PRESET_DIR.glob("*.toml"))
+
+
+def _read_preset_file(name: str) -> dict[str, Any]:
+    path = PRESET_DIR / f"{name}.toml"
+    if not path.is_file():
+        raise BadInput(f"preset {name!r} is unknown: expected one of {', '.join(available_presets())}")
+    with open(path, "rb") as handle:
+        return tomllib.load(handle)
+
+
+def load_preset(name: str) -> Preset:
+    """Read ``presets/<name>.toml``, resolving ``include`` (runs of the same name must have the same fields)."""
+    raw = _read_preset_file(name)
+    study = raw.get("study", {})
+    for key in ("claim", "evidence", "seeds"):
+        if key not in study:
+            raise BadInput(f"preset {name!r} lacks [study] {key}: every preset states its claim, evidence and seeds")
+    base = raw.get("base", {})
+    runs: dict[str, dict[str, Any]] = {}
+    reference: dict[str, dict[str, float]] = {}
+    ranks = set(study.get("distance_ranks", [1]))
+    includes = tuple(study.get("include", []))
+    sources = [load_preset(included) for included in includes] if includes else []
+    for source in sources:
+        for run_name, fields in source.runs.items():
+            _add_run(runs, run_name, {**fields, **base}, name)
+        reference.update(source.reference)
+        ranks.update(source.distance_ranks)
+    for run_name, fields in raw.get("runs", {}).items():
+        _add_run(runs, run_name, {**base, **fields}, name)
+    reference.update(raw.get("reference", {}))
+    if not runs:
+        raise BadInput(f"preset {name!r} defines no runs: add [runs.NAME] tables or [study] include")
+    return Preset(name=name, claim=" ".join(study["claim"].split()), evidence=" ".join(study["evidence"].split()),
+                  seeds=require_int_in_range("seeds", study["seeds"], 1), runs=runs, tiny=raw.get("tiny", {}),
+                  reference=reference, distance_ranks=tuple(sorted(ranks)), includes=includes)
+
+
+def _add_run(runs: dict[str, dict[str, Any]], run_name: str, fields: dict[str, Any], preset: str) -> None:
+    if run_name in runs and runs[run_name] != fields:
+        raise BadInput(f"preset {preset!r}: run {run_name!r} is defined twice with different fields "
+                       f"({runs[run_name]} vs {fields})")
+    runs[run_name] = fields
+
+
+def run_specs(preset: Preset, seeds: int | None = None, tiny: bool = False) -> list[RunSpec]:
+    """Every (run, seed) of the preset, seed-major so a partial study already covers every run."""
+    count = 1 if tiny and seeds is None else (preset.seeds if seeds is None else seeds)
+    require_int_in_range("--seeds", count, 1)
+    overrides = preset.tiny if tiny else {}
+    return [RunSpec(name, seed, {**fields, **overrides, "seed": seed})
+            for seed in range(count) for name, fields in preset.runs.items()]
+
+
+def build_config(spec: RunSpec) -> Config:
+    """The engine's typed config for one run (unknown fields and wrong types are rejected there)."""
+    return Config.from_dict(spec.fields)
+
+
+def is_finished(run_dir: Path) -> bool:
+    """Finished = trained (``COMPLETE``), evaluated (``eval.json``) and analysed (``diversity.json``)."""
+    return all((run_dir / name).is_file() for name in (COMPLETE_MARKER, EVAL_FILE, DIVERSITY_FILE))
+
+
+def execute_run(spec: RunSpec, run_dir: Path, resume: bool, distance_ranks: tuple[int, ...]) -> None:
+    """Train, evaluate and analyse one run, skipping each stage whose result file already exists."""
+    if not (run_dir / COMPLETE_MARKER).is_file():
+        train(build_config(spec), run_dir, resume=resume and run_dir.exists())
+    if not (run_dir / EVAL_FILE).is_file():
+        evaluate_run(run_dir)
+    if not (run_dir / DIVERSITY_FILE).is_file():
+        diversity.analyse_run(run_dir, distance_ranks)
+
+
+def default_out(preset: str, tiny: bool) -> Path:
+    return RESULTS_DIR / TINY_SUBDIR / preset if tiny else RESULTS_DIR / preset
+
+
+def run_study(preset_name: str, out: Path | None = None, seeds: int | None = None, resume: bool = False,
+              tiny: bool = False) -> dict[str, Any]:
+    """Run every unfinished (run, seed) of the preset, then write ``summary.json`` and the report; return the summary."""
+    preset = load_preset(preset_name)
+    out = Path(out) if out is not None else default_out(preset_name, tiny)
+    specs = run_specs(preset, seeds, tiny)
+    configs = [build_config(spec) for spec in specs]  # reject a bad preset before any training
+    del configs
+    todo = [spec for spec in specs if not is_finished(out / spec.relative_dir)]
+    print(f"{preset_name}: {len(specs)} runs, {len(specs) - len(todo)} already finished, {len(todo)} to run "
+          f"-> {out}", file=sys.stderr)
+    timings = {}
+    for spec in tqdm(todo, desc=preset_name, unit="run", disable=not sys.stderr.isatty()):
+        start = time.perf_counter()
+        execute_run(spec, out / spec.relative_dir, resume, preset.distance_ranks)
+        timings[f"{spec.name}/seed{spec.seed}"] = round(time.perf_counter() - start, 2)
+    summary = summarise(preset, specs, out, tiny)
+    summary["timings_s"] = timings
+    atomic_write_json(out / SUMMARY_FILE, summary)
+    from empirics import report
+
+    report.write_report(out)
+    print(report.console_table(summary))
+    return summary
+
+
+def _flatten(payload: Any, prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of nested dicts as flat ``a/b/c`` keys (lists, strings and None are not metrics)."""
+    if isinstance(payload, dict):
+        flat: dict[str, float] = {}
+        for key, value in payload.items():
+            flat.update(_flatten(value, f"{prefix}{key}/"))
+        return flat
+    if isinstance(payload, (int, float)) and not isinstance(payload, bool):
+        return {prefix.rstrip("/"): float(payload)}
+    return {}
+
+
+def run_metrics(run_dir: Path) -> dict[str, float]:
+    """The scalar metrics of a finished run: ``eval.json`` and the scalars of ``diversity.json`` (prefixed)."""
+    import json
+
+    with open(run_dir / EVAL_FILE, encoding="utf-8") as handle:
+        evaluated = json.load(handle)
+    with open(run_dir / DIVERSITY_FILE, encoding="utf-8") as handle:
+        analysed = json.load(handle)
+    metrics = _flatten(evaluated.get("metrics", evaluated))
+    metrics.update(_flatten(analysed.get("scalars", {})))
+    return metrics
+
+
+def mean_std(values: list[float]) -> dict[str, Any]:
+    """Mean and sample standard deviation (ddof = 1; 0 for one seed) over seeds, with the raw per-seed values."""
+    array = np.asarray(values, dtype=float)
+    std = float(array.std(ddof=1)) if len(array) > 1 else 0.0
+    return {"mean": float(array.mean()), "std": std, "n": len(array), "values": [float(v) for v in array]}
+
+
+def summarise(preset: Preset, specs: list[RunSpec], out: Path, tiny: bool = False) -> dict[str, Any]:
+    """Aggregate finished runs only (unfinished ones are listed as missing, never read)."""
+    per_run: dict[str, dict[str, list[float]]] = {}
+    seeds: dict[str, list[int]] = {}
+    missing = []
+    points = []
+    for spec in specs:
+        run_dir = out / spec.relative_dir
+        if not is_finished(run_dir):
+            missing.append(str(spec.relative_dir))
+            continue
+        metrics = run_metrics(run_dir)
+        points.append({"run": spec.name, "seed": spec.seed, **metrics})
+        seeds.setdefault(spec.name, []).append(spec.seed)
+        for key, value in metrics.items():
+            per_run.setdefault(spec.name, {}).setdefault(key, []).append(value)
+    runs = {name: {"fields": preset.runs[name], "seeds": seeds[name],
+                   "metrics": {key: mean_std(values) for key, values in sorted(per_run[name].items())}}
+            for name in preset.runs if name in per_run}
+    return {"preset": preset.name, "claim": preset.claim, "evidence": preset.evidence, "tiny": tiny,
+            "includes": list(preset.includes), "provenance": provenance({"preset": preset.name, "tiny": tiny,
+                                                                         "overrides": preset.tiny if tiny else {}}),
+            "runs": runs, "missing": missing, "reference": preset.reference,
+            "link": diversity.link_analysis(points)}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("study", help="run a study preset (train, evaluate, analyse, summarise, report)",
+                                   description=__doc__.split("\n\n")[0])
+    parser.add_argument("preset", help=f"one of {', '.join(available_presets())}")
+    parser.add_argument("--seeds", type=int, help="number of seeds (0..N-1); default: the preset's")
+    parser.add_argument("--resume", action="store_true", help="continue unfinished runs from their last checkpoint")
+    parser.add_argument("--out", type=Path, help="output folder (default results/PRESET, results/tiny/PRESET)")
+    parser.add_argument("--tiny", action="store_true", help="CI smoke mode: tiny subsets, one seed, seconds per run")
+    parser.set_defaults(handler=_handle)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    summary = run_study(args.preset, args.out, args.seeds, args.resume, args.tiny)
+    return 1 if summary["missing"] else 0

@@ -1,0 +1,333 @@
+"""Resumable, deterministic training of every method, with early stopping on validation NLL.
+
+``train(config, run_dir, resume=False) -> dict`` (final flat test metrics) writes into ``run_dir``:
+
+* ``config.json`` — full config with provenance (seed, versions, git commit, command), written first;
+* ``checkpoint.pt`` — model, optimizer, scheduler, RNG state, early-stopping state, history and position
+  (epoch, batch), written atomically at the end of every epoch and at the batch boundary where SIGTERM/SIGINT arrive;
+* ``metrics.json`` — per-epoch ``train/*`` and ``val/*`` values and the final ``test/*`` metrics per member and for
+  the ensemble (flat keys), rewritten every epoch;
+* ``train.log`` — one line per epoch and every event (resume, interruption, divergence, early stop);
+* ``COMPLETE`` — written last: the run finished and ``checkpoint.pt`` holds the final (best) model.
+
+Loss: the mean cross-entropy over all k·B member rows (each member sees the whole batch), as edward2 and
+torch-uncertainty train BatchEnsemble and their jointly trained Deep Ensembles (for SGD this gives each DE member the
+gradient of its own loss divided by k; torch-uncertainty's DE recipe raises the learning rate by k accordingly).
+
+Determinism: deterministic algorithms on; the epoch's shuffling comes from a generator seeded with (seed, epoch), the
+dropout masks from torch's global generator whose state is checkpointed, so a resumed run — from an epoch end or
+from the batch where a signal stopped it — is bit-identical to an uninterrupted one. A non-finite loss stops the run
+with a ``TrainingDiverged`` (exit 2) and leaves the last good checkpoint untouched. No mixed precision (float32).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm import tqdm
+
+from empirics import data, metrics
+from empirics.config import Config
+from empirics.evaluate import (CHECKPOINT_FILE, COMPLETE_MARKER, CONFIG_FILE, EVAL_FILE, checkpoint_bytes, data_root,
+                               apply_execution_settings, evaluate_run, load_checkpoint, predict_member_probs,
+                               read_config)
+from empirics.models import EnsembleModel, build_model
+from theory.cli_support import BadInput
+from theory.records import atomic_write_bytes, atomic_write_json, provenance
+
+__all__ = ["train", "evaluate_run", "TrainingDiverged", "COMPLETE_MARKER"]
+
+METRICS_FILE = "metrics.json"
+LOG_FILE = "train.log"
+FAST_WEIGHT_MARK = "fast_factors"
+# Keys that change how a run executes, not what it computes: a resumed run may change them.
+EXECUTION_KEYS = ("data_root", "download", "num_workers", "device", "eval_batch_size", "threads")
+_SHUFFLE_STRIDE = 1_000_003  # seed of epoch e's shuffle: seed · stride + e (distinct for every (seed, epoch < stride))
+
+
+class TrainingDiverged(BadInput):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class _StopSignal:
+    """SIGTERM/SIGINT set a flag; the loop checkpoints at the next batch boundary and exits 128 + signal."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.received = signum
+
+
+@contextmanager
+def _signal_flag() -> Iterator[_StopSignal]:
+    flag = _StopSignal()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = {sig: signal.signal(sig, flag) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield flag
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _logger(run_dir: Path) -> logging.Logger:
+    logger = logging.getLogger(f"empirics.train.{run_dir.resolve()}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    if not logger.handlers:
+        handler = logging.FileHandler(run_dir / LOG_FILE, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        logger.addHandler(handler)
+    return logger
+
+
+def _close_logger(logger: logging.Logger) -> None:
+    for handler in list(logger.handlers):
+        handler.close()
+        logger.removeHandler(handler)
+
+
+def load_training_data(config: Config) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    images, labels = data.load_split(config.dataset, "train", data_root(config), config.download)
+    return data.train_val_split(images, labels, config.val_fraction, config.seed, config.n_train or None)
+
+
+def build_optimizer(config: Config, model: EnsembleModel) -> torch.optim.Optimizer:
+    """Two parameter groups: slow weights (lr, weight_decay) and BE fast factors (lr · fast_lr_mult, weight_decay
+    only when ``fast_weight_decay``)."""
+    slow, fast = [], []
+    for name, parameter in model.named_parameters():
+        (fast if FAST_WEIGHT_MARK in name else slow).append(parameter)
+    groups = [{"params": slow, "lr": config.lr, "weight_decay": config.weight_decay}]
+    if fast:
+        groups.append({"params": fast, "lr": config.lr * config.fast_lr_mult,
+                       "weight_decay": config.weight_decay if config.fast_weight_decay else 0.0})
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+    return torch.optim.Adam(groups, lr=config.lr)
+
+
+def build_scheduler(config: Config, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    if config.schedule == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones), config.gamma)
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+
+
+def ensemble_loss(member_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """mean over members i and rows b of CE(logits[i, b], y_b) — the mean over the k·B member-major rows."""
+    k, _, classes = member_logits.shape
+    return F.cross_entropy(member_logits.reshape(-1, classes), labels.repeat(k))
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
+    """Index batches of epoch ``epoch``: a permutation from a generator seeded with (seed, epoch)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * _SHUFFLE_STRIDE + epoch))
+    return list(torch.split(order, batch_size))
+
+
+def _fresh_state() -> dict[str, Any]:
+    return {"epoch": 0, "batch": 0, "running": {"loss": 0.0, "correct": 0.0, "rows": 0}, "history": [],
+            "best_nll": math.inf, "best_epoch": 0, "best_model": None, "bad_epochs": 0, "stopped_early": False}
+
+
+def _check_resumable(config: Config, run_dir: Path) -> None:
+    stored = read_config(run_dir).to_dict()
+    current = config.to_dict()
+    differing = [key for key in current if key not in EXECUTION_KEYS and current[key] != stored[key]]
+    if differing:
+        raise BadInput(f"cannot resume {run_dir}: config differs from its config.json in "
+                       + ", ".join(f"{key} ({stored[key]!r} → {current[key]!r})" for key in differing))
+
+
+def _start_fresh(config: Config, run_dir: Path) -> None:
+    """Remove results of an earlier run in ``run_dir`` (completion marker first) and write ``config.json``."""
+    for name in (COMPLETE_MARKER, EVAL_FILE, METRICS_FILE, CHECKPOINT_FILE):
+        (run_dir / name).unlink(missing_ok=True)
+    atomic_write_json(run_dir / CONFIG_FILE, provenance(config.to_dict(), config.seed))
+
+
+def _save(run_dir: Path, model, optimizer, scheduler, state: dict[str, Any]) -> None:
+    payload = {**state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+               "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state()}
+    atomic_write_bytes(run_dir / CHECKPOINT_FILE, checkpoint_bytes(payload))
+
+
+def _write_metrics(run_dir: Path, config: Config, state: dict[str, Any], final: dict[str, float] | None) -> None:
+    atomic_write_json(run_dir / METRICS_FILE, {
+        "provenance": provenance(config.to_dict(), config.seed), "epochs": state["history"],
+        "best_epoch": state["best_epoch"], "stopped_early": state["stopped_early"], "final": final or {}})
+
+
+def _train_epoch(config: Config, model: EnsembleModel, optimizer, train_set: TensorDataset, state: dict[str, Any],
+                 device: torch.device, stop: _StopSignal, save) -> None:
+    """Run the batches of ``state['epoch']`` from ``state['batch']``, updating the running sums in ``state``."""
+    batches = epoch_batches(len(train_set), config.batch_size, config.seed, state["epoch"])
+    loader = DataLoader(train_set, sampler=batches[state["batch"]:], batch_size=None, num_workers=config.num_workers)
+    model.train()
+    running = state["running"]
+    bar = tqdm(loader, desc=f"epoch {state['epoch'] + 1}", unit="batch", leave=False, initial=state["batch"],
+               total=len(batches), disable=not sys.stderr.isatty())
+    for images, labels in bar:
+        images, labels = images.to(device), labels.to(device)
+        optimizer.zero_grad(set_to_none=True)
+        logits = model.member_logits(images)
+        loss = ensemble_loss(logits, labels)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"loss is {loss.item()} at epoch {state['epoch'] + 1}, batch {state['batch'] + 1}: training stopped; "
+                f"the last good checkpoint (end of epoch {state['epoch']}) is kept; try a smaller lr or grad_clip > 0")
+        loss.backward()
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        rows = logits.shape[0] * logits.shape[1]
+        running["loss"] += loss.item() * rows
+        running["correct"] += (logits.argmax(-1) == labels).sum().item()
+        running["rows"] += rows
+        state["batch"] += 1
+        bar.set_postfix(loss=f"{running['loss'] / running['rows']:.4f}")
+        if stop.received is not None:
+            save()
+            raise _Stopped(stop.received)
+
+
+class _Stopped(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _validate(config: Config, model: EnsembleModel, val_set: tuple[torch.Tensor, torch.Tensor],
+              device: torch.device) -> dict[str, float]:
+    if len(val_set[1]) == 0:
+        return {}
+    probs = predict_member_probs(model, val_set[0], config.eval_batch_size, device, "val")
+    return metrics.member_and_ensemble_metrics(probs, val_set[1], "val")
+
+
+def _end_epoch(config: Config, model: EnsembleModel, optimizer, scheduler, state: dict[str, Any],
+               val: dict[str, float]) -> None:
+    """Record the epoch, step the schedule, update early stopping (on ``val/ensemble/nll``)."""
+    running = state["running"]
+    entry = {"epoch": state["epoch"] + 1, "lr": optimizer.param_groups[0]["lr"],
+             "train/loss": running["loss"] / running["rows"], "train/accuracy": running["correct"] / running["rows"],
+             **val}
+    state["history"].append(entry)
+    scheduler.step()
+    state["epoch"] += 1
+    state["batch"] = 0
+    state["running"] = _fresh_state()["running"]
+    if not val:
+        return
+    if val["val/ensemble/nll"] < state["best_nll"]:
+        state["best_nll"], state["best_epoch"], state["bad_epochs"] = val["val/ensemble/nll"], state["epoch"], 0
+        state["best_model"] = copy.deepcopy(model.state_dict())
+    else:
+        state["bad_epochs"] += 1
+    state["stopped_early"] = 0 < config.patience <= state["bad_epochs"]
+
+
+def _restore(model, optimizer, scheduler, checkpoint: dict[str, Any]) -> dict[str, Any]:
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    torch.set_rng_state(checkpoint["torch_rng"])
+    return {key: checkpoint[key] for key in _fresh_state()}
+
+
+def _read_final(run_dir: Path) -> dict[str, float]:
+    with open(run_dir / METRICS_FILE, encoding="utf-8") as handle:
+        return json.load(handle)["final"]
+
+
+def train(config: Config, run_dir: str | Path, resume: bool = False) -> dict[str, float]:
+    """Train ``config`` into ``run_dir`` and return the final flat test metrics (see the module docstring).
+
+    ``resume=True`` continues from ``checkpoint.pt`` (a finished run returns its stored metrics); ``resume=False``
+    starts from scratch, removing an earlier run's results in ``run_dir``.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resuming = resume and (run_dir / CONFIG_FILE).is_file()
+    if resuming:
+        _check_resumable(config, run_dir)
+        if (run_dir / COMPLETE_MARKER).is_file():
+            return _read_final(run_dir)
+    device = apply_execution_settings(config)
+    torch.use_deterministic_algorithms(True)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.manual_seed(config.seed)
+    model = build_model(config.model_spec()).to(device)
+    optimizer, train_set, val_set = build_optimizer(config, model), *load_training_data(config)
+    scheduler = build_scheduler(config, optimizer)
+    state = _fresh_state()
+    if not resuming:
+        _start_fresh(config, run_dir)
+    logger = _logger(run_dir)
+    try:
+        if resuming and (run_dir / CHECKPOINT_FILE).is_file():
+            state = _restore(model, optimizer, scheduler, load_checkpoint(run_dir / CHECKPOINT_FILE))
+            logger.info("resumed at epoch %d, batch %d", state["epoch"] + 1, state["batch"])
+        return _run(config, run_dir, model, optimizer, scheduler, state, TensorDataset(*train_set), val_set, device,
+                    logger)
+    except TrainingDiverged as error:
+        logger.error("%s", error)
+        raise
+    finally:
+        _close_logger(logger)
+
+
+def _run(config: Config, run_dir: Path, model, optimizer, scheduler, state: dict[str, Any], train_set: TensorDataset,
+         val_set, device: torch.device, logger: logging.Logger) -> dict[str, float]:
+    save = lambda: _save(run_dir, model, optimizer, scheduler, state)  # noqa: E731
+    with _signal_flag() as stop:
+        epochs = tqdm(total=config.epochs, initial=state["epoch"], desc="epochs", unit="epoch",
+                      disable=not sys.stderr.isatty())
+        try:
+            while state["epoch"] < config.epochs and not state["stopped_early"]:
+                _train_epoch(config, model, optimizer, train_set, state, device, stop, save)
+                _end_epoch(config, model, optimizer, scheduler, state, _validate(config, model, val_set, device))
+                save()
+                _write_metrics(run_dir, config, state, None)
+                entry = state["history"][-1]
+                logger.info("epoch %d: train loss %.4f, val nll %s", entry["epoch"], entry["train/loss"],
+                            f"{entry['val/ensemble/nll']:.4f}" if "val/ensemble/nll" in entry else "-")
+                epochs.update(1)
+        except _Stopped as stopped:
+            logger.info("stopped by signal %d at epoch %d, batch %d; checkpoint saved, continue with --resume",
+                        stopped.signum, state["epoch"] + 1, state["batch"])
+            print(f"stopped by signal {stopped.signum}: checkpoint saved in {run_dir}; continue with --resume",
+                  file=sys.stderr)
+            raise SystemExit(128 + stopped.signum) from None
+        finally:
+            epochs.close()
+    if state["stopped_early"]:
+        logger.info("early stop after epoch %d; best epoch %d", state["epoch"], state["best_epoch"])
+    if state["best_model"] is not None and config.patience > 0:
+        model.load_state_dict(state["best_model"])
+    test_images, test_labels = data.load_split(config.dataset, "test", data_root(config), config.download)
+    final = metrics.member_and_ensemble_metrics(
+        predict_member_probs(model, test_images, config.eval_batch_size, device, "test"), test_labels, "test")
+    save()
+    _write_metrics(run_dir, config, state, final)
+    atomic_write_bytes(run_dir / COMPLETE_MARKER, b"")
+    logger.info("complete: test/ensemble/accuracy %.4f, test/ensemble/nll %.4f", final["test/ensemble/accuracy"],
+                final["test/ensemble/nll"])
+    return final

@@ -1,0 +1,155 @@
+"""Diversity geometry: weight cosine / distances, distance to the BE set, linear CKA, Spearman link with a bootstrap CI."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from empirics import diversity
+from theory.batchensemble import BatchEnsembleSpec, member_weights, random_factors
+
+
+def linear_cka_slow(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Obvious reference: HSIC with explicit Gram matrices K = XXᵀ, L = YYᵀ and centring H = I − 11ᵀ/B,
+    CKA = tr(KHLH) / sqrt(tr(KHKH) tr(LHLH)), entry by entry in float64."""
+    x, y = x.double(), y.double()
+    b = x.shape[0]
+    h = torch.eye(b, dtype=torch.float64) - torch.full((b, b), 1.0 / b, dtype=torch.float64)
+    k, l = x @ x.T, y @ y.T
+    hsic = lambda a, c: torch.trace(a @ h @ c @ h)  # noqa: E731
+    return float(hsic(k, l) / torch.sqrt(hsic(k, k) * hsic(l, l)))
+
+
+def test_cosine_matches_per_pair_loop(generator):
+    """The vectorised cosine matrix equals cos(w_i, w_j) computed pair by pair (raw and member-mean centred)."""
+    weights = torch.randn(4, 5, 3, generator=generator, dtype=torch.float64)
+    flat = weights.reshape(4, -1)
+    centred = flat - flat.mean(0)
+    for matrix, vectors in ((diversity.pairwise_cosine(weights), flat),
+                            (diversity.pairwise_cosine(weights, centered=True), centred)):
+        for i in range(4):
+            for j in range(4):
+                expected = torch.dot(vectors[i], vectors[j]) / (vectors[i].norm() * vectors[j].norm())
+                assert matrix[i, j].item() == pytest.approx(expected.item(), abs=1e-12)  # float64 round-off
+
+
+def test_identical_members_have_cosine_one_and_distance_zero(generator):
+    """k copies of one weight: raw cosine 1 and relative distance 0 between every pair."""
+    weights = torch.randn(1, 6, 4, generator=generator, dtype=torch.float64).expand(3, 6, 4)
+    assert diversity.mean_off_diagonal(diversity.pairwise_cosine(weights)) == pytest.approx(1.0, abs=1e-12)
+    assert diversity.mean_off_diagonal(diversity.pairwise_relative_distance(weights)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_relative_distance_is_visible_arithmetic():
+    """w_1 = (1, 0), w_2 = (0, 1): |w_1 − w_2| = √2, RMS norm 1, so d = √2; w_3 = −w_1 gives d = 2 and cos = −1."""
+    weights = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]], [[-1.0, 0.0]]])
+    distances = diversity.pairwise_relative_distance(weights)
+    assert distances[0, 1].item() == pytest.approx(math.sqrt(2), abs=1e-12)
+    assert distances[0, 2].item() == pytest.approx(2.0, abs=1e-12)
+    assert diversity.pairwise_cosine(weights)[0, 2].item() == pytest.approx(-1.0, abs=1e-12)
+
+
+def test_network_geometry_concatenates_layers(generator):
+    """The network entry is the geometry of the concatenated per-member weight vectors."""
+    layers = {"fc1": torch.randn(3, 4, 5, generator=generator), "fc2": torch.randn(3, 2, 4, generator=generator)}
+    geometry = diversity.weight_geometry(layers)
+    joined = torch.cat([layers["fc1"].reshape(3, -1), layers["fc2"].reshape(3, -1)], dim=1)
+    expected = diversity.mean_off_diagonal(diversity.pairwise_cosine(joined))
+    assert geometry["network"]["mean_cosine"] == pytest.approx(expected, abs=1e-12)
+    assert set(geometry) == {"fc1", "fc2", "network"}
+
+
+def test_distance_to_be_set_is_zero_for_be_and_positive_for_de(generator):
+    """A BE member tuple lies on the rank-1 BE set (relative residual ~ 0); independent DE members do not."""
+    spec = BatchEnsembleSpec((5, 4), members=3)
+    weight, factors = random_factors(spec, generator)
+    be = {"fc": member_weights(spec, weight, factors)}
+    de = {"fc": torch.randn(3, 5, 4, generator=generator, dtype=torch.float64)}
+    on_set = diversity.distance_to_be_sets(be, ranks=[1], starts=1, max_iter=100)
+    off_set = diversity.distance_to_be_sets(de, ranks=[1], starts=1, max_iter=100)
+    # 1e-6: the projection is a float64 least-squares fit; a converged fit on a set point leaves round-off only.
+    assert on_set["network"]["rank1/relative_residual"] < 1e-6
+    # 0.05: a generic Gaussian point is O(1) away (codim 2·4·3 = 24 of 60); 0.05 leaves a wide margin.
+    assert off_set["network"]["rank1/relative_residual"] > 0.05
+
+
+def test_distance_is_non_increasing_in_rank(generator):
+    """Rank-r BE sets are nested, so the distance of a DE tuple cannot grow with r (small slack for the fit)."""
+    de = {"fc": torch.randn(2, 4, 3, generator=generator, dtype=torch.float64)}
+    found = diversity.distance_to_be_sets(de, ranks=[1, 2, 3], starts=1, max_iter=100)["network"]
+    residuals = [found[f"rank{r}/relative_residual"] for r in (1, 2, 3)]
+    # 1e-6 relative slack: local least-squares fits; nesting is exact, the optimiser is not.
+    assert residuals[0] + 1e-6 >= residuals[1] >= residuals[2] - 1e-6
+
+
+def test_reachable_fraction_of_rank1_mlp_layer_matches_closed_form():
+    """Rank-1 dense: dim Im Φ = mn + (k−1)(m+n−1), so the fraction is that over kmn (THEORY.md §1)."""
+    m, n, k = 64, 784, 4
+    expected = (m * n + (k - 1) * (m + n - 1)) / (k * m * n)
+    assert diversity.reachable_fraction([(m, n)], members=k, rank=1) == pytest.approx(expected, rel=1e-12)
+
+
+def test_linear_cka_matches_slow_hsic_formula(generator):
+    """The fast feature-space CKA equals the Gram-matrix HSIC formula."""
+    x = torch.randn(40, 7, generator=generator, dtype=torch.float64)
+    y = x @ torch.randn(7, 5, generator=generator, dtype=torch.float64) + torch.randn(40, 5, generator=generator,
+                                                                                         dtype=torch.float64)
+    assert diversity.linear_cka(x, y) == pytest.approx(linear_cka_slow(x, y), abs=1e-12)  # float64 round-off
+
+
+def test_linear_cka_of_a_representation_with_itself_is_one(generator):
+    """CKA(X, X) = 1."""
+    x = torch.randn(30, 6, generator=generator, dtype=torch.float64)
+    assert diversity.linear_cka(x, x) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_linear_cka_is_invariant_to_orthogonal_maps_and_isotropic_scaling(generator):
+    """CKA(X, c·YQ) = CKA(X, Y) for orthogonal Q and c > 0 (Kornblith et al. 2019, §3)."""
+    x = torch.randn(50, 8, generator=generator, dtype=torch.float64)
+    y = torch.tanh(x @ torch.randn(8, 6, generator=generator, dtype=torch.float64))
+    q, _ = torch.linalg.qr(torch.randn(6, 6, generator=generator, dtype=torch.float64))
+    assert diversity.linear_cka(x, 3.7 * y @ q) == pytest.approx(diversity.linear_cka(x, y), abs=1e-12)
+
+
+def test_linear_cka_of_independent_features_is_small(generator):
+    """Independent random features share little: CKA well below that of related features."""
+    x = torch.randn(2000, 4, generator=generator, dtype=torch.float64)
+    y = torch.randn(2000, 4, generator=generator, dtype=torch.float64)
+    # 0.05: E[CKA] of independent Gaussians is about F·G/B·(…) ≈ 0.002 here; 0.05 is > 10 standard deviations.
+    assert diversity.linear_cka(x, y) < 0.05
+
+
+def test_pairwise_cka_is_symmetric_with_unit_diagonal(generator):
+    """pairwise_cka returns CKA(members i, j) in both triangles and 1 on the diagonal."""
+    features = torch.randn(3, 20, 5, generator=generator, dtype=torch.float64)
+    matrix = diversity.pairwise_cka(features)
+    assert torch.equal(matrix, matrix.T)
+    assert matrix.diagonal().tolist() == [1.0, 1.0, 1.0]
+    assert matrix[0, 2].item() == pytest.approx(linear_cka_slow(features[0], features[2]), abs=1e-12)
+
+
+def test_spearman_of_a_monotone_relation_is_one_with_tight_ci(rng):
+    """A strictly increasing relation has ρ = 1 in the sample and in every bootstrap resample."""
+    x = rng.normal(size=12)
+    result = diversity.spearman_with_ci(x, np.exp(x), n_resamples=200)
+    assert result["rho"] == pytest.approx(1.0, abs=1e-12)
+    assert result["ci_low"] == pytest.approx(1.0, abs=1e-12) and result["ci_high"] == pytest.approx(1.0, abs=1e-12)
+
+
+def test_spearman_ci_brackets_the_estimate_for_noisy_data(rng):
+    """With noise the CI is a proper interval containing ρ̂, and ρ̂ agrees with scipy's spearmanr."""
+    from scipy.stats import spearmanr
+
+    x = rng.normal(size=30)
+    y = x + rng.normal(size=30)
+    result = diversity.spearman_with_ci(x, y, n_resamples=500, seed=1)
+    assert result["rho"] == pytest.approx(spearmanr(x, y).statistic, abs=1e-12)
+    assert result["ci_low"] < result["rho"] < result["ci_high"]
+
+
+def test_spearman_is_undefined_for_constant_or_too_few_runs():
+    """Constant inputs or fewer than three runs give no ρ (None), never a misleading number."""
+    assert diversity.spearman_with_ci([1.0, 1.0, 1.0, 1.0], [1.0, 2.0, 3.0, 4.0])["rho"] is None
+    assert diversity.spearman_with_ci([1.0, 2.0], [2.0, 1.0])["rho"] is None

@@ -1,0 +1,200 @@
+"""BatchEnsemble layers: vectorised forward = per-member loop of plain F.linear / F.conv2d on the effective weights,
+effective weights = the theory's weight map, torch-uncertainty's rank-1 math, inits, BatchNorm, bad input."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from empirics.layers import (BatchEnsembleConv2d, BatchEnsembleLinear, MemberBatchNorm, default_forward_mode)
+from theory.batchensemble import DENSE_VARIANTS, VARIANTS, member_weights_loop
+from theory.cli_support import BadInput
+
+K, BATCH = 3, 2
+# float64 forward vs loop: the same products summed in a different order; relative error ~1e-15 per term, 1e-12 with
+# headroom for the r-term sums and the convolution's accumulation order.
+FLOAT64_TOL = 1e-12
+
+
+def _conv(variant: str, rank, bias: str = "none", mode: str | None = None) -> BatchEnsembleConv2d:
+    layer = BatchEnsembleConv2d(3, 4, 3, K, stride=2, padding=1, rank=rank, variant=variant, bias=bias).double()
+    if mode:
+        layer.forward_mode = mode
+    return layer
+
+
+def _linear(variant: str, rank, bias: str = "per-member", mode: str | None = None) -> BatchEnsembleLinear:
+    layer = BatchEnsembleLinear(5, 4, K, rank=rank, variant=variant, bias=bias).double()
+    if mode:
+        layer.forward_mode = mode
+    return layer
+
+
+def _member_bias(layer, member: int) -> torch.Tensor | None:
+    if layer.bias is None:
+        return None
+    return layer.bias[member] if layer.bias.dim() == 2 else layer.bias
+
+
+def _modes(variant: str) -> list[str]:
+    return ["factored", "materialised"] if variant == "channel-wise" else ["materialised"]
+
+
+DENSE_CASES = [(v, r, m, b) for v in DENSE_VARIANTS for r in (1, 2, "full") for m in _modes(v)
+               for b in ("per-member", "shared", "none") if not (r == 2 and v in ("per-kernel-scalar", "output-scale"))]
+CONV_CASES = [(v, r, m) for v in VARIANTS for r in (1, 2, "full") for m in _modes(v)
+              if not (r == 2 and v in ("per-kernel-scalar", "output-scale"))]
+
+
+@pytest.mark.parametrize("variant,rank,mode,bias", DENSE_CASES)
+def test_linear_forward_equals_per_member_loop_of_f_linear(variant, rank, mode, bias, generator):
+    """Member i's rows of the vectorised output are F.linear(x_i, W_i, b_i) with W_i = effective_weights()[i]."""
+    torch.manual_seed(0)
+    layer = _linear(variant, rank, bias, mode)
+    x = torch.randn(K * BATCH, 5, generator=generator, dtype=torch.float64)
+    weights = layer.effective_weights()
+    expected = torch.cat([F.linear(x[i * BATCH:(i + 1) * BATCH], weights[i], _member_bias(layer, i))
+                          for i in range(K)])
+    torch.testing.assert_close(layer(x), expected, rtol=FLOAT64_TOL, atol=FLOAT64_TOL)
+
+
+@pytest.mark.parametrize("variant,rank,mode", CONV_CASES)
+@pytest.mark.parametrize("bias", ["per-member", "none"])
+def test_conv_forward_equals_per_member_loop_of_f_conv2d(variant, rank, mode, bias, generator):
+    """Member i's rows are F.conv2d(x_i, W_i, b_i, stride, padding) with W_i = effective_weights()[i]."""
+    torch.manual_seed(0)
+    layer = _conv(variant, rank, bias, mode)
+    x = torch.randn(K * BATCH, 3, 7, 7, generator=generator, dtype=torch.float64)
+    weights = layer.effective_weights()
+    expected = torch.cat([F.conv2d(x[i * BATCH:(i + 1) * BATCH], weights[i], _member_bias(layer, i), stride=2,
+                                   padding=1) for i in range(K)])
+    torch.testing.assert_close(layer(x), expected, rtol=FLOAT64_TOL, atol=FLOAT64_TOL)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_effective_weights_are_the_theory_weight_map(variant):
+    """effective_weights() = W ∘ M_i computed entry by entry by theory's slow reference member_weights_loop."""
+    torch.manual_seed(1)
+    layer = _conv(variant, 1)
+    expected = member_weights_loop(layer.spec, layer.weight, tuple(layer.fast_factors))
+    torch.testing.assert_close(layer.effective_weights(), expected, rtol=FLOAT64_TOL, atol=FLOAT64_TOL)
+    assert tuple(f.shape for f in layer.fast_factors) == layer.spec.factor_shapes
+
+
+def test_rank1_channel_wise_equals_torch_uncertainty_batch_linear_and_conv_math(generator):
+    """Given r_group (M, in) = fast_factors[1][:, 0], s_group (M, out) = fast_factors[0][:, 0] and the per-member bias,
+    torch-uncertainty's forward ``op(x * r) * s + bias`` (rows member-major, each group repeated B times) is ours."""
+    torch.manual_seed(2)
+    for layer, x, op in [
+        (_linear("channel-wise", 1), torch.randn(K * BATCH, 5, generator=generator, dtype=torch.float64),
+         lambda inp, w: F.linear(inp, w)),
+        (_conv("channel-wise", 1, bias="per-member"),
+         torch.randn(K * BATCH, 3, 7, 7, generator=generator, dtype=torch.float64),
+         lambda inp, w: F.conv2d(inp, w, stride=2, padding=1)),
+    ]:
+        r_group, s_group, bias = layer.fast_factors[1][:, 0], layer.fast_factors[0][:, 0], layer.bias
+        spatial = (1,) * (x.dim() - 2)
+        r = torch.repeat_interleave(r_group, BATCH, dim=0).view(K * BATCH, -1, *spatial)
+        s = torch.repeat_interleave(s_group, BATCH, dim=0).view(K * BATCH, -1, *spatial)
+        b = torch.repeat_interleave(bias, BATCH, dim=0).view(K * BATCH, -1, *spatial)
+        reference = op(x * r, layer.weight) * s + b
+        assert layer.forward_mode == "factored"
+        torch.testing.assert_close(layer(x), reference, rtol=FLOAT64_TOL, atol=FLOAT64_TOL)
+
+
+def test_default_forward_mode_is_factored_only_for_low_rank_channel_wise():
+    """Rank-1 channel-wise uses shared products; higher ranks and other variants materialise per-member weights."""
+    assert default_forward_mode(_conv("channel-wise", 1).spec) == "factored"
+    assert default_forward_mode(_conv("channel-wise", 2).spec) == "materialised"
+    assert default_forward_mode(_conv("flattened-kernel", 1).spec) == "materialised"
+
+
+def test_full_rank_is_the_spec_max_rank():
+    """rank='full' resolves to min_j D_j: min(out=4, in=3) channel-wise, min(4, 3·3·3) flattened-kernel."""
+    assert _conv("channel-wise", "full").rank == 3
+    assert _conv("flattened-kernel", "full").rank == 4
+    assert _conv("per-kernel-scalar", "full").rank == 1
+
+
+@pytest.mark.parametrize("rank", [0, 4, "half"])
+def test_rank_out_of_range_is_a_clear_error(rank):
+    """Rank outside 1..max_rank (3 for a 4×3 channel-wise kernel) names the value, the range and the layer."""
+    with pytest.raises(BadInput, match=r"kernel \(4, 3, 3, 3\).*rank|rank=.*'full'"):
+        _conv("channel-wise", rank)
+
+
+def test_batch_not_divisible_by_members_is_a_clear_error():
+    """A batch of 7 rows for k = 3 members names both numbers."""
+    with pytest.raises(BadInput, match="batch size 7 is not divisible by members k=3"):
+        _linear("channel-wise", 1)(torch.zeros(7, 5, dtype=torch.float64))
+    with pytest.raises(BadInput, match="batch size 7"):
+        MemberBatchNorm(4, 3)(torch.zeros(7, 4))
+
+
+@pytest.mark.parametrize("bad", [dict(init="uniform"), dict(bias="both"), dict(init_std=-1.0), dict(sign_prob=1.5),
+                                 dict(variant="flattened-kernel")])
+def test_bad_layer_arguments_are_clear_errors(bad):
+    """Unknown init / bias, negative σ, a probability outside [0, 1], a conv-only variant on a dense layer."""
+    with pytest.raises(BadInput):
+        BatchEnsembleLinear(5, 4, K, **bad)
+
+
+def test_normal_init_has_mean_one_and_the_requested_std():
+    """Fast factors ~ N(1, σ) at rank 1: 4·1·20000 draws give mean and std within 0.02 (≈ 8 standard errors of
+    σ/√80000 = 0.0018 for σ = 0.5, and 0.0025 for the std)."""
+    torch.manual_seed(3)
+    layer = BatchEnsembleLinear(20000, 20000 // 1000, 4, init_std=0.5)
+    values = layer.fast_factors[1].detach()
+    assert abs(values.mean().item() - 1) < 0.02 and abs(values.std().item() - 0.5) < 0.02
+    layer = BatchEnsembleLinear(20000, 20, 4, init_std=1.0)
+    assert abs(layer.fast_factors[1].detach().std().item() - 1.0) < 0.02
+
+
+def test_random_sign_init_draws_plus_minus_one_with_probability_p():
+    """Entries are ±1 with a fraction of +1 within 0.02 of p = 0.8 (std error √(0.16/80000) = 0.0014)."""
+    torch.manual_seed(4)
+    layer = BatchEnsembleLinear(20000, 20, 4, init="random_sign", sign_prob=0.8)
+    values = layer.fast_factors[1].detach()
+    assert set(values.unique().tolist()) == {-1.0, 1.0}
+    assert abs((values == 1).double().mean().item() - 0.8) < 0.02
+
+
+def test_rank_r_init_keeps_the_expected_multiplier_at_one():
+    """With the output factor divided by r, E[M_i] = Σ_q E[F_out] E[F_in] = r · (1/r) · 1 = 1: the mean multiplier
+    over 4·64·64 entries is within 0.05 of 1 at rank 8 (its spread is about 0.5·√2/√8 per entry)."""
+    torch.manual_seed(5)
+    layer = BatchEnsembleLinear(64, 64, 4, rank=8)
+    multipliers = layer.effective_weights().detach() / layer.weight.detach()
+    assert abs(multipliers.mean().item() - 1) < 0.05
+
+
+def test_bias_options_per_member_shared_none():
+    """Per-member bias is (k, out) and makes members differ at x = 0; shared bias (out,) gives equal members."""
+    zero = torch.zeros(K * BATCH, 5, dtype=torch.float64)
+    per_member = _linear("channel-wise", 1, "per-member")(zero).view(K, BATCH, 4)
+    shared = _linear("channel-wise", 1, "shared")(zero).view(K, BATCH, 4)
+    assert not torch.equal(per_member[0], per_member[1])
+    assert torch.equal(shared[0], shared[1]) and shared.abs().sum() > 0
+    assert _linear("channel-wise", 1, "none").bias is None
+
+
+@pytest.mark.parametrize("spatial", [False, True])
+def test_member_batchnorm_equals_one_batchnorm_per_member(spatial, generator):
+    """Training-mode outputs and running statistics equal those of k separate BatchNorm1d/2d on the members' rows."""
+    torch.manual_seed(6)
+    norm = MemberBatchNorm(4, K).double()
+    with torch.no_grad():
+        norm.norm.weight.uniform_(0.5, 1.5)
+        norm.norm.bias.uniform_(-1, 1)
+    shape = (K * 5, 4, 3, 3) if spatial else (K * 5, 4)
+    x = torch.randn(shape, generator=generator, dtype=torch.float64) * 3 + 1
+    out = norm(x)
+    for i in range(K):
+        single = (torch.nn.BatchNorm2d(4) if spatial else torch.nn.BatchNorm1d(4)).double()
+        with torch.no_grad():
+            single.weight.copy_(norm.norm.weight[i * 4:(i + 1) * 4])
+            single.bias.copy_(norm.norm.bias[i * 4:(i + 1) * 4])
+        expected = single(x[i * 5:(i + 1) * 5])
+        torch.testing.assert_close(out[i * 5:(i + 1) * 5], expected, rtol=FLOAT64_TOL, atol=FLOAT64_TOL)
+        torch.testing.assert_close(norm.norm.running_mean[i * 4:(i + 1) * 4], single.running_mean)
+        torch.testing.assert_close(norm.norm.running_var[i * 4:(i + 1) * 4], single.running_var)

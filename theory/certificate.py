@@ -1,0 +1,527 @@
+"""Certified image dimension of a BatchEnsemble layer: matched exact lower and upper bounds (THEORY.md §5).
+
+Three routes, one ``Certificate``:
+
+* ``toric`` (rank 1, every block variant, real layer sizes). On the torus every entry is a monomial, so the log map
+  L_i[x] = log w[x] + Σ_j log f_ij[x|B_j] is linear with the 0/1 exponent matrix A (rows: parameters, columns:
+  entries (i, x)) and J = diag(x)·Aᵀ·diag(1/θ): rank J = rank A at every torus point. Lower bound: ρ (parameter,
+  entry) pairs whose submatrix of A is triangular with unit diagonal (checked on the actual index structure,
+  O(ρ·t)); upper bound: P − ρ integer kernel vectors of Aᵀ (the scaling symmetries), checked to annihilate every
+  column of A exactly and independent through a triangular set of pivot coordinates. No elimination at all.
+* ``modular`` (any shape, small): the dense Jacobian at a random integer point, rank modulo a prime (python-flint);
+  a nonzero minor mod p is a nonzero integer, so generic rank ≥ rank_p.
+* ``schur`` (any shape, large): the same lower bound, through exact elimination of W. Member 1's rows are
+  diag(M_1) on the W columns, invertible mod p when every M_1[x] ≢ 0, so rank J = D + rank S with S the
+  (k−1)D × k·r·Σ_j D_j matrix of rows [−diag(M_i/M_1)·B_1 | 0 … B_i … 0] (i ≥ 2; B_i = member i's factor
+  columns). When S is too tall to hold densely it is compressed by a sparse random sketch Π (rank ΠS ≤ rank S, so
+  the bound stays certified; equality holds with high probability).
+
+Upper bound for ``modular``/``schur``: min(kD, P − rank of the symmetry tangent vectors at the same point), after
+checking J·v ≡ 0 mod p for each of them, sharpened by the fibre bound of ``theory.dimension`` for two blocks.
+A shortfall is retried at a fresh point with the second prime and then reported as ``candidate-defect`` with the
+Schwartz–Zippel bound on the probability that a point of a rank-``upper`` map shows it: deg(minor)/(p−1) per try.
+"""
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from theory import dimension
+from theory.batchensemble import BatchEnsembleSpec, _block_index_of_entries, jacobian, random_factors
+from theory.cli_support import BadInput
+from theory.exact_rank import PRIMES, FloatRank, float_rank, modular_rank
+
+ROUTES = ("auto", "toric", "modular", "schur", "none")
+STATUSES = ("certified", "candidate-defect", "not-run")
+DENSE_ENTRY_LIMIT = 30_000_000  # above this many entries S is sketched instead of built densely (≈ flint's 60 s)
+SKETCH_HASHES = 3  # nonzeros per column of the sparse sketch Π
+SKETCH_SLACK = 8  # extra sketch rows beyond the column count
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """lower ≤ generic rank of JΦ = dim Im Φ ≤ upper; ``certified`` when they meet."""
+
+    lower: int
+    upper: int
+    status: str
+    route: str
+    primes: tuple[int, ...] = ()
+    seconds: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"lower": self.lower, "upper": self.upper, "status": self.status}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.to_json(), "route": self.route, "primes": list(self.primes),
+                "seconds": round(self.seconds, 4), "details": self.details}
+
+
+# ---------------------------------------------------------------- index structure shared by every route
+
+
+@functools.lru_cache(maxsize=64)
+def block_indices(spec: BatchEnsembleSpec) -> tuple[np.ndarray, ...]:
+    """For each block j, the (D,) array x ↦ x|B_j (flat index of the kernel entry restricted to the block)."""
+    indices = tuple(_block_index_of_entries(spec, j).numpy() for j in range(len(spec.blocks)))
+    for index in indices:
+        index.flags.writeable = False
+    return indices
+
+
+def factor_offsets(spec: BatchEnsembleSpec) -> list[int]:
+    """Parameter index of F_j[0, 0, 0]; F_j[i, q, c] sits at offset_j + (i·r + q)·D_j + c."""
+    offsets, start = [], spec.kernel_size
+    for size in spec.block_sizes:
+        offsets.append(start)
+        start += spec.members * spec.rank * size
+    return offsets
+
+
+def random_integer_point(spec: BatchEnsembleSpec, prime: int, rng: np.random.Generator
+                         ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Uniform nonzero residues mod ``prime``: W flat (D,) and factors (k, r, D_j); redrawn until every M_1[x] ≢ 0."""
+    while True:
+        weight = rng.integers(1, prime, size=spec.kernel_size, dtype=np.int64)
+        factors = [rng.integers(1, prime, size=shape, dtype=np.int64) for shape in spec.factor_shapes]
+        if np.all(_gathered_terms(spec, factors, prime)[0].sum(axis=0) % prime != 0):
+            return weight, factors
+
+
+def _gathered_terms(spec: BatchEnsembleSpec, factors: Sequence[np.ndarray], modulus: int | None
+                    ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Rank-one terms T[i, q, x] = Π_j F_j[i, q, x|B_j] and, per block j, Π_{l≠j} F_l[i, q, x|B_l]."""
+    reduce = (lambda a: a) if modulus is None else (lambda a: a % modulus)
+    gathered = [factor[:, :, index] for factor, index in zip(factors, block_indices(spec))]
+    ones = np.ones_like(gathered[0])
+    prefix = [ones]
+    for term in gathered[:-1]:
+        prefix.append(reduce(prefix[-1] * term))
+    suffix = [ones]
+    for term in reversed(gathered[1:]):
+        suffix.append(reduce(suffix[-1] * term))
+    suffix.reverse()
+    others = [reduce(before * after) for before, after in zip(prefix, suffix)]
+    full = reduce(others[0] * gathered[0])
+    return full, others
+
+
+def sparse_jacobian(spec: BatchEnsembleSpec, weight: np.ndarray, factors: Sequence[np.ndarray],
+                    modulus: int | None = None) -> sp.coo_matrix:
+    """JΦ as a sparse (kD × P) matrix, the formula of ``batchensemble.jacobian`` (tested equal to it):
+    row (i, x) has M_i[x] in column x and W[x]·Π_{l≠j} F_l[i,q,x|B_l] in column of F_j[i, q, x|B_j]."""
+    k, r, size = spec.members, spec.rank, spec.kernel_size
+    reduce = (lambda a: a) if modulus is None else (lambda a: a % modulus)
+    full, others = _gathered_terms(spec, factors, modulus)
+    member_rows = np.arange(k)[:, None, None] * size + np.arange(size)[None, None, :]  # (k, 1, D)
+    rows = [np.broadcast_to(member_rows[:, 0, :], (k, size)).ravel()]
+    cols = [np.tile(np.arange(size), k)]
+    vals = [reduce(full.sum(axis=1)).ravel()]
+    for offset, block_size, index, other in zip(factor_offsets(spec), spec.block_sizes, block_indices(spec), others):
+        slot = (np.arange(k)[:, None, None] * r + np.arange(r)[None, :, None]) * block_size
+        rows.append(np.broadcast_to(member_rows, (k, r, size)).ravel())
+        cols.append((offset + slot + index[None, None, :]).ravel())
+        vals.append(reduce(weight[None, None, :] * other).ravel())
+    shape = (spec.ambient_dim, spec.num_params)
+    return sp.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=shape)
+
+
+# ---------------------------------------------------------------- symmetry tangents (upper bound)
+
+
+def symmetry_tangents(spec: BatchEnsembleSpec, weight: np.ndarray, factors: Sequence[np.ndarray]
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tangent vectors of the symmetry group at (W, F), as COO triplets (vector id, parameter, value).
+
+    Block torus (j, c): W[x] ↦ −W[x] where x|B_j = c, F_j[i, q, c] ↦ F_j[i, q, c].
+    t = 2, per-member GL_r generator (i, a, b): F_1[i, a, :] ↦ F_1[i, b, :], F_2[i, b, :] ↦ −F_2[i, a, :].
+    t ≥ 3, per-term rescaling (i, q, j ≥ 2): F_1[i, q, :] ↦ F_1[i, q, :], F_j[i, q, :] ↦ −F_j[i, q, :].
+    Works on any numpy dtype (object arrays of sympy symbols included).
+    """
+    k, r, sizes = spec.members, spec.rank, spec.block_sizes
+    offsets, indices = factor_offsets(spec), block_indices(spec)
+    ids, cols, vals = [], [], []
+    base = 0
+    for offset, size, index, factor in zip(offsets, sizes, indices, factors):
+        ids += [base + index, base + np.broadcast_to(np.arange(size), (k, r, size)).ravel()]
+        cols += [np.arange(spec.kernel_size), offset + np.arange(k * r * size)]
+        vals += [-weight, factor.ravel()]
+        base += size
+    slot = lambda offset, size, i, q: offset + (i * r + q) * size + np.arange(size)  # noqa: E731
+    if len(sizes) == 2:
+        for i in range(k):
+            for a in range(r):
+                for b in range(r):
+                    ids += [np.full(sizes[0] + sizes[1], base)]
+                    cols += [np.concatenate([slot(offsets[0], sizes[0], i, a), slot(offsets[1], sizes[1], i, b)])]
+                    vals += [np.concatenate([factors[0][i, b], -factors[1][i, a]])]
+                    base += 1
+    elif len(sizes) > 2:
+        for i in range(k):
+            for q in range(r):
+                for j in range(1, len(sizes)):
+                    ids += [np.full(sizes[0] + sizes[j], base)]
+                    cols += [np.concatenate([slot(offsets[0], sizes[0], i, q), slot(offsets[j], sizes[j], i, q)])]
+                    vals += [np.concatenate([factors[0][i, q], -factors[j][i, q]])]
+                    base += 1
+    return np.concatenate(ids), np.concatenate(cols), np.concatenate(vals)
+
+
+def _mod_matmul_is_zero(left: sp.spmatrix, right: sp.spmatrix, prime: int) -> bool:
+    """Exact test of left·right ≡ 0 (mod p) for residues < 2^31: ``left`` is split into 16-bit limbs so every
+    product stays below 2^47 and no int64 sum overflows (rows of ``left`` have few nonzeros)."""
+    left = sp.csr_matrix(left, dtype=np.int64)
+    low = left.copy()
+    low.data = left.data % 65536
+    high = left.copy()
+    high.data = left.data // 65536
+    right = sp.csr_matrix(right, dtype=np.int64)
+    low_product = (low @ right).tocoo()
+    high_product = (high @ right).tocoo()
+    combined = sp.coo_matrix(((high_product.data % prime) * 65536 % prime, (high_product.row, high_product.col)),
+                             shape=high_product.shape).tocsr() + low_product.tocsr()
+    return bool(np.all(combined.data % prime == 0))
+
+
+def symmetry_upper_bound(spec: BatchEnsembleSpec, weight: np.ndarray, factors: Sequence[np.ndarray],
+                         jac: sp.spmatrix, prime: int) -> tuple[int, dict[str, Any]]:
+    """min(kD, P − rank_p V, fibre bound) after checking J·Vᵀ ≡ 0 mod p. rank_p V at one point is a lower bound on
+    the generic orbit dimension, and J(θ)·v(θ) = 0 holds identically (``theory.symbolic`` proves it on small
+    shapes), so the bound is proved. V is restricted to the factor columns when it is too wide to hold densely."""
+    ids, cols, vals = symmetry_tangents(spec, weight, factors)
+    count = int(ids.max()) + 1
+    tangents = sp.coo_matrix((vals % prime, (ids, cols)), shape=(count, spec.num_params)).tocsr()
+    in_kernel = _mod_matmul_is_zero(jac, tangents.T, prime)
+    columns = slice(0, spec.num_params) if count * spec.num_params <= DENSE_ENTRY_LIMIT // 4 else \
+        slice(spec.kernel_size, spec.num_params)
+    orbit = modular_rank(tangents[:, columns].toarray(), prime) if in_kernel else 0
+    bounds = {"kD": spec.ambient_dim, "symmetry": spec.num_params - orbit}
+    fibre = dimension.fibre_bound(spec)
+    if fibre is not None:
+        bounds["fibre"] = fibre
+    details = {"tangents": count, "tangents_in_kernel": in_kernel, "orbit_rank": orbit,
+               "orbit_formula": dimension.orbit_dim(spec), "bounds": bounds}
+    return min(bounds.values()), details
+
+
+# ---------------------------------------------------------------- modular and Schur lower bounds
+
+
+def modular_jacobian_rank(spec: BatchEnsembleSpec, weight: np.ndarray, factors: Sequence[np.ndarray],
+                          prime: int) -> int:
+    """rank_p of the dense Jacobian from ``batchensemble.jacobian`` (the plain route)."""
+    dense = jacobian(spec, torch.from_numpy(weight.reshape(spec.kernel_shape)),
+                     tuple(torch.from_numpy(f) for f in factors), modulus=prime)
+    return modular_rank(dense.numpy(), prime)
+
+
+def schur_complement(spec: BatchEnsembleSpec, jac: sp.coo_matrix, prime: int) -> sp.coo_matrix:
+    """S = rows i ≥ 2 of J with W eliminated: B_1 rows scaled by −M_i[x]/M_1[x], member-i factor columns kept.
+
+    Row (i, x) of S is indexed (i−1)·D + x; column = parameter index − D (factor columns only).
+    """
+    size, k = spec.kernel_size, spec.members
+    rows, cols, vals = jac.row, jac.col, jac.data % prime
+    is_w = cols < size
+    mult = np.zeros(spec.ambient_dim, dtype=np.int64)
+    mult[rows[is_w]] = vals[is_w]
+    ratio = np.zeros(spec.ambient_dim, dtype=np.int64)
+    inverse_m1 = _batch_inverse(mult[:size], prime)
+    ratio[size:] = (prime - mult[size:]) % prime * np.tile(inverse_m1, k - 1) % prime  # −M_i/M_1
+    member = rows // size
+    own = (~is_w) & (member >= 1)
+    first = (~is_w) & (member == 0)
+    first_rows, first_cols, first_vals = rows[first], cols[first], vals[first]
+    out_rows = [rows[own] - size]
+    out_cols = [cols[own] - size]
+    out_vals = [vals[own]]
+    for i in range(1, k):
+        out_rows.append((i - 1) * size + first_rows)
+        out_cols.append(first_cols - size)
+        out_vals.append(first_vals * ratio[i * size + first_rows] % prime)
+    shape = ((k - 1) * size, spec.num_params - size)
+    return sp.coo_matrix((np.concatenate(out_vals), (np.concatenate(out_rows), np.concatenate(out_cols))), shape=shape)
+
+
+def _batch_inverse(values: np.ndarray, prime: int) -> np.ndarray:
+    """Modular inverses by Fermat, v^(p−2), vectorised with square-and-multiply (values < 2^31, products < 2^62)."""
+    result = np.ones_like(values)
+    base = values % prime
+    exponent = prime - 2
+    while exponent:
+        if exponent & 1:
+            result = result * base % prime
+        base = base * base % prime
+        exponent >>= 1
+    return result
+
+
+def sketched_rank(matrix: sp.coo_matrix, prime: int, rng: np.random.Generator) -> tuple[int, dict[str, Any]]:
+    """rank_p of ``matrix`` (dense when it fits), else of Π·matrix with Π a sparse random sketch — a lower bound."""
+    rows, cols = matrix.shape
+    if rows * cols <= DENSE_ENTRY_LIMIT or rows <= cols + SKETCH_SLACK:
+        return modular_rank(matrix.toarray() % prime, prime), {"sketch": None}
+    buckets = cols + SKETCH_SLACK
+    if rows * SKETCH_HASHES >= 2 ** 22:
+        raise BadInput(f"matrix with {rows} rows is too tall for the exact float64 sketch sum (limit {2 ** 22 // 3})")
+    flat_index, weights = [], []
+    for _ in range(SKETCH_HASHES):
+        bucket = rng.integers(0, buckets, size=rows)
+        coefficient = rng.integers(1, prime, size=rows, dtype=np.int64)
+        flat_index.append(bucket[matrix.row] * cols + matrix.col)
+        weights.append(coefficient[matrix.row] * (matrix.data % prime) % prime)
+    # Every summand is < 2^31 and a cell gets at most rows·hashes < 2^22 of them: float64 sums stay exact (< 2^53).
+    summed = np.bincount(np.concatenate(flat_index), weights=np.concatenate(weights).astype(np.float64),
+                         minlength=buckets * cols)
+    sketch = np.remainder(summed.astype(np.int64), prime).reshape(buckets, cols)
+    return modular_rank(sketch, prime), {"sketch": [buckets, rows]}
+
+
+def _lower_bound(spec: BatchEnsembleSpec, route: str, weight: np.ndarray, factors: list[np.ndarray],
+                 jac: sp.coo_matrix, prime: int, rng: np.random.Generator) -> tuple[int, dict[str, Any]]:
+    if route == "modular":
+        return modular_jacobian_rank(spec, weight, factors, prime), {}
+    if spec.members == 1:
+        return spec.kernel_size, {}  # J ⊇ diag(M_1) with every M_1[x] ≢ 0
+    rank, details = sketched_rank(schur_complement(spec, jac, prime), prime, rng)
+    return spec.kernel_size + rank, details
+
+
+def _schwartz_zippel(spec: BatchEnsembleSpec, upper: int, prime: int, sketched: bool) -> float:
+    """Probability bound that a rank-``upper`` minor vanishes at a uniform nonzero point: degree/(p−1).
+    Jacobian entries have degree ≤ t (t+1 with the sketch coefficients)."""
+    degree = (len(spec.block_sizes) + (1 if sketched else 0)) * upper
+    return min(1.0, degree / (prime - 1))
+
+
+def modular_certificate(spec: BatchEnsembleSpec, route: str = "schur", seed: int = 0) -> Certificate:
+    """Lower bound from rank_p of J (``modular``) or of its Schur complement (``schur``); symmetry upper bound.
+    One retry at a fresh point with the second prime before reporting a candidate defect."""
+    start = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    tries, lower, upper, details = [], 0, spec.ambient_dim, {}
+    for prime in PRIMES:
+        weight, factors = random_integer_point(spec, prime, rng)
+        jac = sparse_jacobian(spec, weight, factors, prime)
+        upper_here, details = symmetry_upper_bound(spec, weight, factors, jac, prime)
+        lower_here, lower_details = _lower_bound(spec, route, weight, factors, jac, prime, rng)
+        details.update(lower_details)
+        upper = min(upper, upper_here)
+        lower = max(lower, lower_here)
+        tries.append({"prime": prime, "rank": lower_here})
+        if lower >= upper:
+            break
+    details["tries"] = tries
+    if lower >= upper:
+        status = "certified"
+    else:
+        status = "candidate-defect"
+        bound = 1.0
+        for attempt in tries:
+            bound *= _schwartz_zippel(spec, upper, attempt["prime"], bool(details.get("sketch")))
+        details["schwartz_zippel_miss_probability"] = bound
+    return Certificate(lower, upper, status, route, tuple(t["prime"] for t in tries),
+                       time.perf_counter() - start, details)
+
+
+# ---------------------------------------------------------------- toric route (rank 1)
+
+
+def entry_support(spec: BatchEnsembleSpec, entries: np.ndarray) -> np.ndarray:
+    """(len(entries), 1 + t) parameter indices dividing each entry e = i·D + x (rank 1): w[x], then f_ij[x|B_j].
+
+    Row n of this table is the support of column ``entries[n]`` of the exponent matrix A (its nonzeros are all 1).
+    """
+    if spec.rank != 1:
+        raise BadInput(f"rank={spec.rank} has no monomial entries: the toric route needs rank 1")
+    member, x = np.divmod(np.asarray(entries, dtype=np.int64), spec.kernel_size)
+    columns = [x]
+    for offset, block_size, index in zip(factor_offsets(spec), spec.block_sizes, block_indices(spec)):
+        columns.append(offset + member * block_size + index[x])
+    return np.stack(columns, axis=1)
+
+
+def exponent_matrix(spec: BatchEnsembleSpec) -> np.ndarray:
+    """Dense 0/1 exponent matrix A (P × kD): A[p, (i, x)] = 1 iff parameter p divides entry (i, x). Small sizes."""
+    support = entry_support(spec, np.arange(spec.ambient_dim))
+    matrix = np.zeros((spec.num_params, spec.ambient_dim), dtype=np.int64)
+    matrix[support, np.arange(spec.ambient_dim)[:, None]] = 1
+    return matrix
+
+
+def toric_pairs(spec: BatchEnsembleSpec) -> tuple[np.ndarray, np.ndarray]:
+    """ρ = D + (k−1)(1 + Σ_j (D_j − 1)) (entry, parameter) pairs, in triangular order:
+    (1, x) ↔ w[x]; then per member i ≥ 2: the all-first-index entry ↔ f_i1[0], and the entry moving only block j's
+    index to a ≥ 1 ↔ f_ij[a]."""
+    size, k = spec.kernel_size, spec.members
+    offsets, indices = factor_offsets(spec), block_indices(spec)
+    entries, params = [np.arange(size)], [np.arange(size)]
+    for i in range(1, k):
+        entries.append(np.array([i * size]))  # x = 0: every block index 0
+        params.append(np.array([offsets[0] + i * spec.block_sizes[0]]))
+        for j, (offset, block_size, index) in enumerate(zip(offsets, spec.block_sizes, indices)):
+            others_at_zero = np.all([idx == 0 for jj, idx in enumerate(indices) if jj != j], axis=0)
+            moving = np.flatnonzero(others_at_zero & (index >= 1) & _broadcast_modes_at_zero(spec))
+            moving = moving[np.argsort(index[moving])]
+            entries.append(i * size + moving)
+            params.append(offset + i * block_size + index[moving])
+    return np.concatenate(entries), np.concatenate(params)
+
+
+def _broadcast_modes_at_zero(spec: BatchEnsembleSpec) -> np.ndarray:
+    in_block = {d for block in spec.blocks for d in block}
+    grids = np.meshgrid(*[np.arange(n) for n in spec.kernel_shape], indexing="ij")
+    mask = np.ones(spec.kernel_shape, dtype=bool)
+    for d in range(len(spec.kernel_shape)):
+        if d not in in_block:
+            mask &= grids[d] == 0
+    return mask.ravel()
+
+
+def _distinct(values: np.ndarray, bound: int) -> bool:
+    return bool(np.bincount(values, minlength=bound).max(initial=0) <= 1)
+
+
+def _sort_rows(matrix: np.ndarray) -> np.ndarray:
+    """Sort each row of a narrow integer matrix by odd–even transposition (w vectorised passes over columns)."""
+    columns = [matrix[:, c].copy() for c in range(matrix.shape[1])]
+    for sweep in range(len(columns)):
+        for left in range(sweep % 2, len(columns) - 1, 2):
+            low = np.minimum(columns[left], columns[left + 1])
+            columns[left + 1] = np.maximum(columns[left], columns[left + 1])
+            columns[left] = low
+    return np.stack(columns, axis=1)
+
+
+def pairs_are_unit_triangular(spec: BatchEnsembleSpec, entries: np.ndarray, params: np.ndarray) -> bool:
+    """The submatrix A[params, entries] is upper triangular with unit diagonal: in column n (entry n), the paired
+    parameter n occurs, and every other occurring selected parameter comes earlier in the order."""
+    if not (_distinct(params, spec.num_params) and _distinct(entries, spec.ambient_dim)):
+        return False
+    position = np.full(spec.num_params, -1, dtype=np.int64)
+    position[params] = np.arange(len(params))
+    order = position[entry_support(spec, entries)]
+    own = np.arange(len(entries))[:, None]
+    return bool(np.all((order == own).sum(axis=1) == 1) and np.all(order <= own))
+
+
+def toric_kernel_vectors(spec: BatchEnsembleSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """P − ρ = Σ_j D_j + (k−1)(t−1) integer vectors v with Aᵀv = 0, COO (vector id, parameter, value):
+    block torus (j, c): −1 on w[x] with x|B_j = c, +1 on f_ij[c] for every member i;
+    member scaling (i ≥ 2, j ≥ 2): +1 on every f_i1[·], −1 on every f_ij[·]."""
+    ids, cols, vals = [], [], []
+    base = 0
+    for offset, size, index in zip(factor_offsets(spec), spec.block_sizes, block_indices(spec)):
+        ids += [base + index, base + np.tile(np.arange(size), spec.members)]
+        cols += [np.arange(spec.kernel_size), offset + np.arange(spec.members * size)]
+        vals += [-np.ones(spec.kernel_size, dtype=np.int64), np.ones(spec.members * size, dtype=np.int64)]
+        base += size
+    offsets, sizes = factor_offsets(spec), spec.block_sizes
+    for i in range(1, spec.members):
+        for j in range(1, len(sizes)):
+            ids.append(np.full(sizes[0] + sizes[j], base))
+            cols.append(np.concatenate([offsets[0] + i * sizes[0] + np.arange(sizes[0]),
+                                        offsets[j] + i * sizes[j] + np.arange(sizes[j])]))
+            vals.append(np.concatenate([np.ones(sizes[0], dtype=np.int64), -np.ones(sizes[j], dtype=np.int64)]))
+            base += 1
+    return np.concatenate(ids), np.concatenate(cols), np.concatenate(vals)
+
+
+def kernel_vectors_annihilate(spec: BatchEnsembleSpec, ids: np.ndarray, cols: np.ndarray, vals: np.ndarray) -> bool:
+    """Exact check Aᵀv = 0 for every vector: for each entry (i, x), Σ_{p ∈ supp(i,x)} V[:, p] = 0.
+
+    Values must be ±1; per entry, the multiset of vector ids with +1 must equal the one with −1 (checked by sorting).
+    Runs member by member, O(k·D·(1+t)·width).
+    """
+    if not np.all(np.abs(vals) == 1):
+        return False
+    order = np.argsort(cols, kind="stable")
+    cols_sorted, ids_sorted, vals_sorted = cols[order], ids[order], vals[order]
+    counts = np.bincount(cols_sorted, minlength=spec.num_params)
+    width = int(counts.max())
+    slot = np.arange(len(cols_sorted)) - (np.cumsum(counts) - counts)[cols_sorted]
+    sentinel = int(ids.max()) + 1
+    positive = np.full((spec.num_params, width), sentinel, dtype=np.int64)
+    negative = positive.copy()
+    plus = vals_sorted > 0
+    positive[cols_sorted[plus], slot[plus]] = ids_sorted[plus]
+    negative[cols_sorted[~plus], slot[~plus]] = ids_sorted[~plus]
+    for member in range(spec.members):
+        support = entry_support(spec, member * spec.kernel_size + np.arange(spec.kernel_size))
+        up = _sort_rows(positive[support].reshape(len(support), -1))
+        down = _sort_rows(negative[support].reshape(len(support), -1))
+        if not np.array_equal(up, down):
+            return False
+    return True
+
+
+def kernel_vectors_independent(ids: np.ndarray, cols: np.ndarray, vals: np.ndarray, pivots: np.ndarray) -> bool:
+    """V[:, pivots] is upper triangular with nonzero diagonal (vector n has its pivot at position n)."""
+    count = int(ids.max()) + 1
+    if len(pivots) != count or not _distinct(pivots, int(pivots.max()) + 1):
+        return False
+    where = np.full(int(max(cols.max(), pivots.max())) + 1, -1, dtype=np.int64)
+    where[pivots] = np.arange(count)
+    hit = where[cols] >= 0
+    rows, columns, values = ids[hit], where[cols[hit]], vals[hit]
+    diagonal = np.zeros(count, dtype=np.int64)
+    np.add.at(diagonal, rows[rows == columns], values[rows == columns])
+    return bool(np.all(columns >= rows) and np.all(diagonal != 0))
+
+
+def toric_pivots(spec: BatchEnsembleSpec) -> np.ndarray:
+    """Pivot of torus vector (j, c): f_1j[c]; of member scaling (i, j): f_ij[0]."""
+    offsets, sizes = factor_offsets(spec), spec.block_sizes
+    pivots = [offset + np.arange(size) for offset, size in zip(offsets, sizes)]
+    for i in range(1, spec.members):
+        pivots += [np.array([offsets[j] + i * sizes[j]]) for j in range(1, len(sizes))]
+    return np.concatenate(pivots)
+
+
+def toric_certificate(spec: BatchEnsembleSpec) -> Certificate:
+    """rank A certified from both sides with no elimination (exact over ZZ, hence over every field)."""
+    start = time.perf_counter()
+    entries, params = toric_pairs(spec)
+    triangular = pairs_are_unit_triangular(spec, entries, params)
+    ids, cols, vals = toric_kernel_vectors(spec)
+    annihilate = kernel_vectors_annihilate(spec, ids, cols, vals)
+    independent = kernel_vectors_independent(ids, cols, vals, toric_pivots(spec))
+    lower = len(entries) if triangular else 0
+    upper = spec.num_params - (int(ids.max()) + 1) if annihilate and independent else spec.num_params
+    upper = min(upper, spec.ambient_dim)
+    details = {"pairs_unit_triangular": triangular, "kernel_vectors": int(ids.max()) + 1,
+               "kernel_vectors_annihilate": annihilate, "kernel_vectors_independent": independent}
+    if not (triangular and annihilate and independent):
+        return Certificate(lower, upper, "not-run", "toric", (), time.perf_counter() - start,
+                           {**details, "reason": "a structural check failed"})
+    status = "certified" if lower == upper else "candidate-defect"
+    return Certificate(lower, upper, status, "toric", (), time.perf_counter() - start, details)
+
+
+# ---------------------------------------------------------------- entry point and diagnostics
+
+
+def certify(spec: BatchEnsembleSpec, route: str = "auto", seed: int = 0) -> Certificate:
+    """Certify dim Im Φ for ``spec``. ``auto``: toric for rank 1, Schur-complement modular route otherwise."""
+    if route not in ROUTES:
+        raise BadInput(f"route={route!r} is unknown: expected one of {', '.join(ROUTES)}")
+    if route == "none":
+        return Certificate(0, dimension.upper_bound(spec), "not-run", "none")
+    if route == "auto":
+        route = "toric" if spec.rank == 1 else "schur"
+    if route == "toric":
+        return toric_certificate(spec)
+    return modular_certificate(spec, route, seed)
+
+
+def float_jacobian_rank(spec: BatchEnsembleSpec, seed: int = 0) -> FloatRank:
+    """Diagnostic: numpy SVD rank of JΦ at a float64 point (W ~ N(0,1), factors ~ N(1, 0.5)), with its gap."""
+    weight, factors = random_factors(spec, torch.Generator().manual_seed(seed))
+    return float_rank(jacobian(spec, weight, factors).numpy())
