@@ -17,7 +17,7 @@ from empirics.evaluate import CONFIG_FILE, evaluate_run
 from empirics.train import train
 from theory.cli_support import BadInput, OneLineParser, run_cli
 
-SUBCOMMAND_MODULES: list[str] = []
+SUBCOMMAND_MODULES: list[str] = ["empirics.study", "empirics.report"]
 RUNS_DIR = Path("results") / "runs"
 SUMMARY_KEYS = ("accuracy", "nll", "ece")
 

@@ -7,7 +7,7 @@ Parameter space (per layer and for the whole network, from each member's effecti
 * relative distance  d_ij = |w_i − w_j| / sqrt((|w_i|² + |w_j|²) / 2)  (0 for identical members, √2 for orthogonal
   members of equal norm);
 * the distance of the member tuple to the rank-r BatchEnsemble set, ``theory.distance`` (0 for BE by construction);
-* the fraction of the Deep-Ensemble weight space that rank-r BE reaches, Σ_l dim Im Φ_l / Σ_l k·D_l (``theory``).
+* the fraction of the Deep-Ensemble space that rank-r BE reaches, dim Im Φ / dim DE (``theory.network``).
 
 Function space: mutual information, mean pairwise JSD and disagreement come from ``empirics.metrics`` (one definition
 in the project); linear CKA of the members' penultimate features is hand-written here (Kornblith et al. 2019):
@@ -19,19 +19,28 @@ paired percentile-bootstrap confidence interval (``scipy.stats``).
 """
 from __future__ import annotations
 
+import functools
 import math
-from typing import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 from scipy import stats
 
+from empirics import data, metrics
+from empirics.config import Config
+from empirics.evaluate import apply_execution_settings, data_root, load_run, predict_member_probs
+from empirics.models import build_model, member_weight_tuples
 from theory.batchensemble import DENSE_VARIANTS, BatchEnsembleSpec
 from theory.cli_support import BadInput
-from theory.dimension import image_dim
+from theory.network import network_counts
+from theory.records import atomic_write_json, provenance
 from theory.distance import DEFAULT_MAX_ITER, distance_by_rank
 
 NETWORK = "network"
+DIVERSITY_FILE = "diversity.json"
+FULL_RANK = 1 << 30  # ``rank="full"``: every layer at its largest rank (``theory.network`` caps per layer)
 
 
 def flatten_members(weights: torch.Tensor) -> torch.Tensor:
@@ -123,14 +132,20 @@ def distance_to_be_sets(layer_weights: Mapping[str, torch.Tensor], ranks: Sequen
     return result
 
 
-def reachable_fraction(kernel_shapes: Sequence[tuple[int, ...]], members: int, rank: int,
-                       variant: str = "channel-wise") -> float:
-    """Σ_l dim Im Φ_l / Σ_l k·D_l: the fraction of the Deep-Ensemble weight space (kernels) that rank-r BE reaches.
-
-    Per-member biases and BatchNorm affine parameters cost nothing (THEORY.md §4), so kernels decide the fraction.
-    """
-    specs = [layer_spec(torch.empty((members, *shape)), rank, variant) for shape in kernel_shapes]
-    return sum(image_dim(spec) for spec in specs) / sum(spec.ambient_dim for spec in specs)
+def reachable_fraction(config: Config) -> float | None:
+    """dim Im Φ / dim DE for the architecture of ``config`` as a rank-r BatchEnsemble (``theory.network``; kernels,
+    biases and BatchNorm with the run's sharing; plain shortcuts shared). 1 for a Deep Ensemble; ``None`` for
+    single models and MC Dropout, which are no BE parametrisation."""
+    if config.method == "deep-ensemble":
+        return 1.0
+    if config.method != "batchensemble":
+        return None
+    plain = build_model(Config.from_dict({**config.to_dict(), "method": "single"}).model_spec()).net
+    counts = network_counts(plain, config.members, rank=FULL_RANK if config.rank == "full" else config.rank,
+                            variant=config.variant, bias="shared" if config.bias == "shared" else "per-member",
+                            norm=config.batchnorm, shortcuts="shared" if config.shortcut == "plain" else "perturbed",
+                            certify_route="none")
+    return counts.fraction_reached
 
 
 def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -183,14 +198,14 @@ PARAMETER_DIVERSITY = (
     ("distance to rank-1 BE set (relative)", "distance/network/rank1/relative_residual", lambda v: v),
 )
 FUNCTION_DIVERSITY = (
-    ("mutual information (test)", "test/ensemble/mutual_information", lambda v: v),
-    ("mutual information (shift)", "shift/ensemble/mutual_information", lambda v: v),
-    ("mutual information (OOD)", "ood/ensemble/mutual_information", lambda v: v),
-    ("disagreement (test)", "test/ensemble/disagreement", lambda v: v),
+    ("mutual information (test)", "test/mutual_information", lambda v: v),
+    ("mutual information (shift)", "shift/mutual_information", lambda v: v),
+    ("mutual information (OOD)", "ood/mutual_information", lambda v: v),
+    ("disagreement (test)", "test/disagreement", lambda v: v),
     ("1 − feature CKA (test)", "features/test/mean_cka", lambda v: 1.0 - v),
 )
 
-HEADLINE_LINK = ("weights/network/mean_relative_distance", "shift/ensemble/mutual_information")
+HEADLINE_LINK = ("weights/network/mean_relative_distance", "shift/mutual_information")
 
 
 def link_analysis(points: Sequence[Mapping[str, float]], seed: int = 0) -> dict:
@@ -211,3 +226,90 @@ def link_analysis(points: Sequence[Mapping[str, float]], seed: int = 0) -> dict:
                     and pair["function_key"] == HEADLINE_LINK[1])
     return {"method": "Spearman rank correlation, paired percentile bootstrap (2000 resamples, 95% CI)",
             "headline": headline, "pairs": pairs}
+
+
+# ---------------------------------------------------------------- one trained run -> diversity.json
+
+FEATURE_SAMPLES = 2000  # inputs per split for CKA (linear CKA of 2000 × F features; enough for 3 decimals)
+ROC_POINTS = 256  # ROC curves are thinned to at most this many points for the figures
+
+
+def _thin(curve: dict[str, list], points: int = ROC_POINTS) -> dict[str, list]:
+    """Keep at most ``points`` evenly spaced points of a monotone curve, always the first and the last."""
+    length = len(next(iter(curve.values())))
+    keep = sorted(set(np.linspace(0, length - 1, min(points, length)).round().astype(int).tolist()))
+    return {key: [values[i] for i in keep] for key, values in curve.items()}
+
+
+@functools.lru_cache(maxsize=2)
+def _evaluation_sets(dataset: str, ood_name: str, root: str, families: tuple[str, ...], severity: int, seed: int,
+                     download: bool) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+    """Test, shift and OOD inputs as ``evaluate_run`` builds them (cached: runs of one seed share them)."""
+    test = data.load_split(dataset, "test", root, download)
+    shift = data.shifted_test_set(dataset, root, list(families) or None, severity, seed, download)[:2]
+    ood = data.load_split(ood_name, "test", root, download, normalise_as=dataset)
+    return {"test": test, "shift": shift, "ood": (ood[0], None)}
+
+
+def _member_features(model, images: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        return torch.cat([model.member_features(images[start:start + batch_size].to(device)).cpu()
+                          for start in range(0, len(images), batch_size)], dim=1)
+
+
+def _function_space(config: Config, model, device: torch.device) -> tuple[dict, dict]:
+    """Per split: CKA matrix of penultimate features (on ``FEATURE_SAMPLES`` seeded inputs), reliability diagrams
+    (test, shift) and OOD ROC curves (``empirics.metrics``)."""
+    sets = _evaluation_sets(config.dataset, config.ood_name, str(data_root(config)), tuple(config.shift_families),
+                            config.shift_severity, config.seed, config.download)
+    torch.manual_seed(config.seed)  # MC Dropout's test-time masks, as in evaluate_run
+    probs = {split: predict_member_probs(model, images, config.eval_batch_size, device, split)
+             for split, (images, _) in sets.items()}
+    curves = {"reliability": {split: metrics.reliability_diagram_data(probs[split], sets[split][1])
+                              for split in ("test", "shift")},
+              "roc": {score: _thin(metrics.roc_curve_data(probs["test"], probs["ood"], score))
+                      for score in metrics.ood_scores(probs["test"])}}
+    matrices, scalars = {}, {}
+    if probs["test"].shape[0] >= 2:
+        for split, (images, _) in sets.items():
+            chosen = torch.randperm(len(images), generator=torch.Generator().manual_seed(config.seed))[:FEATURE_SAMPLES]
+            cka = pairwise_cka(_member_features(model, images[chosen], config.eval_batch_size, device))
+            matrices[split] = cka.tolist()
+            scalars[split] = {"mean_cka": mean_off_diagonal(cka)}
+    return {"cka": matrices, **curves}, scalars
+
+
+def _bounded_ranks(config: Config, distance_ranks: Sequence[int]) -> list[int]:
+    """The preset's ranks plus a BE run's own integer rank (its member tuple must lie on that set)."""
+    own = {config.rank} if config.method == "batchensemble" and config.rank != "full" else set()
+    return sorted(set(distance_ranks) | own)
+
+
+def analyse_run(run_dir: str | Path, distance_ranks: Sequence[int] = (1,), starts: int = 1,
+                max_iter: int = DEFAULT_MAX_ITER) -> dict:
+    """Measure the diversity geometry of a trained run and write ``diversity.json`` (atomically) into ``run_dir``.
+
+    ``scalars`` holds every number the study aggregates (``weights/<layer>/mean_*``, ``distance/<layer>/rank<r>/*``,
+    ``features/<split>/mean_cka``, ``theory/reachable_fraction``); ``matrices`` and ``curves`` feed the figures.
+    """
+    run_dir = Path(run_dir)
+    config, model, state = load_run(run_dir)
+    device = apply_execution_settings(config)
+    weights = member_weight_tuples(model, torch.Generator().manual_seed(config.seed))
+    scalars: dict[str, Any] = {"theory": {"reachable_fraction": reachable_fraction(config)}}
+    matrices: dict[str, Any] = {}
+    if next(iter(weights.values())).shape[0] >= 2:
+        geometry = weight_geometry(weights)
+        matrices["weights"] = {layer: {key: value for key, value in entry.items() if not key.startswith("mean_")}
+                               for layer, entry in geometry.items()}
+        scalars["weights"] = {layer: {key: value for key, value in entry.items() if key.startswith("mean_")}
+                              for layer, entry in geometry.items()}
+        scalars["distance"] = distance_to_be_sets(weights, _bounded_ranks(config, distance_ranks), config.variant,
+                                                  starts=starts, max_iter=max_iter, seed=config.seed)
+    function_matrices, scalars["features"] = _function_space(config, model, device)
+    payload = {"provenance": provenance(config.to_dict(), config.seed), "checkpoint_epoch": state["epoch"],
+               "distance_fit": {"starts": starts, "max_iter": max_iter}, "scalars": scalars,
+               "matrices": {**matrices, "cka": function_matrices.pop("cka")}, "curves": function_matrices}
+    atomic_write_json(run_dir / DIVERSITY_FILE, payload)
+    return payload

@@ -6,7 +6,8 @@ seeds and the parameter ↔ function-space link into ``<out>/summary.json`` and 
 
 Preset format::
 
-    [study]   claim, evidence, seeds (count; seeds are 0..N−1), distance_ranks, include (other presets, optional)
+    [study]   claim, evidence, seeds (count; seeds are 0..N−1), include (other presets, optional), and the
+              distance-to-BE fit: distance_ranks, distance_starts, distance_max_iter (ALS starts and sweeps)
     [base]    Config fields shared by every run (``empirics.config``)
     [runs.NAME]  the Config fields of run NAME on top of [base]
     [tiny]    overrides for ``--tiny`` (CI smoke: every run on a tiny subset, one seed, in seconds)
@@ -34,6 +35,8 @@ from tqdm import tqdm
 
 from empirics import diversity
 from empirics.config import Config
+from empirics.diversity import DIVERSITY_FILE
+from empirics.evaluate import COMPLETE_MARKER, EVAL_FILE
 from empirics.train import evaluate_run, train
 from theory.cli_support import BadInput, require_int_in_range
 from theory.records import atomic_write_json, provenance
@@ -45,9 +48,6 @@ except ModuleNotFoundError:  # Python 3.10
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 RESULTS_DIR = Path("results")
-COMPLETE_MARKER = "COMPLETE"
-EVAL_FILE = "eval.json"
-DIVERSITY_FILE = "diversity.json"
 SUMMARY_FILE = "summary.json"
 TINY_SUBDIR = "tiny"
 
@@ -62,6 +62,8 @@ class Preset:
     tiny: dict[str, Any] = field(default_factory=dict)
     reference: dict[str, dict[str, float]] = field(default_factory=dict)
     distance_ranks: tuple[int, ...] = (1,)
+    distance_starts: int = 1
+    distance_max_iter: int = 100
     includes: tuple[str, ...] = ()
 
 
@@ -113,7 +115,18 @@ def load_preset(name: str) -> Preset:
         raise BadInput(f"preset {name!r} defines no runs: add [runs.NAME] tables or [study] include")
     return Preset(name=name, claim=" ".join(study["claim"].split()), evidence=" ".join(study["evidence"].split()),
                   seeds=require_int_in_range("seeds", study["seeds"], 1), runs=runs, tiny=raw.get("tiny", {}),
-                  reference=reference, distance_ranks=tuple(sorted(ranks)), includes=includes)
+                  reference=reference, distance_ranks=tuple(sorted(ranks)), includes=includes,
+                  **_fit_settings(study, sources))
+
+
+def _fit_settings(study: dict[str, Any], sources: list[Preset]) -> dict[str, int]:
+    """ALS starts and sweeps of the distance fit: the preset's, else the largest of its includes', else defaults."""
+    settings = {}
+    for key, low in (("distance_starts", 1), ("distance_max_iter", 1)):
+        inherited = [getattr(source, key) for source in sources]
+        value = study.get(key, max(inherited) if inherited else Preset.__dataclass_fields__[key].default)
+        settings[key] = require_int_in_range(key, value, low)
+    return settings
 
 
 def _add_run(runs: dict[str, dict[str, Any]], run_name: str, fields: dict[str, Any], preset: str) -> None:
@@ -142,14 +155,18 @@ def is_finished(run_dir: Path) -> bool:
     return all((run_dir / name).is_file() for name in (COMPLETE_MARKER, EVAL_FILE, DIVERSITY_FILE))
 
 
-def execute_run(spec: RunSpec, run_dir: Path, resume: bool, distance_ranks: tuple[int, ...]) -> None:
-    """Train, evaluate and analyse one run, skipping each stage whose result file already exists."""
+def execute_run(spec: RunSpec, run_dir: Path, resume: bool, preset: Preset) -> None:
+    """Train, evaluate and analyse one run, skipping each stage whose result file already exists.
+
+    Training (re)starts only without ``COMPLETE``; the analysis of an earlier attempt is removed first, so no stage
+    reads a result of another model (``train`` itself removes ``eval.json`` when it starts from scratch)."""
     if not (run_dir / COMPLETE_MARKER).is_file():
-        train(build_config(spec), run_dir, resume=resume and run_dir.exists())
+        (run_dir / DIVERSITY_FILE).unlink(missing_ok=True)
+        train(build_config(spec), run_dir, resume=resume)
     if not (run_dir / EVAL_FILE).is_file():
         evaluate_run(run_dir)
     if not (run_dir / DIVERSITY_FILE).is_file():
-        diversity.analyse_run(run_dir, distance_ranks)
+        diversity.analyse_run(run_dir, preset.distance_ranks, preset.distance_starts, preset.distance_max_iter)
 
 
 def default_out(preset: str, tiny: bool) -> Path:
@@ -162,15 +179,15 @@ def run_study(preset_name: str, out: Path | None = None, seeds: int | None = Non
     preset = load_preset(preset_name)
     out = Path(out) if out is not None else default_out(preset_name, tiny)
     specs = run_specs(preset, seeds, tiny)
-    configs = [build_config(spec) for spec in specs]  # reject a bad preset before any training
-    del configs
+    for spec in specs:  # reject a bad preset before any training
+        build_config(spec)
     todo = [spec for spec in specs if not is_finished(out / spec.relative_dir)]
     print(f"{preset_name}: {len(specs)} runs, {len(specs) - len(todo)} already finished, {len(todo)} to run "
           f"-> {out}", file=sys.stderr)
     timings = {}
     for spec in tqdm(todo, desc=preset_name, unit="run", disable=not sys.stderr.isatty()):
         start = time.perf_counter()
-        execute_run(spec, out / spec.relative_dir, resume, preset.distance_ranks)
+        execute_run(spec, out / spec.relative_dir, resume, preset)
         timings[f"{spec.name}/seed{spec.seed}"] = round(time.perf_counter() - start, 2)
     summary = summarise(preset, specs, out, tiny)
     summary["timings_s"] = timings

@@ -179,7 +179,10 @@ def _train_epoch(config: Config, model: EnsembleModel, optimizer, train_set: Ten
                  device: torch.device, stop: _StopSignal, save) -> None:
     """Run the batches of ``state['epoch']`` from ``state['batch']``, updating the running sums in ``state``."""
     batches = epoch_batches(len(train_set), config.batch_size, config.seed, state["epoch"])
-    loader = DataLoader(train_set, sampler=batches[state["batch"]:], batch_size=None, num_workers=config.num_workers)
+    # Its own generator: the loader's worker base seed must not consume the global RNG (dropout masks), or a run
+    # resumed mid-epoch would draw once more than an uninterrupted one.
+    loader = DataLoader(train_set, sampler=batches[state["batch"]:], batch_size=None, num_workers=config.num_workers,
+                        generator=torch.Generator().manual_seed(config.seed * _SHUFFLE_STRIDE + state["epoch"]))
     model.train()
     running = state["running"]
     bar = tqdm(loader, desc=f"epoch {state['epoch'] + 1}", unit="batch", leave=False, initial=state["batch"],

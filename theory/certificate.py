@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import flint
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -137,8 +138,9 @@ def sparse_jacobian(spec: BatchEnsembleSpec, weight: np.ndarray, factors: Sequen
 
 
 def symmetry_tangents(spec: BatchEnsembleSpec, weight: np.ndarray, factors: Sequence[np.ndarray]
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Tangent vectors of the symmetry group at (W, F), as COO triplets (vector id, parameter, value).
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Tangent vectors of the symmetry group at (W, F), as COO triplets (vector id, parameter, value), plus the
+    member that owns each vector (−1 for the block-torus vectors, which come first).
 
     Block torus (j, c): W[x] ↦ −W[x] where x|B_j = c, F_j[i, q, c] ↦ F_j[i, q, c].
     t = 2, per-member GL_r generator (i, a, b): F_1[i, a, :] ↦ F_1[i, b, :], F_2[i, b, :] ↦ −F_2[i, a, :].
@@ -148,65 +150,118 @@ def symmetry_tangents(spec: BatchEnsembleSpec, weight: np.ndarray, factors: Sequ
     k, r, sizes = spec.members, spec.rank, spec.block_sizes
     offsets, indices = factor_offsets(spec), block_indices(spec)
     ids, cols, vals = [], [], []
+    owners: list[int] = []
     base = 0
     for offset, size, index, factor in zip(offsets, sizes, indices, factors):
         ids += [base + index, base + np.broadcast_to(np.arange(size), (k, r, size)).ravel()]
         cols += [np.arange(spec.kernel_size), offset + np.arange(k * r * size)]
         vals += [-weight, factor.ravel()]
         base += size
+        owners += [-1] * size
     slot = lambda offset, size, i, q: offset + (i * r + q) * size + np.arange(size)  # noqa: E731
-    if len(sizes) == 2:
-        for i in range(k):
-            for a in range(r):
-                for b in range(r):
-                    ids += [np.full(sizes[0] + sizes[1], base)]
-                    cols += [np.concatenate([slot(offsets[0], sizes[0], i, a), slot(offsets[1], sizes[1], i, b)])]
-                    vals += [np.concatenate([factors[0][i, b], -factors[1][i, a]])]
-                    base += 1
-    elif len(sizes) > 2:
-        for i in range(k):
-            for q in range(r):
-                for j in range(1, len(sizes)):
-                    ids += [np.full(sizes[0] + sizes[j], base)]
-                    cols += [np.concatenate([slot(offsets[0], sizes[0], i, q), slot(offsets[j], sizes[j], i, q)])]
-                    vals += [np.concatenate([factors[0][i, q], -factors[j][i, q]])]
-                    base += 1
-    return np.concatenate(ids), np.concatenate(cols), np.concatenate(vals)
+    generators = []
+    for i in range(k):
+        if len(sizes) == 2:  # GL_r generator e_a e_bᵀ
+            generators += [(i, 0, a, 1, b, factors[0][i, b], -factors[1][i, a]) for a in range(r) for b in range(r)]
+        else:  # rescaling of term q between blocks 1 and j
+            generators += [(i, 0, q, j, q, factors[0][i, q], -factors[j][i, q])
+                           for q in range(r) for j in range(1, len(sizes))]
+    for i, block_a, term_a, block_b, term_b, values_a, values_b in generators:
+        ids.append(np.full(sizes[block_a] + sizes[block_b], base))
+        cols.append(np.concatenate([slot(offsets[block_a], sizes[block_a], i, term_a),
+                                    slot(offsets[block_b], sizes[block_b], i, term_b)]))
+        vals.append(np.concatenate([values_a, values_b]))
+        owners.append(i)
+        base += 1
+    return np.concatenate(ids), np.concatenate(cols), np.concatenate(vals), np.array(owners, dtype=np.int64)
+
+
+def mod_product(left: sp.spmatrix, right: sp.spmatrix | np.ndarray, prime: int) -> sp.csr_matrix | np.ndarray:
+    """Exact left·right mod p for residues < 2^31. ``left`` is split into 16-bit limbs, so each product is < 2^47
+    and int64 sums stay exact while a row of ``left`` has fewer than 2^16 nonzeros (checked)."""
+    left = sp.csr_matrix(left, dtype=np.int64)
+    if left.nnz and np.diff(left.indptr).max() >= 2 ** 16:
+        raise BadInput(f"a row with {np.diff(left.indptr).max()} nonzeros is too long for exact int64 products "
+                       f"(limit {2 ** 16 - 1})")
+    low, high = left.copy(), left.copy()
+    low.data = left.data % 65536
+    high.data = left.data // 65536
+    right = sp.csr_matrix(right, dtype=np.int64) if sp.issparse(right) else np.asarray(right, dtype=np.int64)
+    high_part, low_part = high @ right, low @ right
+    if sp.issparse(high_part):
+        high_part, low_part = sp.csr_matrix(high_part), sp.csr_matrix(low_part)
+        high_part.data = high_part.data % prime * 65536 % prime
+        total = high_part + low_part
+        total.data %= prime
+        return total
+    return (np.asarray(high_part) % prime * 65536 + np.asarray(low_part)) % prime
 
 
 def _mod_matmul_is_zero(left: sp.spmatrix, right: sp.spmatrix, prime: int) -> bool:
-    """Exact test of left·right ≡ 0 (mod p) for residues < 2^31: ``left`` is split into 16-bit limbs so every
-    product stays below 2^47 and no int64 sum overflows (rows of ``left`` have few nonzeros)."""
-    left = sp.csr_matrix(left, dtype=np.int64)
-    low = left.copy()
-    low.data = left.data % 65536
-    high = left.copy()
-    high.data = left.data // 65536
-    right = sp.csr_matrix(right, dtype=np.int64)
-    low_product = (low @ right).tocoo()
-    high_product = (high @ right).tocoo()
-    combined = sp.coo_matrix(((high_product.data % prime) * 65536 % prime, (high_product.row, high_product.col)),
-                             shape=high_product.shape).tocsr() + low_product.tocsr()
-    return bool(np.all(combined.data % prime == 0))
+    return not np.any(mod_product(left, right, prime).data)
+
+
+class RowSketch:
+    """Accumulates Π·X over row blocks of X, Π a sparse random (buckets × rows) matrix with ``SKETCH_HASHES``
+    nonzero residues per column; rank_p(Π·X) ≤ rank_p(X) always, with equality with high probability."""
+
+    def __init__(self, columns: int, prime: int, rng: np.random.Generator) -> None:
+        self.buckets, self.prime, self.rng = columns + SKETCH_SLACK, prime, rng
+        self.total = np.zeros((self.buckets, columns), dtype=np.int64)
+        self.rows = 0
+
+    def add(self, block: sp.spmatrix | np.ndarray) -> None:
+        count = block.shape[0]
+        bucket = self.rng.integers(0, self.buckets, size=(SKETCH_HASHES, count)).ravel()
+        coefficient = self.rng.integers(1, self.prime, size=SKETCH_HASHES * count, dtype=np.int64)
+        source = np.tile(np.arange(count), SKETCH_HASHES)
+        sketch = sp.coo_matrix((coefficient, (bucket, source)), shape=(self.buckets, count))
+        product = mod_product(sketch, block, self.prime)
+        self.total = (self.total + (product.toarray() if sp.issparse(product) else product)) % self.prime
+        self.rows += count
+
+    def rank(self) -> int:
+        return modular_rank(self.total, self.prime)
+
+
+def axis_entries(spec: BatchEnsembleSpec) -> np.ndarray:
+    """Kernel entries x with every broadcast mode at 0 and at most one block index nonzero (Σ_j D_j − t + 1)."""
+    indices = block_indices(spec)
+    nonzero = np.sum([index != 0 for index in indices], axis=0)
+    return np.flatnonzero((nonzero <= 1) & _broadcast_modes_at_zero(spec))
+
+
+def orbit_rank(spec: BatchEnsembleSpec, tangents: sp.csr_matrix, owners: np.ndarray, prime: int) -> int:
+    """A lower bound on rank_p of the tangent vectors, from its block-triangular structure: rows ordered (torus;
+    member 1; …; member k), columns (W at ``axis_entries``; member 1's factors; …) — member rows vanish on W and
+    on other members' factors — so rank ≥ rank(torus × W axes) + Σ_i rank(member i × its factors)."""
+    torus = np.flatnonzero(owners < 0)
+    rank = modular_rank(tangents[torus][:, axis_entries(spec)].toarray(), prime)
+    offsets, width = factor_offsets(spec), spec.rank
+    for i in range(spec.members):
+        rows = np.flatnonzero(owners == i)
+        if len(rows) == 0:
+            continue
+        columns = np.concatenate([offset + i * width * size + np.arange(width * size)
+                                  for offset, size in zip(offsets, spec.block_sizes)])
+        rank += modular_rank(tangents[rows][:, columns].toarray(), prime)
+    return rank
 
 
 def symmetry_upper_bound(spec: BatchEnsembleSpec, weight: np.ndarray, factors: Sequence[np.ndarray],
                          jac: sp.spmatrix, prime: int) -> tuple[int, dict[str, Any]]:
-    """min(kD, P − rank_p V, fibre bound) after checking J·Vᵀ ≡ 0 mod p. rank_p V at one point is a lower bound on
-    the generic orbit dimension, and J(θ)·v(θ) = 0 holds identically (``theory.symbolic`` proves it on small
-    shapes), so the bound is proved. V is restricted to the factor columns when it is too wide to hold densely."""
-    ids, cols, vals = symmetry_tangents(spec, weight, factors)
-    count = int(ids.max()) + 1
-    tangents = sp.coo_matrix((vals % prime, (ids, cols)), shape=(count, spec.num_params)).tocsr()
+    """min(kD, P − orbit rank, fibre bound) after checking J·Vᵀ ≡ 0 mod p. The orbit rank at one point is a lower
+    bound on the generic orbit dimension, and J(θ)·v(θ) = 0 holds identically (``theory.symbolic`` proves it on
+    small shapes), so the bound is proved."""
+    ids, cols, vals, owners = symmetry_tangents(spec, weight, factors)
+    tangents = sp.coo_matrix((vals % prime, (ids, cols)), shape=(len(owners), spec.num_params)).tocsr()
     in_kernel = _mod_matmul_is_zero(jac, tangents.T, prime)
-    columns = slice(0, spec.num_params) if count * spec.num_params <= DENSE_ENTRY_LIMIT // 4 else \
-        slice(spec.kernel_size, spec.num_params)
-    orbit = modular_rank(tangents[:, columns].toarray(), prime) if in_kernel else 0
+    orbit = orbit_rank(spec, tangents, owners, prime) if in_kernel else 0
     bounds = {"kD": spec.ambient_dim, "symmetry": spec.num_params - orbit}
     fibre = dimension.fibre_bound(spec)
     if fibre is not None:
         bounds["fibre"] = fibre
-    details = {"tangents": count, "tangents_in_kernel": in_kernel, "orbit_rank": orbit,
+    details = {"tangents": len(owners), "tangents_in_kernel": in_kernel, "orbit_rank": orbit,
                "orbit_formula": dimension.orbit_dim(spec), "bounds": bounds}
     return min(bounds.values()), details
 
@@ -263,35 +318,92 @@ def _batch_inverse(values: np.ndarray, prime: int) -> np.ndarray:
     return result
 
 
-def sketched_rank(matrix: sp.coo_matrix, prime: int, rng: np.random.Generator) -> tuple[int, dict[str, Any]]:
+def sketched_rank(matrix: sp.spmatrix, prime: int, rng: np.random.Generator) -> tuple[int, dict[str, Any]]:
     """rank_p of ``matrix`` (dense when it fits), else of Π·matrix with Π a sparse random sketch — a lower bound."""
     rows, cols = matrix.shape
     if rows * cols <= DENSE_ENTRY_LIMIT or rows <= cols + SKETCH_SLACK:
         return modular_rank(matrix.toarray() % prime, prime), {"sketch": None}
-    buckets = cols + SKETCH_SLACK
-    if rows * SKETCH_HASHES >= 2 ** 22:
-        raise BadInput(f"matrix with {rows} rows is too tall for the exact float64 sketch sum (limit {2 ** 22 // 3})")
-    flat_index, weights = [], []
-    for _ in range(SKETCH_HASHES):
-        bucket = rng.integers(0, buckets, size=rows)
-        coefficient = rng.integers(1, prime, size=rows, dtype=np.int64)
-        flat_index.append(bucket[matrix.row] * cols + matrix.col)
-        weights.append(coefficient[matrix.row] * (matrix.data % prime) % prime)
-    # Every summand is < 2^31 and a cell gets at most rows·hashes < 2^22 of them: float64 sums stay exact (< 2^53).
-    summed = np.bincount(np.concatenate(flat_index), weights=np.concatenate(weights).astype(np.float64),
-                         minlength=buckets * cols)
-    sketch = np.remainder(summed.astype(np.int64), prime).reshape(buckets, cols)
-    return modular_rank(sketch, prime), {"sketch": [buckets, rows]}
+    sketch = RowSketch(cols, prime, rng)
+    matrix = sp.csr_matrix(matrix)
+    step = max(1, DENSE_ENTRY_LIMIT // (4 * cols))
+    for start in range(0, rows, step):
+        sketch.add(matrix[start:start + step])
+    return sketch.rank(), {"sketch": [sketch.buckets, rows]}
+
+
+def _matmul(left: np.ndarray, right: np.ndarray, prime: int) -> np.ndarray:
+    """Dense product mod p through python-flint (exact)."""
+    product = flint.nmod_mat(left.shape[0], left.shape[1], left.ravel().tolist(), prime) * \
+        flint.nmod_mat(right.shape[0], right.shape[1], right.ravel().tolist(), prime)
+    return np.array([int(entry) for entry in product.entries()], dtype=np.int64).reshape(left.shape[0], right.shape[1])
+
+
+def _left_null_basis(matrix: np.ndarray, prime: int) -> np.ndarray | None:
+    """Basis (d × (d − c)) of {z : zᵀ·matrix = 0} for a d × c matrix of full column rank mod p; None otherwise."""
+    rows, cols = matrix.shape
+    basis, nullity = flint.nmod_mat(cols, rows, matrix.T.ravel().tolist(), prime).nullspace()
+    if nullity != rows - cols:
+        return None
+    return np.array([int(entry) for entry in basis.entries()], dtype=np.int64).reshape(rows, rows)[:, :nullity]
+
+
+def two_block_rank(spec: BatchEnsembleSpec, factors: Sequence[np.ndarray], prime: int,
+                   rng: np.random.Generator) -> tuple[int, dict[str, Any]] | None:
+    """rank_p J = D + (k−1)·r(D_1+D_2−r) + rank_p K for two blocks (dense, channel-wise, flattened), by also
+    eliminating each member's own factor columns B_i (exact over any field; ``None`` if some R_i, S_i is rank
+    deficient mod p).
+
+    With R_i = F_1[i]ᵀ, S_i = F_2[i]ᵀ of full column rank and W, M_1 nonzero: rank B_i = r(D_1+D_2−r) (the
+    kernel of (dR, dS) ↦ dR·S_iᵀ + R_i·dS_iᵀ is {(R_iA, −S_iAᵀ)}), and the left null space of B_i maps onto
+    Y = N_R·Z·N_Sᵀ (N_R, N_S left null bases of R_i, S_i) with every other direction annihilating the eliminated
+    member-1 block too. With G_i = M_i ⊘ M_1 on the D_1×D_2 grid, the row Z = e_u e_vᵀ of K_i is
+    [−N_R[a,u]·(G_i·(N_S[:,v]∘S_1))[a,q]  |  −N_S[b,v]·(G_iᵀ·(N_R[:,u]∘R_1))[b,q]].
+    """
+    (d1, d2), k, r = spec.block_sizes, spec.members, spec.rank
+    first, second = factors
+    m_grid = [_matmul(first[i].T, second[i], prime) for i in range(k)]
+    inverse_m1 = _batch_inverse(m_grid[0], prime)
+    row_1, col_1 = first[0].T, second[0].T
+    sketch = RowSketch(r * (d1 + d2), prime, rng)
+    dense_blocks, sketched = [], (k - 1) * (d1 - r) * (d2 - r) * r * (d1 + d2) > DENSE_ENTRY_LIMIT
+    for i in range(1, k):
+        null_r, null_s = _left_null_basis(first[i].T, prime), _left_null_basis(second[i].T, prime)
+        if null_r is None or null_s is None:
+            return None
+        ratio = m_grid[i] * inverse_m1 % prime
+        h = _matmul(ratio, (null_s[:, :, None] * col_1[:, None, :] % prime).reshape(d2, -1), prime)
+        e = _matmul(ratio.T, (null_r[:, :, None] * row_1[:, None, :] % prime).reshape(d1, -1), prime)
+        h, e = h.reshape(d1, d2 - r, r), e.reshape(d2, d1 - r, r)
+        step = max(1, DENSE_ENTRY_LIMIT // (8 * max(1, (d2 - r) * r * (d1 + d2))))
+        for start in range(0, d1 - r, step):
+            u = slice(start, start + step)
+            left = (prime - null_r.T[u, None, :, None]) * h.transpose(1, 0, 2)[None, :, :, :] % prime
+            right = (prime - null_s.T[None, :, :, None]) * e[:, u, :].transpose(1, 0, 2)[:, None, :, :] % prime
+            block = np.concatenate([left.reshape(-1, d1 * r), right.reshape(-1, d2 * r)], axis=1)
+            if sketched:
+                sketch.add(block)
+            else:
+                dense_blocks.append(block)
+    if sketched:
+        rank_k, detail = sketch.rank(), {"sketch": [sketch.buckets, sketch.rows]}
+    else:
+        rank_k = modular_rank(np.concatenate(dense_blocks), prime) if dense_blocks else 0
+        detail = {"sketch": None}
+    return spec.kernel_size + (k - 1) * r * (d1 + d2 - r) + rank_k, {**detail, "elimination": "W and B_i"}
 
 
 def _lower_bound(spec: BatchEnsembleSpec, route: str, weight: np.ndarray, factors: list[np.ndarray],
                  jac: sp.coo_matrix, prime: int, rng: np.random.Generator) -> tuple[int, dict[str, Any]]:
     if route == "modular":
-        return modular_jacobian_rank(spec, weight, factors, prime), {}
+        return modular_jacobian_rank(spec, weight, factors, prime), {"elimination": None}
     if spec.members == 1:
-        return spec.kernel_size, {}  # J ⊇ diag(M_1) with every M_1[x] ≢ 0
+        return spec.kernel_size, {"elimination": "W"}  # J ⊇ diag(M_1) with every M_1[x] ≢ 0
+    if len(spec.block_sizes) == 2:
+        structured = two_block_rank(spec, factors, prime, rng)
+        if structured is not None:
+            return structured
     rank, details = sketched_rank(schur_complement(spec, jac, prime), prime, rng)
-    return spec.kernel_size + rank, details
+    return spec.kernel_size + rank, {**details, "elimination": "W"}
 
 
 def _schwartz_zippel(spec: BatchEnsembleSpec, upper: int, prime: int, sketched: bool) -> float:
@@ -310,10 +422,11 @@ def modular_certificate(spec: BatchEnsembleSpec, route: str = "schur", seed: int
     for prime in PRIMES:
         weight, factors = random_integer_point(spec, prime, rng)
         jac = sparse_jacobian(spec, weight, factors, prime)
-        upper_here, details = symmetry_upper_bound(spec, weight, factors, jac, prime)
-        lower_here, lower_details = _lower_bound(spec, route, weight, factors, jac, prime, rng)
-        details.update(lower_details)
-        upper = min(upper, upper_here)
+        lower_here, details = _lower_bound(spec, route, weight, factors, jac, prime, rng)
+        if lower_here < spec.ambient_dim:  # below kD an upper bound is needed (kD itself needs none)
+            upper_here, symmetry_details = symmetry_upper_bound(spec, weight, factors, jac, prime)
+            details.update(symmetry_details)
+            upper = min(upper, upper_here)
         lower = max(lower, lower_here)
         tries.append({"prime": prime, "rank": lower_here})
         if lower >= upper:
@@ -389,15 +502,15 @@ def _distinct(values: np.ndarray, bound: int) -> bool:
     return bool(np.bincount(values, minlength=bound).max(initial=0) <= 1)
 
 
-def _sort_rows(matrix: np.ndarray) -> np.ndarray:
-    """Sort each row of a narrow integer matrix by odd–even transposition (w vectorised passes over columns)."""
-    columns = [matrix[:, c].copy() for c in range(matrix.shape[1])]
+def _sort_columns(columns: list[np.ndarray]) -> list[np.ndarray]:
+    """Sort, position by position, the rows formed by equal-length 1-D arrays (odd–even transposition network)."""
+    columns = list(columns)
     for sweep in range(len(columns)):
         for left in range(sweep % 2, len(columns) - 1, 2):
             low = np.minimum(columns[left], columns[left + 1])
             columns[left + 1] = np.maximum(columns[left], columns[left + 1])
             columns[left] = low
-    return np.stack(columns, axis=1)
+    return columns
 
 
 def pairs_are_unit_triangular(spec: BatchEnsembleSpec, entries: np.ndarray, params: np.ndarray) -> bool:
@@ -437,27 +550,28 @@ def toric_kernel_vectors(spec: BatchEnsembleSpec) -> tuple[np.ndarray, np.ndarra
 def kernel_vectors_annihilate(spec: BatchEnsembleSpec, ids: np.ndarray, cols: np.ndarray, vals: np.ndarray) -> bool:
     """Exact check Aᵀv = 0 for every vector: for each entry (i, x), Σ_{p ∈ supp(i,x)} V[:, p] = 0.
 
-    Values must be ±1; per entry, the multiset of vector ids with +1 must equal the one with −1 (checked by sorting).
-    Runs member by member, O(k·D·(1+t)·width).
+    Values must be ±1; per entry, the multiset of vector ids with +1 must equal the one with −1 (compared after a
+    sorting network over the gathered ids). Runs member by member, O(k·D·(1+t)·width).
     """
     if not np.all(np.abs(vals) == 1):
         return False
     order = np.argsort(cols, kind="stable")
-    cols_sorted, ids_sorted, vals_sorted = cols[order], ids[order], vals[order]
+    cols_sorted, ids_sorted, vals_sorted = cols[order], ids[order].astype(np.int32), vals[order]
     counts = np.bincount(cols_sorted, minlength=spec.num_params)
-    width = int(counts.max())
     slot = np.arange(len(cols_sorted)) - (np.cumsum(counts) - counts)[cols_sorted]
-    sentinel = int(ids.max()) + 1
-    positive = np.full((spec.num_params, width), sentinel, dtype=np.int64)
-    negative = positive.copy()
-    plus = vals_sorted > 0
-    positive[cols_sorted[plus], slot[plus]] = ids_sorted[plus]
-    negative[cols_sorted[~plus], slot[~plus]] = ids_sorted[~plus]
+    sentinel = np.int32(int(ids.max()) + 1)
+    positive = [np.full(spec.num_params, sentinel, dtype=np.int32) for _ in range(int(counts.max()))]
+    negative = [table.copy() for table in positive]
+    for position, (table_up, table_down) in enumerate(zip(positive, negative)):
+        here = slot == position
+        up, down = here & (vals_sorted > 0), here & (vals_sorted < 0)
+        table_up[cols_sorted[up]] = ids_sorted[up]
+        table_down[cols_sorted[down]] = ids_sorted[down]
     for member in range(spec.members):
-        support = entry_support(spec, member * spec.kernel_size + np.arange(spec.kernel_size))
-        up = _sort_rows(positive[support].reshape(len(support), -1))
-        down = _sort_rows(negative[support].reshape(len(support), -1))
-        if not np.array_equal(up, down):
+        support = entry_support(spec, member * spec.kernel_size + np.arange(spec.kernel_size)).T
+        up = _sort_columns([table[params] for params in support for table in positive])
+        down = _sort_columns([table[params] for params in support for table in negative])
+        if not all(np.array_equal(a, b) for a, b in zip(up, down)):
             return False
     return True
 
@@ -519,6 +633,9 @@ def certify(spec: BatchEnsembleSpec, route: str = "auto", seed: int = 0) -> Cert
     if route == "toric":
         return toric_certificate(spec)
     return modular_certificate(spec, route, seed)
+
+
+certify_cached = functools.lru_cache(maxsize=1024)(certify)  # certificates are deterministic given the seed
 
 
 def float_jacobian_rank(spec: BatchEnsembleSpec, seed: int = 0) -> FloatRank:

@@ -32,7 +32,7 @@ from theory.batchensemble import (BatchEnsembleSpec, flatten_params, jacobian, m
 from theory.cli_support import BadInput, require_int_in_range
 
 DEFAULT_MAX_ITER = 300
-RELATIVE_DECREASE_TOL = 1e-10  # stop when one sweep lowers ‖X − Φ‖² by less than this fraction
+RELATIVE_DECREASE_TOL = 1e-9  # stop when one step lowers ‖X − Φ‖² by less than this fraction
 EXACT_FIT_TOL = 1e-14  # relative residual treated as an exact fit (float64 round-off)
 ALS_SWEEPS_BEFORE_POLISH = 20  # ALS finds the basin; Levenberg–Marquardt converges quadratically inside it
 POLISH_MAX_JACOBIAN_ENTRIES = 4_000_000  # dense kD × #params Jacobian (32 MB); larger layers use ALS only
@@ -203,13 +203,14 @@ def _update_factor(spec: BatchEnsembleSpec, weights: torch.Tensor, weight: torch
             design = design * factor.reshape(k, r, *spec.block_view_shape(index))
     design = _block_first(spec, design, j, lead=2)  # (k, r, D_j, rest)
     target = _block_first(spec, weights, j, lead=1)  # (k, D_j, rest)
+    if r == 1:  # elementwise: the scalar normal equation of every (i, c)
+        gram = (design[:, 0] ** 2).sum(-1)
+        rhs = (design[:, 0] * target).sum(-1)
+        solution = torch.where(gram > 0, rhs / torch.where(gram > 0, gram, 1.0), 0.0)
+        return solution.unsqueeze(1)  # (k, 1, D_j)
     gram = torch.einsum("iqcz,ipcz->icqp", design, design)
     rhs = torch.einsum("iqcz,icz->icq", design, target)
-    if r == 1:
-        g = gram[..., 0, 0]
-        solution = torch.where(g > 0, rhs[..., 0] / torch.where(g > 0, g, 1.0), 0.0).unsqueeze(-1)
-    else:
-        solution = torch.linalg.lstsq(gram, rhs.unsqueeze(-1), driver="gelsd").solution[..., 0]
+    solution = torch.linalg.lstsq(gram, rhs.unsqueeze(-1), driver="gelsd").solution[..., 0]
     return solution.permute(0, 2, 1).contiguous()  # (k, r, D_j)
 
 
@@ -255,33 +256,37 @@ def _als(spec: BatchEnsembleSpec, weights: torch.Tensor, weight: torch.Tensor, f
 def _levenberg_marquardt(spec: BatchEnsembleSpec, weights: torch.Tensor, weight: torch.Tensor,
                          factors: Sequence[torch.Tensor], max_iter: int) -> tuple[torch.Tensor, list[torch.Tensor], float, int]:
     """Damped Gauss–Newton on θ = (W, F): (JᵀJ + λ(diag JᵀJ + δ)) Δ = −Jᵀ(Φ(θ) − X), a step kept only if it lowers
-    the residual (so, like ALS, it never increases the distance). J is ``theory.batchensemble.jacobian``."""
+    the residual (so, like ALS, it never increases the distance). J is ``theory.batchensemble.jacobian``; the small
+    dense algebra runs in numpy (torch's threaded BLAS is slow on matrices this small)."""
     theta = flatten_params(weight, factors)
     target = weights.reshape(-1)
-    residual = member_weights(spec, weight, factors).reshape(-1) - target
+
+    def residual_at(point: torch.Tensor) -> np.ndarray:
+        return (member_weights(spec, *unflatten_params(spec, point)).reshape(-1) - target).numpy()
+
+    residual = residual_at(theta)
     objective = float(residual @ residual)
-    scale = float(target @ target)
+    floor = (EXACT_FIT_TOL ** 2) * float(target @ target)
     damping, iterations = 1e-3, 0
-    while iterations < max_iter and objective > (EXACT_FIT_TOL ** 2) * scale and damping < 1e12:
-        jac = jacobian(spec, *unflatten_params(spec, theta))
+    while iterations < max_iter and objective > floor:
+        jac = jacobian(spec, *unflatten_params(spec, theta)).numpy()
         normal = jac.T @ jac
         gradient = jac.T @ residual
-        diagonal = torch.diagonal(normal) + 1e-12 * float(torch.diagonal(normal).max())
+        diagonal = np.diag(normal) + 1e-12 * np.diag(normal).max()
         iterations += 1
-        while damping < 1e12:
-            step = torch.linalg.solve(normal + torch.diag(damping * diagonal), -gradient)
-            trial = theta + step
-            trial_residual = member_weights(spec, *unflatten_params(spec, trial)).reshape(-1) - target
+        improved = False
+        while damping < 1e12 and not improved:
+            step = np.linalg.solve(normal + np.diag(damping * diagonal), -gradient)
+            trial = theta + torch.from_numpy(step)
+            trial_residual = residual_at(trial)
             trial_objective = float(trial_residual @ trial_residual)
-            if trial_objective < objective:
-                converged = objective - trial_objective <= RELATIVE_DECREASE_TOL * objective
-                theta, residual, objective = trial, trial_residual, trial_objective
-                damping = max(damping / 3, 1e-12)
-                break
-            damping *= 4
-        else:
+            improved = trial_objective < objective
+            damping = max(damping / 3, 1e-12) if improved else damping * 4
+        if not improved:
             break
-        if converged:
+        decrease = objective - trial_objective
+        theta, residual, objective = trial, trial_residual, trial_objective
+        if decrease <= RELATIVE_DECREASE_TOL * objective:
             break
     weight, factors = unflatten_params(spec, theta)
     return weight, list(factors), objective, iterations

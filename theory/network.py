@@ -19,7 +19,7 @@ from torch import nn
 
 from theory import dimension
 from theory.batchensemble import BatchEnsembleSpec
-from theory.certificate import Certificate, certify
+from theory.certificate import Certificate, certify_cached
 from theory.cli_support import BadInput, require_int_in_range
 
 ARCHS = ("resnet18", "resnet18-cifar", "mlp")
@@ -131,7 +131,7 @@ def network_counts(module: nn.Module, members: int, rank: int = 1, variant: str 
 
     ``roles`` overrides the role of named Linear/Conv2d layers (``perturbed``, ``shared``, ``per-member``);
     ``shortcuts`` (``shared`` or ``perturbed``) sets the default role of 1×1 shortcut convs; ``bias`` and ``norm``
-    are ``per-member`` or ``shared``. Each distinct perturbed shape is certified once (``certify_route``).
+    are ``per-member`` or ``shared``. Each distinct perturbed shape is certified once per process (``certify_route``).
     Dense layers accept only the dense variants; for them ``variant`` falls back to ``channel-wise``.
     """
     members = require_int_in_range("members", members, 1)
@@ -143,12 +143,11 @@ def network_counts(module: nn.Module, members: int, rank: int = 1, variant: str 
                                     ("shortcuts", shortcuts, ("shared", "perturbed"))):
         if value not in accepted:
             raise BadInput(f"{option}={value!r} is unknown: expected one of {', '.join(accepted)}")
-    certificates: dict[BatchEnsembleSpec, Certificate] = {}
     rows = []
     for name, layer in module.named_modules():
         if isinstance(layer, (nn.Linear, nn.Conv2d)):
             rows.append(_kernel_row(name, layer, members, rank, variant, bias,
-                                    _layer_role(name, roles, shortcuts), certificates, certify_route, seed))
+                                    _layer_role(name, roles, shortcuts), certify_route, seed))
         elif isinstance(layer, NORM_TYPES) and layer.affine:
             counts = dimension.vector_counts(2 * layer.num_features, members, norm)
             rows.append(LayerRow(name, type(layer).__name__, (layer.num_features,), norm, counts))
@@ -161,7 +160,7 @@ def network_counts(module: nn.Module, members: int, rank: int = 1, variant: str 
 
 
 def _kernel_row(name: str, layer: nn.Module, members: int, rank: int, variant: str, bias: str, role: str,
-                certificates: dict[BatchEnsembleSpec, Certificate], route: str, seed: int) -> LayerRow:
+                route: str, seed: int) -> LayerRow:
     shape = _kernel_shape(layer)
     layer_variant = variant if len(shape) == 4 else ("channel-wise" if variant not in
                                                      ("channel-wise", "per-kernel-scalar", "output-scale") else variant)
@@ -173,9 +172,7 @@ def _kernel_row(name: str, layer: nn.Module, members: int, rank: int, variant: s
     counts = kernel + bias_counts
     certificate = None
     if role == "perturbed":
-        if spec not in certificates:
-            certificates[spec] = certify(spec, route, seed)
-        certificate = certificates[spec]
+        certificate = certify_cached(spec, route, seed)
     kind = f"{type(layer).__name__}[{spec.variant}, r={spec.rank}]" if role == "perturbed" else type(layer).__name__
     return LayerRow(name, kind, shape, role, counts, certificate, kernel.image_dim)
 

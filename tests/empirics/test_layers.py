@@ -109,6 +109,14 @@ def test_default_forward_mode_is_factored_only_for_low_rank_channel_wise():
     assert default_forward_mode(_conv("flattened-kernel", 1).spec) == "materialised"
 
 
+@pytest.mark.parametrize("variant,mode", [("flattened-kernel", "factored"), ("channel-wise", "fused")])
+def test_unavailable_forward_mode_is_a_clear_error(variant, mode):
+    """The factored path exists only for channel-wise; an unknown mode names the accepted ones."""
+    layer = _conv(variant, 1, mode=mode)
+    with pytest.raises(BadInput, match="forward_mode="):
+        layer(torch.zeros(K, 3, 5, 5, dtype=torch.float64))
+
+
 def test_full_rank_is_the_spec_max_rank():
     """rank='full' resolves to min_j D_j: min(out=4, in=3) channel-wise, min(4, 3·3·3) flattened-kernel."""
     assert _conv("channel-wise", "full").rank == 3
@@ -143,7 +151,7 @@ def test_normal_init_has_mean_one_and_the_requested_std():
     """Fast factors ~ N(1, σ) at rank 1: 4·1·20000 draws give mean and std within 0.02 (≈ 8 standard errors of
     σ/√80000 = 0.0018 for σ = 0.5, and 0.0025 for the std)."""
     torch.manual_seed(3)
-    layer = BatchEnsembleLinear(20000, 20000 // 1000, 4, init_std=0.5)
+    layer = BatchEnsembleLinear(20000, 20, 4, init_std=0.5)
     values = layer.fast_factors[1].detach()
     assert abs(values.mean().item() - 1) < 0.02 and abs(values.std().item() - 0.5) < 0.02
     layer = BatchEnsembleLinear(20000, 20, 4, init_std=1.0)

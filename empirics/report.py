@@ -1,0 +1,330 @@
+"""The report of a study, generated from its ``summary.json`` (every number is read from the results, none is typed).
+
+``python -m empirics report PRESET [--out DIR]`` writes ``<out>/report.md`` and ``<out>/report.tex`` (booktabs tables):
+mean ± std over seeds (sample std, ddof = 1) for every metric, PAPER.md's reference numbers beside ours, the figures
+of ``paper_figs/`` made from this study, the parameter ↔ function-space link, and one paragraph per open question of
+PAPER.md stating what this study's evidence shows (or which preset addresses it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from theory.cli_support import BadInput
+from theory.records import atomic_write_text
+
+SUMMARY_FILE = "summary.json"
+FIGURES_DIR = Path(__file__).resolve().parent.parent / "paper_figs"
+MEMBER_KEY = re.compile(r"/member_\d+/")
+
+SPLIT_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    split: [("accuracy", f"{split}/ensemble/accuracy"), ("NLL", f"{split}/ensemble/nll"),
+            ("ECE", f"{split}/ensemble/ece"), ("Brier", f"{split}/ensemble/brier"),
+            ("MI", f"{split}/mutual_information"), ("JSD", f"{split}/pairwise_jsd"),
+            ("disagreement", f"{split}/disagreement"), ("feature CKA", f"features/{split}/mean_cka")]
+    for split in ("test", "shift")
+}
+SPLIT_COLUMNS["ood"] = [("AUROC", "ood/max_prob/auroc"), ("AUPR", "ood/max_prob/aupr"), ("FPR95", "ood/max_prob/fpr95"),
+                        ("AUROC (MI)", "ood/mutual_information/auroc"), ("MI", "ood/mutual_information"),
+                        ("JSD", "ood/pairwise_jsd"), ("disagreement", "ood/disagreement"),
+                        ("feature CKA", "features/ood/mean_cka")]
+SPLIT_TITLES = {"test": "test set", "shift": "shifted test set (corruptions)",
+                "ood": "OOD detection (OOD = positive; score −max p unless stated)"}
+DIVERSITY_COLUMNS = [("weight cosine", "weights/network/mean_cosine"),
+                     ("centred cosine", "weights/network/mean_centered_cosine"),
+                     ("relative distance", "weights/network/mean_relative_distance"),
+                     ("dist. to rank-1 BE (rel.)", "distance/network/rank1/relative_residual"),
+                     ("reachable fraction (theory)", "theory/reachable_fraction")]
+SHIFT_MI, WEIGHT_COSINE, REACHABLE = "shift/mutual_information", "weights/network/mean_cosine", "theory/reachable_fraction"
+DISTANCE_R1, TEST_ACCURACY, SHIFT_ECE = ("distance/network/rank1/relative_residual", "test/ensemble/accuracy",
+                                         "shift/ensemble/ece")
+
+
+# ---------------------------------------------------------------- reading the summary
+
+def load_summary(out: Path) -> dict[str, Any]:
+    path = Path(out) / SUMMARY_FILE
+    if not path.is_file():
+        raise BadInput(f"{path} does not exist: run `python -m empirics study PRESET` first")
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def stat(summary: dict, run: str, key: str) -> dict[str, Any] | None:
+    return summary["runs"].get(run, {}).get("metrics", {}).get(key)
+
+
+def fmt(value: float | None, digits: int = 4) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def cell(summary: dict, run: str, key: str) -> str:
+    """``mean ± std`` of ``key`` over the run's seeds, or ``–`` when the run has no such metric."""
+    found = stat(summary, run, key)
+    return "–" if found is None else f"{fmt(found['mean'])} ± {fmt(found['std'])}"
+
+
+def mean_of(summary: dict, run: str, key: str) -> float | None:
+    found = stat(summary, run, key)
+    return None if found is None else found["mean"]
+
+
+def runs_where(summary: dict, **fields: Any) -> list[str]:
+    """Runs whose fields match (``method="batchensemble"`` ...), in the preset's order."""
+    return [name for name, run in summary["runs"].items()
+            if all(run["fields"].get(key, DEFAULTS.get(key)) == value for key, value in fields.items())]
+
+
+DEFAULTS = {"rank": 1, "init": "normal", "init_std": 0.5, "variant": "channel-wise", "arch": "mlp"}
+
+
+# ---------------------------------------------------------------- tables
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def latex_table(header: list[str], rows: list[list[str]], caption: str) -> str:
+    escape = lambda text: (text.replace("\\", r"\textbackslash{}").replace("_", r"\_").replace("%", r"\%")  # noqa: E731
+                           .replace("±", r"$\pm$").replace("−", "$-$").replace("&", r"\&"))
+    body = [" & ".join(escape(c) for c in row) + r" \\" for row in rows]
+    return "\n".join([r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{escape(caption)}}}",
+                      rf"\begin{{tabular}}{{l{'r' * (len(header) - 1)}}}", r"\toprule",
+                      " & ".join(escape(h) for h in header) + r" \\", r"\midrule", *body, r"\bottomrule",
+                      r"\end{tabular}", r"\end{table}"])
+
+
+def split_table(summary: dict, split: str) -> tuple[list[str], list[list[str]]]:
+    columns = SPLIT_COLUMNS[split]
+    return ["run"] + [label for label, _ in columns], [[run] + [cell(summary, run, key) for _, key in columns]
+                                                       for run in summary["runs"]]
+
+
+def diversity_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    return ["run"] + [label for label, _ in DIVERSITY_COLUMNS], [
+        [run] + [cell(summary, run, key) for _, key in DIVERSITY_COLUMNS] for run in summary["runs"]]
+
+
+def reference_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """One row per (run, metric) with a reference number: ours (mean ± std, n seeds) beside the reference."""
+    rows = []
+    for run, values in summary.get("reference", {}).items():
+        for key, reference in values.items():
+            found = stat(summary, run, key)
+            seeds = "–" if found is None else str(found["n"])
+            rows.append([run, key, cell(summary, run, key), seeds, fmt(reference, 3)])
+    return ["run", "metric", "ours (mean ± std)", "seeds", "reference (PAPER.md)"], rows
+
+
+def link_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    rows = [[pair["parameter"], pair["function"], fmt(pair["rho"], 3),
+             "–" if pair["rho"] is None else f"[{fmt(pair['ci_low'], 3)}, {fmt(pair['ci_high'], 3)}]",
+             fmt(pair["p_value"], 4), str(pair["n"])] for pair in summary["link"]["pairs"]]
+    return ["parameter-space diversity", "function-space diversity", "Spearman ρ", "95% CI", "p", "runs"], rows
+
+
+def every_metric_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """Every metric except per-member ones (``members_mean`` summarises them; ``summary.json`` keeps them all)."""
+    keys = sorted({key for run in summary["runs"].values() for key in run["metrics"] if not MEMBER_KEY.search(key)})
+    runs = list(summary["runs"])
+    return ["metric"] + runs, [[key] + [cell(summary, run, key) for run in runs] for key in keys]
+
+
+def console_table(summary: dict) -> str:
+    """The end-of-study printout: mean ± std over seeds of the headline metrics per run."""
+    columns = [("test acc", TEST_ACCURACY), ("shift ECE", SHIFT_ECE), ("shift MI", SHIFT_MI),
+               ("weight cos", WEIGHT_COSINE), ("OOD AUROC", "ood/max_prob/auroc")]
+    header = ["run", "seeds"] + [label for label, _ in columns]
+    rows = [[run, str(len(summary["runs"][run]["seeds"]))] + [cell(summary, run, key) for _, key in columns]
+            for run in summary["runs"]]
+    widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
+    return "\n".join("  ".join(text.ljust(width) for text, width in zip(row, widths)) for row in [header] + rows)
+
+
+# ---------------------------------------------------------------- open questions (PAPER.md), generated text
+
+def _compare(summary: dict, runs: list[str], key: str, label: str) -> str:
+    parts = [f"{run} {cell(summary, run, key)}" for run in runs if stat(summary, run, key)]
+    return f"{label}: " + "; ".join(parts) if parts else ""
+
+
+def _direction(a: float | None, b: float | None, more: str, less: str) -> str:
+    if a is None or b is None:
+        return "not comparable"
+    return more if a > b else less
+
+
+def question_scale(summary: dict) -> str:
+    archs = sorted({run["fields"].get("arch", "mlp") for run in summary["runs"].values()})
+    epochs = sorted({run["fields"].get("epochs") for run in summary["runs"].values()})
+    be, de = runs_where(summary, method="batchensemble", rank=1), runs_where(summary, method="deep-ensemble")
+    if not be or not de:
+        return f"This study trains {', '.join(archs)} (at most {epochs[-1]} epochs) without both BE rank 1 and DE: no " \
+               "evidence on scale. The ResNet-18 presets (`resnet18-mnist`, `resnet18-cifar10`) address it."
+    ratio = _ratio(summary, be[0], de[0], SHIFT_MI)
+    return (f"Architecture(s) here: {', '.join(archs)}, at most {epochs[-1]} epochs. At this scale BE rank 1 keeps "
+            f"{fmt(ratio, 2)}× the Deep Ensemble's mutual information under shift "
+            f"({cell(summary, be[0], SHIFT_MI)} vs {cell(summary, de[0], SHIFT_MI)}) and a weight cosine of "
+            f"{cell(summary, be[0], WEIGHT_COSINE)} vs {cell(summary, de[0], WEIGHT_COSINE)}. Whether larger widths, "
+            f"depth or training time change this is answered by comparing this report with the ResNet-18 presets' "
+            f"reports; a single study cannot.")
+
+
+def _ratio(summary: dict, run: str, other: str, key: str) -> float | None:
+    a, b = mean_of(summary, run, key), mean_of(summary, other, key)
+    return None if a is None or not b else a / b
+
+
+def question_other_models(summary: dict) -> str:
+    return ("Transformers and regression are outside every preset of this toolkit (classification MLPs and ResNet-18 "
+            "only): this study gives no evidence either way. The diversity geometry (`empirics.diversity`) takes any "
+            "model's per-member weights and features, so such a study needs only a model and a preset.")
+
+
+def question_link(summary: dict) -> str:
+    head = summary["link"]["headline"]
+    be, de = runs_where(summary, method="batchensemble", rank=1), runs_where(summary, method="deep-ensemble")
+    text = []
+    if be:
+        text.append(f"Theory: rank-1 BE reaches a fraction {cell(summary, be[0], REACHABLE)} of the Deep-Ensemble "
+                    f"space of this network (a measure-zero set); the trained BE members lie on it (relative distance "
+                    f"to the rank-1 set {cell(summary, be[0], DISTANCE_R1)}, zero by construction)")
+    if de:
+        text.append(f"the trained Deep Ensemble lies at relative distance {cell(summary, de[0], DISTANCE_R1)} from it")
+    if head["rho"] is None:
+        text.append(f"the link across runs is undefined here ({head['n']} runs with both measures)")
+    else:
+        text.append(f"across {head['n']} trained ensembles (runs × seeds), {head['parameter']} and "
+                    f"{head['function']} have Spearman ρ = {fmt(head['rho'], 3)} (95% bootstrap CI "
+                    f"[{fmt(head['ci_low'], 3)}, {fmt(head['ci_high'], 3)}], p = {fmt(head['p_value'], 4)}): "
+                    + ("a positive monotone association whose CI excludes 0" if head["ci_low"] > 0 else
+                       "a negative association whose CI excludes 0" if head["ci_high"] < 0 else
+                       "the CI includes 0, so no monotone association is established"))
+    return "; ".join(text) + ". This is empirical evidence for a link, not the formal proof the paper asks for."
+
+
+def question_rank(summary: dict) -> str:
+    be = runs_where(summary, method="batchensemble", init="normal", init_std=0.5, variant="channel-wise")
+    ranks = {summary["runs"][run]["fields"].get("rank", 1) for run in be}
+    if len(ranks) < 2:
+        return "This study has a single BE rank: `rank-ablation` (and `quick`) address rank > 1."
+    de = runs_where(summary, method="deep-ensemble")
+    lines = [f"{run} (r = {summary['runs'][run]['fields'].get('rank', 1)}): MI under shift "
+             f"{cell(summary, run, SHIFT_MI)}, weight cosine {cell(summary, run, WEIGHT_COSINE)}, reachable fraction "
+             f"{cell(summary, run, REACHABLE)}, test accuracy {cell(summary, run, TEST_ACCURACY)}" for run in be]
+    top = be[-1]
+    verdict = ""
+    if de:
+        ratio = _ratio(summary, top, de[0], SHIFT_MI)
+        verdict = (f" The highest rank reaches {fmt(ratio, 2)}× the Deep Ensemble's MI under shift "
+                   f"({cell(summary, de[0], SHIFT_MI)}) with weight cosine "
+                   f"{_direction(mean_of(summary, top, WEIGHT_COSINE), mean_of(summary, de[0], WEIGHT_COSINE), 'above', 'at or below')}"
+                   f" the Deep Ensemble's ({cell(summary, de[0], WEIGHT_COSINE)}).")
+    return "Rank sweep — " + "; ".join(lines) + "." + verdict
+
+
+def question_variant(summary: dict) -> str:
+    variants = {summary["runs"][run]["fields"].get("variant", "channel-wise"): run
+                for run in runs_where(summary, method="batchensemble", rank=1)}
+    if len(variants) < 2:
+        return ("This study uses one BE variant (dense layers have no kernel-wise form): `resnet18-mnist` compares "
+                "channel-wise with flattened-kernel fast weights.")
+    return "Variants at rank 1 — " + "; ".join(
+        f"{variant} ({run}): MI under shift {cell(summary, run, SHIFT_MI)}, weight cosine "
+        f"{cell(summary, run, WEIGHT_COSINE)}, reachable fraction {cell(summary, run, REACHABLE)}"
+        for variant, run in variants.items()) + "."
+
+
+def question_init(summary: dict) -> str:
+    be = runs_where(summary, method="batchensemble", rank=1, variant="channel-wise")
+    inits = [(run, summary["runs"][run]["fields"]) for run in be]
+    labels = {run: (f"random signs p = {fields.get('sign_prob', 0.5)}" if fields.get("init") == "random_sign" else
+                    f"N(1, {fields.get('init_std', 0.5)})") for run, fields in inits}
+    if len(set(labels.values())) < 2:
+        return "This study uses one fast-weight init: `rank-ablation` (and `quick`) compare N(1, 0.5), N(1, 1) and " \
+               "random signs."
+    return "Fast-weight init at rank 1 — " + "; ".join(
+        f"{labels[run]} ({run}): MI under shift {cell(summary, run, SHIFT_MI)}, weight cosine "
+        f"{cell(summary, run, WEIGHT_COSINE)}, test accuracy {cell(summary, run, TEST_ACCURACY)}" for run in labels) + "."
+
+
+OPEN_QUESTIONS = (
+    ("Does scale (width, depth, training time) restore diversity?", question_scale),
+    ("Do the limits hold for Transformers and regression?", question_other_models),
+    ("Is there a link from the rank-1 parametrisation to functional diversity?", question_link),
+    ("Does rank > 1 reach distinct modes while staying efficient?", question_rank),
+    ("Kernel-wise vs channel-wise fast weights?", question_variant),
+    ("Init scale N(1, 0.5) vs N(1, 1) or random signs?", question_init),
+)
+
+
+# ---------------------------------------------------------------- assembling the report
+
+def figure_paths(preset: str, out: Path) -> list[str]:
+    """The figures made from this study (``paper_figs/fig_empirics_*_<preset>.png``), relative to ``out``."""
+    return [os.path.relpath(path, out) for path in sorted(FIGURES_DIR.glob(f"fig_empirics_*_{preset}.png"))]
+
+
+def build_markdown(summary: dict, out: Path) -> str:
+    preset = summary["preset"]
+    commit, seeds = summary["provenance"]["git_commit"], max((len(r["seeds"]) for r in summary["runs"].values()),
+                                                              default=0)
+    parts = [f"# Study `{preset}`{' (tiny smoke run)' if summary.get('tiny') else ''}", "",
+             f"**Claim tested.** {summary['claim']}", "", f"**Evidence produced.** {summary['evidence']}", "",
+             f"Generated from `{SUMMARY_FILE}` (git commit `{commit}`); up to {seeds} seed(s) per run; "
+             f"mean ± sample std over seeds. Missing (unfinished) runs: {', '.join(summary['missing']) or 'none'}."]
+    if summary.get("reference"):
+        parts += ["", "## Ours vs reference (PAPER.md)", "", markdown_table(*reference_table(summary))]
+    for split, title in SPLIT_TITLES.items():
+        parts += ["", f"## {title.capitalize()}", "", markdown_table(*split_table(summary, split))]
+    parts += ["", "## Parameter-space diversity (whole network)", "", markdown_table(*diversity_table(summary)),
+              "", "## Parameter ↔ function-space link", "", summary["link"]["method"] + ".", "",
+              markdown_table(*link_table(summary)), "", "## Figures", ""]
+    figures = figure_paths(preset, out)
+    parts += [f"![{Path(path).stem}]({path})" for path in figures] or ["(none yet: run `make figures`)"]
+    parts += ["", "## Open questions of PAPER.md: what this study shows", ""]
+    for question, answer in OPEN_QUESTIONS:
+        parts += [f"**{question}** {answer(summary)}", ""]
+    parts += ["## Every metric (mean ± std over seeds; per-member values are in summary.json)", "",
+              markdown_table(*every_metric_table(summary)), ""]
+    return "\n".join(parts)
+
+
+def build_latex(summary: dict) -> str:
+    preset = summary["preset"]
+    tables = []
+    if summary.get("reference"):
+        tables.append(latex_table(*reference_table(summary), f"{preset}: ours vs the reference numbers of PAPER.md"))
+    for split, title in SPLIT_TITLES.items():
+        tables.append(latex_table(*split_table(summary, split), f"{preset}: {title}, mean ± std over seeds"))
+    tables.append(latex_table(*diversity_table(summary), f"{preset}: parameter-space diversity"))
+    tables.append(latex_table(*link_table(summary), f"{preset}: {summary['link']['method']}"))
+    return "% Generated by `python -m empirics report` from summary.json; needs \\usepackage{booktabs}.\n" + \
+        "\n\n".join(tables) + "\n"
+
+
+def write_report(out: str | os.PathLike) -> Path:
+    """Write ``report.md`` and ``report.tex`` in ``out`` from its ``summary.json``; return the markdown path."""
+    out = Path(out)
+    summary = load_summary(out)
+    atomic_write_text(out / "report.md", build_markdown(summary, out))
+    atomic_write_text(out / "report.tex", build_latex(summary))
+    return out / "report.md"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("report", help="regenerate a study's report.md/report.tex from its summary.json")
+    parser.add_argument("preset", help="the study preset (its results folder is results/PRESET unless --out)")
+    parser.add_argument("--out", type=Path, help="the study's output folder (default results/PRESET)")
+    parser.set_defaults(handler=_handle)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    path = write_report(args.out or Path("results") / args.preset)
+    print(f"wrote {path} and {path.with_suffix('.tex')}")
+    return 0

@@ -1,0 +1,76 @@
+"""``python -m empirics train`` / ``evaluate``: the acceptance flow on tiny data, and one-line errors with exit 2."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from empirics.cli import main
+from theory.cli_support import run_cli
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _train_args(root: Path, run_dir: Path, *extra: str) -> list[str]:
+    return ["train", "--run-dir", str(run_dir), "--data-root", str(root), "--set", "dataset=mnist", "arch=mlp",
+            "method=batchensemble", "rank=1", "members=2", "epochs=1", "--set", "widths=16", "batch_size=16",
+            "shift_families=rotate,fog", "threads=1", *extra]
+
+
+def test_train_then_evaluate_writes_test_shift_and_ood_metrics(tiny_mnist_root, tmp_path, capsys):
+    """The acceptance flow: train (two --set groups), then evaluate writes eval.json with test/, shift/ (pooled and
+    per family) and ood/ (detection scores and member diversity on the OOD inputs) keys."""
+    run = tmp_path / "run"
+    assert run_cli(main, _train_args(tiny_mnist_root, run)) == 0
+    assert "test/ensemble/accuracy" in capsys.readouterr().out
+    assert json.loads((run / "config.json").read_text())["config"]["shift_families"] == ["rotate", "fog"]
+    assert run_cli(main, ["evaluate", str(run)]) == 0
+    metrics = json.loads((run / "eval.json").read_text())["metrics"]
+    for key in ("test/ensemble/accuracy", "test/member_1/nll", "test/mutual_information", "shift/ensemble/ece",
+                "shift/rotate/ensemble/accuracy", "shift/fog/disagreement", "ood/max_prob/auroc", "ood/entropy/fpr95",
+                "ood/mutual_information/aupr", "ood/mutual_information", "ood/pairwise_jsd"):
+        assert key in metrics, key
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--set", "colour=red"], "unknown config key 'colour': valid keys are dataset"),
+    (["train", "--set", "rank=0"], "rank=0 is out of range"),
+    (["train", "--resume"], "--resume needs --run-dir"),
+    (["evaluate", "/nonexistent/run"], "config.json does not exist"),
+    (["fly"], "invalid choice: 'fly'"),
+])
+def test_bad_input_is_one_line_on_stderr_with_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, argv)
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in error and error.count("\n") == 1
+
+
+def test_existing_run_directory_is_not_overwritten_without_resume(tiny_mnist_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    run_cli(main, _train_args(tiny_mnist_root, run))
+    before = (run / "checkpoint.pt").read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, _train_args(tiny_mnist_root, run))
+    assert exit_info.value.code == 2 and "already holds a run" in capsys.readouterr().err
+    assert (run / "checkpoint.pt").read_bytes() == before
+
+
+def test_rank_above_every_layer_is_rejected_before_anything_is_written(tiny_mnist_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit):
+        run_cli(main, _train_args(tiny_mnist_root, run, "--set", "rank=5000"))
+    assert "rank=5000 is out of range for this architecture: expected an integer in 1..16" in capsys.readouterr().err
+    assert not (run / "config.json").exists()
+
+
+@pytest.mark.slow
+def test_module_entry_point_exits_2_without_traceback():
+    """``python -m empirics`` as a process: exit 2 and the one-line message, no traceback."""
+    result = subprocess.run([sys.executable, "-m", "empirics", "train", "--set", "members=0"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == "error: members=0 is out of range: expected a value in [1, ∞)"

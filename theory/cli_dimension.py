@@ -1,0 +1,127 @@
+"""``python -m theory dim`` (one layer's counts and certificate) and ``python -m theory network`` (a whole network).
+
+    python -m theory dim --layer dense --out 512 --in 512 --members 4 --rank 1 --json
+    python -m theory network --arch resnet18-cifar --in-channels 1 --members 4
+"""
+from __future__ import annotations
+
+import json
+
+from theory import dimension
+from theory.batchensemble import DENSE_VARIANTS, VARIANTS, BatchEnsembleSpec
+from theory.certificate import ROUTES, certify
+from theory.cli_support import BadInput, require_int_in_range
+from theory.network import ARCHS, build_arch, network_counts
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    line = lambda cells: "  ".join(str(cell).rjust(width) if index else str(cell).ljust(width)  # noqa: E731
+                                   for index, (cell, width) in enumerate(zip(cells, widths)))
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(row) for row in rows])
+
+
+def layer_spec(args) -> BatchEnsembleSpec:
+    """Validate the ``dim`` arguments (one line naming the bad value on failure) and build the spec."""
+    out = require_int_in_range("--out", args.out, 1)
+    fan_in = require_int_in_range("--in", args.fan_in, 1)
+    members = require_int_in_range("--members", args.members, 1)
+    if args.layer == "dense":
+        if args.kernel is not None:
+            raise BadInput(f"--kernel {' '.join(args.kernel)} is not valid for --layer dense: omit it or use --layer conv")
+        shape: tuple[int, ...] = (out, fan_in)
+        accepted = DENSE_VARIANTS
+    else:
+        if args.kernel is None:
+            raise BadInput("--kernel is missing: --layer conv needs --kernel H W (integers >= 1)")
+        shape = (out, fan_in, *(require_int_in_range(name, value, 1) for name, value in zip(("H", "W"), args.kernel)))
+        accepted = VARIANTS
+    if args.variant not in accepted:
+        raise BadInput(f"--variant {args.variant!r} is unknown for --layer {args.layer}: expected one of "
+                       f"{', '.join(accepted)}")
+    top = BatchEnsembleSpec(shape, members, 1, args.variant).max_rank
+    rank = require_int_in_range("--rank", args.rank, 1, top)
+    return BatchEnsembleSpec(shape, members, rank, args.variant)
+
+
+def run_dim(args) -> int:
+    spec = layer_spec(args)
+    counts = dimension.layer_counts(spec)
+    certificate = certify(spec, args.route, args.seed)
+    payload = {"layer": args.layer, "kernel_shape": list(spec.kernel_shape), "members": spec.members,
+               "rank": spec.rank, "variant": spec.variant, **counts.as_dict(),
+               "upper_bound": dimension.upper_bound(spec), "certificate": certificate.to_json(),
+               "certificate_details": certificate.as_dict()}
+    if args.json:
+        print(json.dumps(payload, indent=2))
+        return 0
+    rows = [[key, f"{payload[key]:,}" if isinstance(payload[key], int) and not isinstance(payload[key], bool)
+             else str(payload[key])] for key in ("ambient_dim", "image_dim", "codim", "params", "redundancy", "fills")]
+    rows.append(["certificate", f"{certificate.status} (lower {certificate.lower:,}, upper {certificate.upper:,}, "
+                                f"{certificate.route}, {certificate.seconds:.2f} s)"])
+    print(f"{args.layer} {'x'.join(map(str, spec.kernel_shape))}, k = {spec.members}, r = {spec.rank}, {spec.variant}")
+    print(_table(rows, ["quantity", "value"]))
+    if not counts.closed_form:
+        print("note: no closed form for this variant at rank >= 2; image_dim is the proved upper bound")
+    return 0
+
+
+def run_network(args) -> int:
+    members = require_int_in_range("--members", args.members, 1)
+    widths = [require_int_in_range("--widths", width, 1) for width in args.widths] if args.widths else None
+    if widths is not None and args.arch != "mlp":
+        raise BadInput(f"--widths is only valid for --arch mlp (got --arch {args.arch})")
+    channels = require_int_in_range("--in-channels", args.in_channels, 1) if args.in_channels is not None else None
+    if channels is not None and args.arch == "mlp":
+        raise BadInput("--in-channels is not valid for --arch mlp: the input width is the first of --widths")
+    classes = require_int_in_range("--num-classes", args.num_classes, 1) if args.num_classes is not None else None
+    model = build_arch(args.arch, channels, classes, widths)
+    counts = network_counts(model, members, rank=require_int_in_range("--rank", args.rank, 1), bias=args.bias,
+                            norm=args.norm, shortcuts=args.shortcuts, certify_route=args.route, seed=args.seed)
+    if args.json:
+        print(json.dumps({"arch": args.arch, **counts.as_dict()}, indent=2))
+        return 0
+    rows = [[row.name or "(root)", row.kind, "x".join(map(str, row.shape)), row.role, f"{row.counts.ambient_dim:,}",
+             f"{row.counts.params:,}", f"{row.counts.image_dim:,}", f"{row.counts.codim:,}",
+             f"{row.counts.redundancy:,}", "yes" if row.certified else "NO"] for row in counts.rows]
+    totals = counts.totals
+    rows.append(["TOTAL", "", "", "", f"{totals.ambient_dim:,}", f"{totals.params:,}", f"{totals.image_dim:,}",
+                 f"{totals.codim:,}", f"{totals.redundancy:,}", "yes" if counts.certified else "NO"])
+    print(_table(rows, ["layer", "kind", "shape", "role", "DE dim", "BE params", "BE image dim", "codim",
+                        "redundancy", "certified"]))
+    print(f"\n{args.arch}, k = {members}: BE reaches {counts.be_image_dim:,} of {counts.de_dim:,} Deep-Ensemble "
+          f"dimensions ({100 * counts.fraction_reached:.4f}%); codim {counts.codim:,}; totals "
+          f"{'certified' if counts.certified else 'NOT certified'}")
+    return 0
+
+
+def register(subparsers) -> None:
+    dim = subparsers.add_parser("dim", help="counts and certificate of one BatchEnsemble layer")
+    dim.add_argument("--layer", choices=("dense", "conv"), required=True)
+    dim.add_argument("--out", required=True, help="output features / channels (m)")
+    dim.add_argument("--in", dest="fan_in", required=True, help="input features / channels (n)")
+    dim.add_argument("--kernel", nargs=2, metavar=("H", "W"), help="spatial kernel size (conv only)")
+    dim.add_argument("--members", required=True, help="ensemble size k >= 1")
+    dim.add_argument("--rank", default="1", help="BatchEnsemble rank r, 1..min(m, n) (default 1)")
+    dim.add_argument("--variant", default="channel-wise", help=f"one of {', '.join(VARIANTS)}")
+    dim.add_argument("--route", default="auto", choices=ROUTES, help="certificate route (default: toric for r = 1)")
+    dim.add_argument("--seed", type=int, default=0, help="seed of the random integer point (modular routes)")
+    dim.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    dim.set_defaults(handler=run_dim)
+
+    network = subparsers.add_parser("network", help="per-layer and total counts of a whole network")
+    network.add_argument("--arch", choices=ARCHS, required=True)
+    network.add_argument("--widths", nargs="+", help="MLP widths, input first (default 784 400 400 10)")
+    network.add_argument("--members", required=True, help="ensemble size k >= 1")
+    network.add_argument("--in-channels", help="input channels of the ResNets (default 3)")
+    network.add_argument("--num-classes", help="output classes (default 1000 for resnet18, else 10)")
+    network.add_argument("--rank", default="1", help="BatchEnsemble rank (clamped per layer to its maximum)")
+    network.add_argument("--bias", choices=("per-member", "shared"), default="per-member")
+    network.add_argument("--norm", choices=("shared", "per-member"), default="shared",
+                         help="BatchNorm affine parameters (torch-uncertainty: shared)")
+    network.add_argument("--shortcuts", choices=("shared", "perturbed"), default="shared",
+                         help="1×1 shortcut convs (torch-uncertainty: plain, i.e. shared)")
+    network.add_argument("--route", default="auto", choices=ROUTES)
+    network.add_argument("--seed", type=int, default=0)
+    network.add_argument("--json", action="store_true")
+    network.set_defaults(handler=run_network)
