@@ -280,12 +280,6 @@ def _function_space(config: Config, model, device: torch.device) -> tuple[dict, 
     return {"cka": matrices, **curves}, scalars
 
 
-def _bounded_ranks(config: Config, distance_ranks: Sequence[int]) -> list[int]:
-    """The preset's ranks plus a BE run's own integer rank (its member tuple must lie on that set)."""
-    own = {config.rank} if config.method == "batchensemble" and config.rank != "full" else set()
-    return sorted(set(distance_ranks) | own)
-
-
 def analyse_run(run_dir: str | Path, distance_ranks: Sequence[int] = (1,), starts: int = 1,
                 max_iter: int = DEFAULT_MAX_ITER) -> dict:
     """Measure the diversity geometry of a trained run and write ``diversity.json`` (atomically) into ``run_dir``.
@@ -305,7 +299,7 @@ def analyse_run(run_dir: str | Path, distance_ranks: Sequence[int] = (1,), start
                                for layer, entry in geometry.items()}
         scalars["weights"] = {layer: {key: value for key, value in entry.items() if key.startswith("mean_")}
                               for layer, entry in geometry.items()}
-        scalars["distance"] = distance_to_be_sets(weights, _bounded_ranks(config, distance_ranks), config.variant,
+        scalars["distance"] = distance_to_be_sets(weights, sorted(set(distance_ranks)), config.variant,
                                                   starts=starts, max_iter=max_iter, seed=config.seed)
     function_matrices, scalars["features"] = _function_space(config, model, device)
     payload = {"provenance": provenance(config.to_dict(), config.seed), "checkpoint_epoch": state["epoch"],

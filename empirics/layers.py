@@ -134,16 +134,9 @@ class _BatchEnsembleLayer(nn.Module):
         """(k, out, in[, h, w]): member i's kernel W ∘ M_i = ``theory.batchensemble.member_weights``."""
         return member_weights(self.spec, self.weight, tuple(self.fast_factors))
 
-    def _member_view(self, tensor: torch.Tensor, channels: int, spatial_dims: int) -> torch.Tensor:
-        """A (k, r, C) factor as (k, r, 1, C, 1, ...) so it broadcasts over (k, B, C, *spatial) per rank term."""
-        return tensor.view(self.members, tensor.shape[1], 1, channels, *([1] * spatial_dims))
-
     def _add_bias(self, y: torch.Tensor, spatial_dims: int) -> torch.Tensor:
         """y viewed (k, B, out, *spatial) plus the per-member (k, out) or shared (out,) bias."""
-        if self.bias is None:
-            return y
-        bias = self.bias.view(*self.bias.shape[:-1], *([1] * (self.bias.dim() - 1)), -1, *([1] * spatial_dims))
-        return y + bias
+        return y if self.bias is None else y + self._bias_view(spatial_dims)
 
     def _shared_op(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -161,26 +154,101 @@ class _BatchEnsembleLayer(nn.Module):
                 raise BadInput(f"forward_mode='factored' needs the channel-wise variant, not {self.spec.variant!r}")
             y = self._factored(grouped, spatial_dims)
         else:
-            y = self._materialised(grouped)
-        return self._add_bias(y, spatial_dims).reshape(x.shape[0], *y.shape[2:])
+            y = self._add_bias(self._materialised(grouped), spatial_dims)
+        return y.reshape(x.shape[0], *y.shape[2:])
 
     def _factored(self, grouped: torch.Tensor, spatial_dims: int) -> torch.Tensor:
-        """Σ_q F_out[i, q] ∘ op(x_i ∘ F_in[i, q]): one shared op over all k·B rows per rank term."""
-        k, batch = grouped.shape[:2]
-        out_factor = self._member_view(self.fast_factors[0], self.spec.kernel_shape[0], spatial_dims)
-        in_factor = self._member_view(self.fast_factors[1], self.spec.kernel_shape[1], spatial_dims)
-        total = None
-        for q in range(self.rank):
-            scaled = (grouped * in_factor[:, q]).view(k * batch, *grouped.shape[2:])
-            shared = self._shared_op(scaled)
-            term = shared.view(k, batch, *shared.shape[1:]) * out_factor[:, q]
-            total = term if total is None else total + term
-        return total
+        """Σ_q F_out[i, q] ∘ op(x_i ∘ F_in[i, q]) + b_i: one shared op over all k·B rows per rank term, with the
+        element-wise scalings, the bias and their gradients fused in ``_FactoredProduct``."""
+        bias = None if self.bias is None else self._bias_view(spatial_dims)
+        return _FactoredProduct.apply(grouped, self.weight, self.fast_factors[1], self.fast_factors[0], bias, self)
+
+    def _bias_view(self, spatial_dims: int) -> torch.Tensor:
+        """The per-member (k, out) bias as (k, 1, out, 1, ...) or the shared (out,) as (out, 1, ...)."""
+        return self.bias.view(*self.bias.shape[:-1], *([1] * (self.bias.dim() - 1)), -1, *([1] * spatial_dims))
+
+    def _shared_op_backward(self, grad: torch.Tensor, x: torch.Tensor,
+                            need_input: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(∂L/∂x, ∂L/∂W) of ``_shared_op(x)`` given ∂L/∂output."""
+        raise NotImplementedError
 
     def extra_repr(self) -> str:
         return (f"kernel={self.spec.kernel_shape}, members={self.members}, rank={self.rank}, "
                 f"variant={self.spec.variant}, init={self.init}, forward_mode={self.forward_mode}, "
                 f"bias={'none' if self.bias is None else tuple(self.bias.shape)}")
+
+
+class _FactoredProduct(torch.autograd.Function):
+    """``y_i = Σ_q F_out[i, q] ∘ op(x_i ∘ F_in[i, q]) + b_i`` over a member-major (k, B, C, ...) batch, with a
+    hand-written backward. With G = ∂L/∂y, h_q = op(x ∘ F_in[:, q]) and G_q = G ∘ F_out[:, q]:
+
+        ∂L/∂F_out[i, q] = Σ_b G_i ∘ h_{q,i},   ∂L/∂b_i = Σ_b G_i,   ∂L/∂W = Σ_q op_W^T(G_q, x ∘ F_in[:, q]),
+        ∂L/∂F_in[i, q] = Σ_b x_i ∘ op_x^T(G_q)_i,   ∂L/∂x_i = Σ_q F_in[i, q] ∘ op_x^T(G_q)_i
+
+    (sums over the member's rows and spatial positions). For a dense layer whose input needs no gradient (the first
+    layer) the two products op_x^T and op_W^T collapse into one batched product P_{q,i} = G_{q,i}^T x_i (k, out, in):
+    ∂L/∂W = Σ_{q,i} P_{q,i} ∘ (1 F_in[i, q]^T) and ∂L/∂F_in[i, q] = Σ_o W[o, :] ∘ P_{q,i}[o, :], so BE costs the plain
+    layer's two matrix products instead of three. Forward and backward do the scalings with in-place
+    ``addcmul``/``mul`` and no per-rank ``select`` copies (autograd of the plain expression allocates both)."""
+
+    @staticmethod
+    def forward(ctx, grouped, weight, in_factor, out_factor, bias, layer):
+        k, batch = grouped.shape[:2]
+        spatial = (1,) * (grouped.dim() - 3)
+        in_view = in_factor.view(k, -1, 1, grouped.shape[2], *spatial)
+        out_view = out_factor.view(k, -1, 1, out_factor.shape[-1], *spatial)
+        scaled_inputs, products, total = [], [], None
+        for q in range(in_factor.shape[1]):
+            scaled = (grouped * in_view[:, q]).view(k * batch, *grouped.shape[2:])
+            product = layer._shared_op(scaled)
+            product = product.view(k, batch, *product.shape[1:])
+            scaled_inputs.append(scaled)
+            products.append(product)
+            if total is None:
+                total = product * out_view[:, q] if bias is None else torch.addcmul(bias, product, out_view[:, q])
+            else:
+                total.addcmul_(product, out_view[:, q])
+        ctx.layer = layer
+        ctx.bias_shape = None if bias is None else bias.shape
+        ctx.save_for_backward(grouped, weight, in_factor, out_factor, *scaled_inputs, *products)
+        return total
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        grouped, weight, in_factor, out_factor, *saved = ctx.saved_tensors
+        rank = in_factor.shape[1]
+        scaled_inputs, products = saved[:rank], saved[rank:]
+        k, batch = grouped.shape[:2]
+        spatial = (1,) * (grouped.dim() - 3)
+        member_dims = (1, *range(3, grad.dim()))  # the member's rows and spatial positions
+        in_view = in_factor.view(k, rank, 1, grouped.shape[2], *spatial)
+        out_view = out_factor.view(k, rank, 1, out_factor.shape[-1], *spatial)
+        need_input = ctx.needs_input_grad[0]
+        one_product = grouped.dim() == 3 and not need_input
+        grad_x, grad_weight = None, torch.zeros_like(weight)
+        grad_in, grad_out = torch.empty_like(in_factor), torch.empty_like(out_factor)
+        for q in range(rank):
+            grad_out[:, q] = (grad * products[q]).sum(member_dims)
+            grad_q = grad * out_view[:, q]
+            if one_product:
+                per_member = torch.bmm(grad_q.transpose(1, 2), grouped)
+                grad_weight.add_((per_member * in_factor[:, q].unsqueeze(1)).sum(0))
+                grad_in[:, q] = (per_member * weight).sum(1)
+                continue
+            grad_input, grad_w = ctx.layer._shared_op_backward(grad_q.reshape(k * batch, *grad.shape[2:]),
+                                                              scaled_inputs[q], True)
+            grad_weight.add_(grad_w)
+            grad_input = grad_input.view(grouped.shape)
+            grad_in[:, q] = (grad_input * grouped).sum(member_dims)
+            if need_input:
+                grad_x = grad_input.mul_(in_view[:, q]) if grad_x is None else grad_x.addcmul_(grad_input,
+                                                                                              in_view[:, q])
+        grad_bias = None
+        if ctx.bias_shape is not None:
+            per_member = len(ctx.bias_shape) == grad.dim()
+            grad_bias = grad.sum(member_dims if per_member else (0, *member_dims)).reshape(ctx.bias_shape)
+        return grad_x, grad_weight, grad_in, grad_out, grad_bias, None
 
 
 class BatchEnsembleLinear(_BatchEnsembleLayer):
@@ -199,6 +267,10 @@ class BatchEnsembleLinear(_BatchEnsembleLayer):
 
     def _shared_op(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight)
+
+    def _shared_op_backward(self, grad, x, need_input):
+        """x W^T: ∂L/∂x = G W, ∂L/∂W = G^T x."""
+        return (grad @ self.weight if need_input else None), grad.t() @ x
 
     def _materialised(self, grouped: torch.Tensor) -> torch.Tensor:
         """(k, B, in) @ (k, in, out): one batched matmul with the k effective kernels."""
@@ -219,6 +291,13 @@ class BatchEnsembleConv2d(_BatchEnsembleLayer):
 
     def _shared_op(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.weight, stride=self.stride, padding=self.padding)
+
+    def _shared_op_backward(self, grad, x, need_input):
+        """The convolution's own backward kernel (ATen ``convolution_backward``)."""
+        grad_input, grad_weight, _ = torch.ops.aten.convolution_backward(
+            grad, x, self.weight, None, [self.stride] * 2, [self.padding] * 2, [1, 1], False, [0, 0], 1,
+            [need_input, True, False])
+        return grad_input, grad_weight
 
     def _materialised(self, grouped: torch.Tensor) -> torch.Tensor:
         """One grouped convolution (groups=k) over member-stacked channels (B, k·in, H, W) with the k kernels."""

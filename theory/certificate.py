@@ -40,7 +40,8 @@ from theory.exact_rank import PRIMES, FloatRank, float_rank, modular_rank
 
 ROUTES = ("auto", "toric", "modular", "schur", "none")
 STATUSES = ("certified", "candidate-defect", "not-run")
-DENSE_ENTRY_LIMIT = 30_000_000  # above this many entries S is sketched instead of built densely (≈ flint's 60 s)
+DENSE_ENTRY_LIMIT = 30_000_000  # largest dense matrix built at once (plain-route guard, chunk size of sketches)
+SKETCH_ENTRY_LIMIT = 2_000_000  # a tall S or K with more entries is sketched: flint's list input costs ~0.5 µs/entry
 SKETCH_HASHES = 3  # nonzeros per column of the sparse sketch Π
 SKETCH_SLACK = 8  # extra sketch rows beyond the column count
 
@@ -271,7 +272,11 @@ def symmetry_upper_bound(spec: BatchEnsembleSpec, weight: np.ndarray, factors: S
 
 def modular_jacobian_rank(spec: BatchEnsembleSpec, weight: np.ndarray, factors: Sequence[np.ndarray],
                           prime: int) -> int:
-    """rank_p of the dense Jacobian from ``batchensemble.jacobian`` (the plain route)."""
+    """rank_p of the dense Jacobian from ``batchensemble.jacobian`` (the plain route; small layers only)."""
+    if spec.ambient_dim * spec.num_params > DENSE_ENTRY_LIMIT:
+        raise BadInput(f"the dense Jacobian of {spec.kernel_shape} with k={spec.members} has "
+                       f"{spec.ambient_dim * spec.num_params:,} entries: the modular route accepts at most "
+                       f"{DENSE_ENTRY_LIMIT:,}; use --route schur")
     dense = jacobian(spec, torch.from_numpy(weight.reshape(spec.kernel_shape)),
                      tuple(torch.from_numpy(f) for f in factors), modulus=prime)
     return modular_rank(dense.numpy(), prime)
@@ -321,7 +326,7 @@ def _batch_inverse(values: np.ndarray, prime: int) -> np.ndarray:
 def sketched_rank(matrix: sp.spmatrix, prime: int, rng: np.random.Generator) -> tuple[int, dict[str, Any]]:
     """rank_p of ``matrix`` (dense when it fits), else of Π·matrix with Π a sparse random sketch — a lower bound."""
     rows, cols = matrix.shape
-    if rows * cols <= DENSE_ENTRY_LIMIT or rows <= cols + SKETCH_SLACK:
+    if rows * cols <= SKETCH_ENTRY_LIMIT or rows <= cols + SKETCH_SLACK:
         return modular_rank(matrix.toarray() % prime, prime), {"sketch": None}
     sketch = RowSketch(cols, prime, rng)
     matrix = sp.csr_matrix(matrix)
@@ -365,7 +370,8 @@ def two_block_rank(spec: BatchEnsembleSpec, factors: Sequence[np.ndarray], prime
     inverse_m1 = _batch_inverse(m_grid[0], prime)
     row_1, col_1 = first[0].T, second[0].T
     sketch = RowSketch(r * (d1 + d2), prime, rng)
-    dense_blocks, sketched = [], (k - 1) * (d1 - r) * (d2 - r) * r * (d1 + d2) > DENSE_ENTRY_LIMIT
+    rows_k, cols_k = (k - 1) * (d1 - r) * (d2 - r), r * (d1 + d2)
+    dense_blocks, sketched = [], rows_k * cols_k > SKETCH_ENTRY_LIMIT and rows_k > cols_k + SKETCH_SLACK
     for i in range(1, k):
         null_r, null_s = _left_null_basis(first[i].T, prime), _left_null_basis(second[i].T, prime)
         if null_r is None or null_s is None:
@@ -635,7 +641,7 @@ def certify(spec: BatchEnsembleSpec, route: str = "auto", seed: int = 0) -> Cert
     return modular_certificate(spec, route, seed)
 
 
-certify_cached = functools.lru_cache(maxsize=1024)(certify)  # certificates are deterministic given the seed
+certify_cached = functools.lru_cache(maxsize=16384)(certify)  # certificates are deterministic given the seed
 
 
 def float_jacobian_rank(spec: BatchEnsembleSpec, seed: int = 0) -> FloatRank:

@@ -294,8 +294,9 @@ def _levenberg_marquardt(spec: BatchEnsembleSpec, weights: torch.Tensor, weight:
 
 def _fit(spec: BatchEnsembleSpec, weights: torch.Tensor, weight: torch.Tensor, factors: Sequence[torch.Tensor],
          max_iter: int) -> tuple[torch.Tensor, list[torch.Tensor], float, int]:
-    """ALS; for layers whose dense Jacobian fits in memory, a few ALS sweeps then Levenberg–Marquardt."""
-    if spec.ambient_dim * spec.num_params > POLISH_MAX_JACOBIAN_ENTRIES:
+    """ALS; for rank >= 2 on layers whose dense Jacobian fits in memory, a few ALS sweeps then Levenberg–Marquardt
+    (rank-r ALS crawls along the GL_r symmetry directions; rank-1 ALS converges fast from the log-fit start)."""
+    if spec.rank == 1 or spec.ambient_dim * spec.num_params > POLISH_MAX_JACOBIAN_ENTRIES:
         return _als(spec, weights, weight, factors, max_iter)
     weight, factors, _, sweeps = _als(spec, weights, weight, factors, min(max_iter, ALS_SWEEPS_BEFORE_POLISH))
     weight, factors, objective, steps = _levenberg_marquardt(spec, weights, weight, factors, max_iter)

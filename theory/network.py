@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from theory import dimension
-from theory.batchensemble import BatchEnsembleSpec
+from theory.batchensemble import DENSE_VARIANTS, BatchEnsembleSpec
 from theory.certificate import Certificate, certify_cached
 from theory.cli_support import BadInput, require_int_in_range
 
@@ -162,10 +162,9 @@ def network_counts(module: nn.Module, members: int, rank: int = 1, variant: str 
 def _kernel_row(name: str, layer: nn.Module, members: int, rank: int, variant: str, bias: str, role: str,
                 route: str, seed: int) -> LayerRow:
     shape = _kernel_shape(layer)
-    layer_variant = variant if len(shape) == 4 else ("channel-wise" if variant not in
-                                                     ("channel-wise", "per-kernel-scalar", "output-scale") else variant)
-    spec = BatchEnsembleSpec(shape, members, min(rank, BatchEnsembleSpec(shape, members, 1, layer_variant).max_rank),
-                             layer_variant)
+    layer_variant = variant if len(shape) == 4 or variant in DENSE_VARIANTS else "channel-wise"
+    top = BatchEnsembleSpec(shape, members, 1, layer_variant).max_rank
+    spec = BatchEnsembleSpec(shape, members, min(rank, top), layer_variant)
     bias_mode = bias if layer.bias is not None else "none"
     bias_counts = dimension.vector_counts(shape[0], members, bias_mode)
     kernel = dimension.kernel_counts(spec, role)

@@ -41,13 +41,23 @@ def test_schur_eliminations_preserve_rank(spec):
         assert ct.two_block_rank(spec, factors, P, np.random.default_rng(1))[0] == plain
 
 
+def test_two_block_sketch_keeps_rank(monkeypatch):
+    """With K sketched (forced by a tiny limit) the two-block lower bound still equals the plain rank."""
+    spec = BatchEnsembleSpec((6, 5), 3, 2)
+    weight, factors = _point(spec)
+    plain = modular_rank(ct.sparse_jacobian(spec, weight, factors, P).toarray(), P)
+    monkeypatch.setattr(ct, "SKETCH_ENTRY_LIMIT", 10)
+    rank, details = ct.two_block_rank(spec, factors, P, np.random.default_rng(1))
+    assert details["sketch"] is not None and rank == plain
+
+
 def test_sketched_rank_equals_dense_rank_on_tall_matrix(monkeypatch):
     """The sparse row sketch keeps the rank of a tall S (a lower bound always; equal here)."""
     spec = BatchEnsembleSpec((8, 8), 4, 1)
     weight, factors = _point(spec)
     schur = ct.schur_complement(spec, ct.sparse_jacobian(spec, weight, factors, P), P)
     dense = modular_rank(schur.toarray(), P)
-    monkeypatch.setattr(ct, "DENSE_ENTRY_LIMIT", 10)
+    monkeypatch.setattr(ct, "SKETCH_ENTRY_LIMIT", 10)
     sketched, details = ct.sketched_rank(schur, P, np.random.default_rng(0))
     assert details["sketch"] is not None and sketched == dense
 
@@ -125,12 +135,13 @@ def test_shortfall_is_retried_then_reported_as_candidate_defect(monkeypatch):
 
 
 def test_certificate_json_shape():
-    """to_json() has exactly lower, upper, status."""
-    assert ct.certify(BatchEnsembleSpec((3, 3), 2)).to_json() == {"lower": 13, "upper": 13, "status": "certified"}
+    """to_json() has exactly lower, upper, status; 3×3, k = 2: kmn − (k−1)(m−1)(n−1) = 18 − 4 = 14."""
+    assert ct.certify(BatchEnsembleSpec((3, 3), 2)).to_json() == {"lower": 14, "upper": 14, "status": "certified"}
 
 
-def test_toric_certifies_512x512x3x3_quickly():
-    """The largest ResNet-18 layer (512×512×3×3, k = 4) is certified by the toric route (structural, O(nnz))."""
+@pytest.mark.slow
+def test_toric_certifies_512x512x3x3():
+    """The largest ResNet-18 layer (512×512×3×3, k = 4) is certified by the toric route (structural, O(nnz), a few seconds)."""
     spec = BatchEnsembleSpec((512, 512, 3, 3), 4)
     certificate = ct.certify(spec)
     assert certificate.status == "certified" and certificate.lower == dimension.image_dim(spec)

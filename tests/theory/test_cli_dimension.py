@@ -73,6 +73,7 @@ def test_bad_input_is_one_line_exit_2(argv, named, capsys):
     assert "expected" in err or "choose from" in err
 
 
+@pytest.mark.slow
 def test_bad_input_subprocess_has_no_traceback():
     """The real entry point: python -m theory dim with r > min(m, n) exits 2 with one line."""
     done = subprocess.run([sys.executable, "-m", "theory", "dim", "--layer", "dense", "--out", "3", "--in", "3",

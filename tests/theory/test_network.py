@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from torch import nn
 from torchvision.models import resnet18 as torchvision_resnet18
 
@@ -30,10 +29,12 @@ def test_shared_bias_costs_k_minus_1_times_m():
 
 
 def test_parameter_counts_match_torchvision_resnet18():
-    """k = 1: BE params equal torchvision's ResNet-18 parameter count (kernels, biases, BN affine)."""
+    """k = 1: the DE dimension is torchvision's ResNet-18 parameter count (kernels, biases, BN affine); BE adds
+    one fast vector per block of each perturbed layer (c_out + c_in)."""
     reference = sum(p.numel() for p in torchvision_resnet18(weights=None).parameters())
     counts = network_counts(build_arch("resnet18"), 1, certify_route="none")
-    assert counts.be_params == counts.de_dim == reference
+    fast = sum(row.shape[0] + row.shape[1] for row in counts.rows if row.role == "perturbed")
+    assert counts.de_dim == reference and counts.be_params == reference + fast
 
 
 def test_torch_uncertainty_convention_shares_bn_and_shortcuts():
