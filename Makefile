@@ -11,7 +11,7 @@ endif
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: install test test-fast reproduce check figures bench bench-theory clean
+.PHONY: install test test-fast reproduce check figures bench bench-theory clean study-quick report-quick
 
 install: $(STAMP)
 
@@ -30,7 +30,15 @@ test-fast: $(STAMP)
 check: $(STAMP)
 	$(PY) -m theory check --json results/theory/claims.json
 
-reproduce: check figures
+reproduce: check study-quick figures report-quick
+
+# The quick study (empirics/presets/quick.toml): every run trained afresh, then summary.json and the report.
+study-quick: $(STAMP)
+	$(PY) -m empirics study quick --rerun
+
+# Regenerate the quick report from saved results (after the figures, so it links them).
+report-quick: $(STAMP)
+	$(PY) -m empirics report quick
 
 figures: $(STAMP)
 	$(PY) paper_figs/make_all.py

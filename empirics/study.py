@@ -1,6 +1,6 @@
 """Studies: a preset (``empirics/presets/<name>.toml``) names a claim, the evidence it produces and a grid of runs.
 
-``python -m empirics study PRESET [--seeds N] [--resume] [--out DIR] [--tiny]`` trains every (run, seed), evaluates it
+``python -m empirics study PRESET [--seeds N] [--resume | --rerun] [--out DIR] [--tiny]`` trains every (run, seed), evaluates it
 on test / shift / OOD data, measures its diversity geometry (``empirics.diversity``), then aggregates mean ± std over
 seeds and the parameter ↔ function-space link into ``<out>/summary.json`` and writes the report (``empirics.report``).
 
@@ -19,11 +19,12 @@ and configuration in several of them is trained once) and applies its own [base]
 Faults: a run counts as finished only when the engine's completion marker ``COMPLETE``, ``eval.json`` and
 ``diversity.json`` all exist, each written atomically and in that order, so a study killed at any point and restarted
 with ``--resume`` redoes no finished run and never reads a partial one; an unfinished run continues from its last
-checkpoint with ``--resume`` and restarts from scratch without it.
+checkpoint with ``--resume`` and restarts from scratch without it; ``--rerun`` trains every run afresh.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ PRESET_DIR = Path(__file__).resolve().parent / "presets"
 RESULTS_DIR = Path("results")
 SUMMARY_FILE = "summary.json"
 TINY_SUBDIR = "tiny"
+TINY_DISTANCE_MAX_ITER = 10  # --tiny: the distance fit is smoke-tested, not converged
 
 
 @dataclass(frozen=True)
@@ -82,12 +84,22 @@ def available_presets() -> list[str]:
     return sorted(path.stem for path in PRESET_DIR.glob("*.toml"))
 
 
-def _read_preset_file(name: str) -> dict[str, Any]:
-    path = PRESET_DIR / f"{name}.toml"
+def preset_path(name: str) -> Path:
+    """``presets/<name>.toml``, or ``name`` itself when it is the path of a ``.toml`` file (a user's own preset)."""
+    path = Path(name) if name.endswith(".toml") else PRESET_DIR / f"{name}.toml"
     if not path.is_file():
-        raise BadInput(f"preset {name!r} is unknown: expected one of {', '.join(available_presets())}")
-    with open(path, "rb") as handle:
-        return tomllib.load(handle)
+        raise BadInput(f"preset {name!r} is unknown: expected one of {', '.join(available_presets())} "
+                       f"or the path of a preset .toml file")
+    return path
+
+
+def _read_preset_file(name: str) -> dict[str, Any]:
+    path = preset_path(name)
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:
+        raise BadInput(f"preset file {path} is not valid TOML: {error}") from None
 
 
 def load_preset(name: str) -> Preset:
@@ -113,7 +125,7 @@ def load_preset(name: str) -> Preset:
     reference.update(raw.get("reference", {}))
     if not runs:
         raise BadInput(f"preset {name!r} defines no runs: add [runs.NAME] tables or [study] include")
-    return Preset(name=name, claim=" ".join(study["claim"].split()), evidence=" ".join(study["evidence"].split()),
+    return Preset(name=preset_path(name).stem, claim=" ".join(study["claim"].split()), evidence=" ".join(study["evidence"].split()),
                   seeds=require_int_in_range("seeds", study["seeds"], 1), runs=runs, tiny=raw.get("tiny", {}),
                   reference=reference, distance_ranks=tuple(sorted(ranks)), includes=includes,
                   **_fit_settings(study, sources))
@@ -155,14 +167,14 @@ def is_finished(run_dir: Path) -> bool:
     return all((run_dir / name).is_file() for name in (COMPLETE_MARKER, EVAL_FILE, DIVERSITY_FILE))
 
 
-def execute_run(spec: RunSpec, run_dir: Path, resume: bool, preset: Preset) -> None:
+def execute_run(spec: RunSpec, run_dir: Path, resume: bool, preset: Preset, rerun: bool = False) -> None:
     """Train, evaluate and analyse one run, skipping each stage whose result file already exists.
 
-    Training (re)starts only without ``COMPLETE``; the analysis of an earlier attempt is removed first, so no stage
-    reads a result of another model (``train`` itself removes ``eval.json`` when it starts from scratch)."""
-    if not (run_dir / COMPLETE_MARKER).is_file():
+    Training (re)starts without ``COMPLETE`` (or with ``rerun``); the analysis of an earlier attempt is removed
+    first, so no stage reads a result of another model (``train`` removes ``eval.json`` when it starts afresh)."""
+    if rerun or not (run_dir / COMPLETE_MARKER).is_file():
         (run_dir / DIVERSITY_FILE).unlink(missing_ok=True)
-        train(build_config(spec), run_dir, resume=resume)
+        train(build_config(spec), run_dir, resume=resume and not rerun)
     if not (run_dir / EVAL_FILE).is_file():
         evaluate_run(run_dir)
     if not (run_dir / DIVERSITY_FILE).is_file():
@@ -174,20 +186,25 @@ def default_out(preset: str, tiny: bool) -> Path:
 
 
 def run_study(preset_name: str, out: Path | None = None, seeds: int | None = None, resume: bool = False,
-              tiny: bool = False) -> dict[str, Any]:
-    """Run every unfinished (run, seed) of the preset, then write ``summary.json`` and the report; return the summary."""
+              tiny: bool = False, rerun: bool = False) -> dict[str, Any]:
+    """Run every unfinished (run, seed) of the preset (every one with ``rerun``), then write ``summary.json`` and the
+    report; return the summary."""
     preset = load_preset(preset_name)
-    out = Path(out) if out is not None else default_out(preset_name, tiny)
+    if tiny:
+        preset = dataclasses.replace(preset, distance_max_iter=min(preset.distance_max_iter, TINY_DISTANCE_MAX_ITER))
+    out = Path(out) if out is not None else default_out(preset.name, tiny)
     specs = run_specs(preset, seeds, tiny)
     for spec in specs:  # reject a bad preset before any training
         build_config(spec)
-    todo = [spec for spec in specs if not is_finished(out / spec.relative_dir)]
-    print(f"{preset_name}: {len(specs)} runs, {len(specs) - len(todo)} already finished, {len(todo)} to run "
+    if rerun and resume:
+        raise BadInput("--rerun and --resume exclude each other: --rerun trains every run afresh")
+    todo = [spec for spec in specs if rerun or not is_finished(out / spec.relative_dir)]
+    print(f"{preset.name}: {len(specs)} runs, {len(specs) - len(todo)} already finished, {len(todo)} to run "
           f"-> {out}", file=sys.stderr)
     timings = {}
-    for spec in tqdm(todo, desc=preset_name, unit="run", disable=not sys.stderr.isatty()):
+    for spec in tqdm(todo, desc=preset.name, unit="run", disable=not sys.stderr.isatty()):
         start = time.perf_counter()
-        execute_run(spec, out / spec.relative_dir, resume, preset)
+        execute_run(spec, out / spec.relative_dir, resume, preset, rerun)
         timings[f"{spec.name}/seed{spec.seed}"] = round(time.perf_counter() - start, 2)
     summary = summarise(preset, specs, out, tiny)
     summary["timings_s"] = timings
@@ -260,14 +277,15 @@ def summarise(preset: Preset, specs: list[RunSpec], out: Path, tiny: bool = Fals
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("study", help="run a study preset (train, evaluate, analyse, summarise, report)",
                                    description=__doc__.split("\n\n")[0])
-    parser.add_argument("preset", help=f"one of {', '.join(available_presets())}")
+    parser.add_argument("preset", help=f"one of {', '.join(available_presets())}, or a preset .toml file")
     parser.add_argument("--seeds", type=int, help="number of seeds (0..N-1); default: the preset's")
     parser.add_argument("--resume", action="store_true", help="continue unfinished runs from their last checkpoint")
     parser.add_argument("--out", type=Path, help="output folder (default results/PRESET, results/tiny/PRESET)")
+    parser.add_argument("--rerun", action="store_true", help="train every run afresh, replacing finished results")
     parser.add_argument("--tiny", action="store_true", help="CI smoke mode: tiny subsets, one seed, seconds per run")
     parser.set_defaults(handler=_handle)
 
 
 def _handle(args: argparse.Namespace) -> int:
-    summary = run_study(args.preset, args.out, args.seeds, args.resume, args.tiny)
+    summary = run_study(args.preset, args.out, args.seeds, args.resume, args.tiny, args.rerun)
     return 1 if summary["missing"] else 0

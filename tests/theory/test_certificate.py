@@ -43,7 +43,7 @@ def test_schur_eliminations_preserve_rank(spec):
 
 def test_two_block_sketch_keeps_rank(monkeypatch):
     """With K sketched (forced by a tiny limit) the two-block lower bound still equals the plain rank."""
-    spec = BatchEnsembleSpec((6, 5), 3, 2)
+    spec = BatchEnsembleSpec((8, 7), 4, 2)  # K has 3·6·5 = 90 rows, 30 columns: tall enough to sketch
     weight, factors = _point(spec)
     plain = modular_rank(ct.sparse_jacobian(spec, weight, factors, P).toarray(), P)
     monkeypatch.setattr(ct, "SKETCH_ENTRY_LIMIT", 10)

@@ -1,0 +1,84 @@
+"""The study report: every number comes from the saved results (change a result file, the report changes), the
+reference numbers sit beside ours, one paragraph per open question of PAPER.md, booktabs LaTeX tables."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from empirics import report, study
+from theory.cli_support import BadInput
+
+PRESET = "paper-mnist"
+
+
+def write_finished_run(out: Path, run: str, seed: int, metrics: dict[str, float], scalars: dict) -> None:
+    """A finished run as the study leaves it: completion marker, eval.json and diversity.json."""
+    run_dir = out / "runs" / run / f"seed{seed}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "COMPLETE").write_bytes(b"")
+    (run_dir / "eval.json").write_text(json.dumps({"metrics": metrics}))
+    (run_dir / "diversity.json").write_text(json.dumps({"scalars": scalars}))
+
+
+def fake_study(out: Path, be_accuracies=(0.9, 0.8)) -> dict:
+    """paper-mnist with two seeds of BE rank 1 and DE, hand-chosen values; returns the written summary."""
+    for seed, accuracy in enumerate(be_accuracies):
+        write_finished_run(out, "be-r1", seed, {"test/ensemble/accuracy": accuracy, "shift/mutual_information": 0.01},
+                           {"weights": {"network": {"mean_cosine": 0.95, "mean_relative_distance": 0.3 + seed / 10}},
+                            "theory": {"reachable_fraction": 0.27}})
+        write_finished_run(out, "de", seed, {"test/ensemble/accuracy": 0.97, "shift/mutual_information": 0.1 + seed},
+                           {"weights": {"network": {"mean_cosine": 0.01, "mean_relative_distance": 1.4 + seed / 10}},
+                            "theory": {"reachable_fraction": 1.0}})
+    preset = study.load_preset(PRESET)
+    summary = study.summarise(preset, study.run_specs(preset, seeds=2), out)
+    (out / "summary.json").write_text(json.dumps(summary))
+    return summary
+
+
+def test_report_numbers_are_generated_from_the_result_files(tmp_path):
+    """BE accuracies 0.9 and 0.8 give mean 0.85 and sample std √0.005 = 0.0707; rewriting a result file changes
+    the report accordingly (so no number is typed)."""
+    fake_study(tmp_path)
+    text = report.write_report(tmp_path).read_text()
+    assert "0.8500 ± 0.0707" in text
+    fake_study(tmp_path, be_accuracies=(0.6, 0.6))
+    text = report.write_report(tmp_path).read_text()
+    assert "0.6000 ± 0.0000" in text and "0.8500 ± 0.0707" not in text
+
+
+def test_reference_numbers_sit_beside_ours(tmp_path):
+    """The reference table row of BE rank 1 test accuracy shows our mean ± std and PAPER.md's 0.972."""
+    fake_study(tmp_path)
+    rows = report.reference_table(report.load_summary(tmp_path))[1]
+    assert ["be-r1", "test/ensemble/accuracy", "0.8500 ± 0.0707", "2", "0.972"] in rows
+
+
+def test_one_paragraph_per_open_question(tmp_path):
+    """Each of PAPER.md's six open questions gets its own paragraph, with generated numbers where evidence exists."""
+    fake_study(tmp_path)
+    text = report.write_report(tmp_path).read_text()
+    for question, _ in report.OPEN_QUESTIONS:
+        assert text.count(f"**{question}**") == 1
+    # the link paragraph quotes the Spearman estimate of the summary (4 runs × seeds with both measures)
+    head = report.load_summary(tmp_path)["link"]["headline"]
+    assert head["n"] == 4 and f"ρ = {head['rho']:.3f}" in text
+
+
+def test_latex_tables_use_booktabs_and_escape_text(tmp_path):
+    """report.tex: booktabs rules, ± as math, underscores escaped."""
+    fake_study(tmp_path)
+    report.write_report(tmp_path)
+    tex = (tmp_path / "report.tex").read_text()
+    assert tex.count(r"\toprule") == tex.count(r"\bottomrule") >= 5
+    assert r"0.8500 $\pm$ 0.0707" in tex
+    assert "test/ensemble/accuracy" in tex.replace(r"\_", "_")
+    assert re.search(r"(?<!\\)_", tex) is None  # every underscore escaped
+
+
+def test_report_without_summary_is_a_clear_error(tmp_path):
+    """No summary.json: a BadInput naming the file and the command that makes it."""
+    with pytest.raises(BadInput, match="summary.json does not exist"):
+        report.write_report(tmp_path)

@@ -1,0 +1,157 @@
+"""Study presets: every preset states its claim and builds valid configs; finished runs are never redone or lost;
+partial runs are never read as complete; every preset runs end to end on tiny subsets (slow smoke tests)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from empirics import study
+from empirics.config import Config
+from theory.cli_support import BadInput
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA_ROOT = Path(os.environ.get("EGEO_DATA_ROOT", ROOT.parent / "shared" / "data"))
+TWO_RUN_PRESET = """
+[study]
+claim = "test preset"
+evidence = "two tiny runs"
+seeds = 1
+distance_max_iter = 5
+
+[base]
+dataset = "mnist"
+arch = "mlp"
+widths = [8]
+epochs = 2
+n_train = 128
+patience = 0
+threads = 1
+shift_families = ["rotate"]
+
+[runs.single]
+method = "single"
+
+[runs.be-r1]
+method = "batchensemble"
+rank = 1
+"""
+
+
+@pytest.mark.parametrize("name", study.available_presets())
+def test_every_preset_states_its_claim_and_builds_valid_configs(name):
+    """Each preset names a claim and its evidence, and every (run, seed) — full and --tiny — is a valid Config."""
+    preset = study.load_preset(name)
+    assert len(preset.claim) > 40 and len(preset.evidence) > 40
+    for tiny in (False, True):
+        for spec in study.run_specs(preset, tiny=tiny):
+            assert isinstance(study.build_config(spec), Config)
+
+
+def test_paper_mnist_preset_is_the_paper_recipe():
+    """paper-mnist: MLP 784-64-32-16-10, dropout 0.05, k = 4, Adam 1e-3, wd 1e-4, 75 epochs, patience 10, 5 seeds,
+    methods single / BE rank 1 / BE full rank / DE / MCD."""
+    preset = study.load_preset("paper-mnist")
+    config = study.build_config(study.run_specs(preset)[0])
+    assert (config.widths, config.dropout, config.members, config.optimizer, config.lr, config.weight_decay,
+            config.epochs, config.patience) == ((64, 32, 16), 0.05, 4, "adam", 1e-3, 1e-4, 75, 10)
+    assert preset.seeds == 5
+    methods = {name: (fields["method"], fields.get("rank")) for name, fields in preset.runs.items()}
+    assert sorted(methods.values(), key=str) == sorted([("single", None), ("batchensemble", 1), ("batchensemble", "full"),
+                                                        ("deep-ensemble", None), ("mc-dropout", None)], key=str)
+
+
+def test_quick_trains_each_included_run_once_with_its_reductions():
+    """quick = the union of paper-mnist and rank-ablation runs (shared runs once), with quick's [base] on top."""
+    quick, paper, ablation = (study.load_preset(name) for name in ("quick", "paper-mnist", "rank-ablation"))
+    assert set(quick.runs) == set(paper.runs) | set(ablation.runs)
+    assert all(fields["n_train"] == 10000 and fields["epochs"] == 5 for fields in quick.runs.values())
+    assert quick.reference == paper.reference
+    assert len(study.run_specs(quick)) == quick.seeds * len(quick.runs)
+
+
+def test_a_run_defined_twice_differently_is_rejected(tmp_path, monkeypatch):
+    """Including two presets whose same-named runs differ is a clear error, not a silent choice."""
+    for name, rank in (("a", 1), ("b", 2)):
+        (tmp_path / f"{name}.toml").write_text(f'[study]\nclaim = "c"\nevidence = "e"\nseeds = 1\n'
+                                               f'[runs.be]\nmethod = "batchensemble"\nrank = {rank}\n')
+    (tmp_path / "both.toml").write_text('[study]\nclaim = "c"\nevidence = "e"\nseeds = 1\ninclude = ["a", "b"]\n')
+    monkeypatch.setattr(study, "PRESET_DIR", tmp_path)
+    with pytest.raises(BadInput, match="run 'be' is defined twice"):
+        study.load_preset("both")
+
+
+def test_unknown_preset_is_a_one_line_error_with_exit_code_2():
+    """`python -m empirics study nope` names the bad preset and the accepted ones on one line, exit code 2."""
+    result = subprocess.run([sys.executable, "-m", "empirics", "study", "nope"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "'nope'" in result.stderr and "paper-mnist" in result.stderr
+
+
+def test_rerun_and_resume_together_are_rejected(tmp_path):
+    """--rerun (train afresh) and --resume (continue) contradict each other."""
+    with pytest.raises(BadInput, match="exclude each other"):
+        study.run_study("paper-mnist", tmp_path, resume=True, rerun=True)
+
+
+def test_a_partial_run_is_never_read_as_complete(tmp_path):
+    """Without the completion marker (or without eval/diversity results) a run is unfinished: not summarised."""
+    run_dir = tmp_path / "runs" / "single" / "seed0"
+    run_dir.mkdir(parents=True)
+    for name in ("eval.json", "diversity.json"):
+        (run_dir / name).write_text(json.dumps({"metrics": {"test/ensemble/accuracy": 0.5}, "scalars": {}}))
+    assert not study.is_finished(run_dir)
+    preset = study.load_preset("paper-mnist")
+    summary = study.summarise(preset, study.run_specs(preset, seeds=1), tmp_path)
+    assert summary["runs"] == {} and "runs/single/seed0" in summary["missing"]
+    (run_dir / "COMPLETE").write_bytes(b"")
+    assert study.is_finished(run_dir)
+
+
+def _snapshot(run_dir: Path) -> dict[str, tuple[int, bytes]]:
+    return {path.name: (path.stat().st_mtime_ns, path.read_bytes()) for path in sorted(run_dir.iterdir())}
+
+
+@pytest.mark.slow
+def test_study_killed_midway_and_resumed_redoes_no_finished_run(tmp_path):
+    """SIGKILL while the second run trains, then --resume: the first run's files are untouched (not redone), the
+    second run finishes, and the summary covers both."""
+    preset_file = tmp_path / "two-runs.toml"
+    preset_file.write_text(TWO_RUN_PRESET)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "empirics", "study", str(preset_file), "--out", str(out)]
+    env = {**os.environ, "EGEO_DATA_ROOT": str(DATA_ROOT)}
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first, second = out / "runs" / "single" / "seed0", out / "runs" / "be-r1" / "seed0"
+    deadline = time.monotonic() + 240
+    while not (second / "config.json").is_file() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert study.is_finished(first) and not study.is_finished(second), "kill did not land while run 2 trained"
+    before = _snapshot(first)
+    study.run_study(str(preset_file), out, resume=True)
+    assert _snapshot(first) == before
+    assert study.is_finished(second)
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["runs"]) == {"single", "be-r1"} and summary["missing"] == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", study.available_presets())
+def test_every_preset_runs_end_to_end_on_tiny_subsets(name, tmp_path):
+    """--tiny: every run of the preset trains, evaluates, is analysed and reported (CIFAR-10 needs its data)."""
+    preset = study.load_preset(name)
+    datasets = {study.build_config(spec).dataset for spec in study.run_specs(preset, tiny=True)}
+    if "cifar10" in datasets and not (DATA_ROOT / "cifar-10-batches-py").is_dir():
+        pytest.skip(f"CIFAR-10 is not under {DATA_ROOT} (the preset's configs are checked by the fast test)")
+    summary = study.run_study(name, tmp_path, tiny=True)
+    assert summary["missing"] == [] and set(summary["runs"]) == set(preset.runs)
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "report.tex").is_file()
