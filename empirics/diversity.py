@@ -171,6 +171,18 @@ def pairwise_cka(member_features: torch.Tensor) -> torch.Tensor:
     return matrix
 
 
+def rowwise_spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman's ρ of each row pair of (R, n) arrays: the Pearson correlation of average ranks (ties averaged, as
+    ``scipy.stats.spearmanr``); NaN for a row with a constant coordinate."""
+    rank_x = stats.rankdata(x, axis=1)
+    rank_y = stats.rankdata(y, axis=1)
+    rank_x -= rank_x.mean(axis=1, keepdims=True)
+    rank_y -= rank_y.mean(axis=1, keepdims=True)
+    scale = np.sqrt((rank_x ** 2).sum(axis=1) * (rank_y ** 2).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(scale > 0, (rank_x * rank_y).sum(axis=1) / scale, np.nan)
+
+
 def spearman_with_ci(x: Sequence[float], y: Sequence[float], confidence: float = 0.95, n_resamples: int = 2000,
                      seed: int = 0) -> dict[str, float | int | None]:
     """Spearman's ρ of paired samples and a paired percentile-bootstrap CI: runs are resampled with replacement and
@@ -183,8 +195,8 @@ def spearman_with_ci(x: Sequence[float], y: Sequence[float], confidence: float =
         return {"rho": None, "p_value": None, "ci_low": None, "ci_high": None, "n": int(len(x)), "n_boot": 0}
     result = stats.spearmanr(x, y)
     indices = np.random.default_rng(seed).integers(0, len(x), size=(n_resamples, len(x)))
-    usable = [row for row in indices if np.ptp(x[row]) > 0 and np.ptp(y[row]) > 0]
-    resampled = np.array([stats.spearmanr(x[row], y[row]).statistic for row in usable])
+    resampled = rowwise_spearman(x[indices], y[indices])
+    resampled = resampled[np.isfinite(resampled)]
     alpha = 1 - confidence
     low, high = np.quantile(resampled, [alpha / 2, 1 - alpha / 2]) if len(resampled) else (np.nan, np.nan)
     return {"rho": float(result.statistic), "p_value": float(result.pvalue), "ci_low": float(low),

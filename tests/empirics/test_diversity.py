@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from empirics import diversity
+from empirics.config import Config
 from theory.batchensemble import BatchEnsembleSpec, member_weights, random_factors
 
 
@@ -84,11 +85,20 @@ def test_distance_is_non_increasing_in_rank(generator):
     assert residuals[0] + 1e-6 >= residuals[1] >= residuals[2] - 1e-6
 
 
-def test_reachable_fraction_of_rank1_mlp_layer_matches_closed_form():
-    """Rank-1 dense: dim Im Φ = mn + (k−1)(m+n−1), so the fraction is that over kmn (THEORY.md §1)."""
-    m, n, k = 64, 784, 4
-    expected = (m * n + (k - 1) * (m + n - 1)) / (k * m * n)
-    assert diversity.reachable_fraction([(m, n)], members=k, rank=1) == pytest.approx(expected, rel=1e-12)
+def test_reachable_fraction_of_a_rank1_mlp_matches_the_closed_form():
+    """MLP 784-64-10, k = 4, rank 1, per-member biases: each dense layer reaches mn + (k−1)(m+n−1) of kmn
+    dimensions (THEORY.md §1) and its biases all k·m, so the fraction is their sums' ratio."""
+    config = Config.from_dict({"method": "batchensemble", "arch": "mlp", "widths": [64], "members": 4, "rank": 1})
+    k, layers = 4, [(64, 784), (10, 64)]
+    reached = sum(m * n + (k - 1) * (m + n - 1) + k * m for m, n in layers)
+    ambient = sum(k * m * n + k * m for m, n in layers)
+    assert diversity.reachable_fraction(config) == pytest.approx(reached / ambient, rel=1e-12)
+
+
+def test_reachable_fraction_is_one_for_deep_ensembles_and_undefined_for_mc_dropout():
+    """A Deep Ensemble is the whole space; MC Dropout and single models are no BE parametrisation (None)."""
+    assert diversity.reachable_fraction(Config.from_dict({"method": "deep-ensemble"})) == 1.0
+    assert diversity.reachable_fraction(Config.from_dict({"method": "mc-dropout"})) is None
 
 
 def test_linear_cka_matches_slow_hsic_formula(generator):
@@ -147,6 +157,20 @@ def test_spearman_ci_brackets_the_estimate_for_noisy_data(rng):
     result = diversity.spearman_with_ci(x, y, n_resamples=500, seed=1)
     assert result["rho"] == pytest.approx(spearmanr(x, y).statistic, abs=1e-12)
     assert result["ci_low"] < result["rho"] < result["ci_high"]
+
+
+def test_rowwise_spearman_matches_scipy_per_row(rng):
+    """The vectorised bootstrap statistic equals scipy.stats.spearmanr row by row, ties and constant rows included."""
+    from scipy.stats import spearmanr
+
+    x = rng.integers(0, 4, size=(50, 7)).astype(float)  # small integers: many ties
+    y = rng.normal(size=(50, 7))
+    x[0] = 1.0  # a constant row has no ρ
+    fast = diversity.rowwise_spearman(x, y)
+    assert np.isnan(fast[0])
+    for row in range(1, 50):
+        expected = spearmanr(x[row], y[row]).statistic
+        assert fast[row] == pytest.approx(expected, abs=1e-12) or (np.isnan(fast[row]) and np.isnan(expected))
 
 
 def test_spearman_is_undefined_for_constant_or_too_few_runs():

@@ -14,7 +14,8 @@ import pytest
 
 from empirics import study
 from empirics.config import Config
-from theory.cli_support import BadInput
+from empirics.cli import main
+from theory.cli_support import BadInput, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA_ROOT = Path(os.environ.get("EGEO_DATA_ROOT", ROOT.parent / "shared" / "data"))
@@ -87,12 +88,13 @@ def test_a_run_defined_twice_differently_is_rejected(tmp_path, monkeypatch):
         study.load_preset("both")
 
 
-def test_unknown_preset_is_a_one_line_error_with_exit_code_2():
+def test_unknown_preset_is_a_one_line_error_with_exit_code_2(capsys):
     """`python -m empirics study nope` names the bad preset and the accepted ones on one line, exit code 2."""
-    result = subprocess.run([sys.executable, "-m", "empirics", "study", "nope"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=120)
-    assert result.returncode == 2
-    assert len(result.stderr.strip().splitlines()) == 1 and "'nope'" in result.stderr and "paper-mnist" in result.stderr
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, ["study", "nope"])
+    stderr = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert len(stderr.strip().splitlines()) == 1 and "'nope'" in stderr and "paper-mnist" in stderr
 
 
 def test_rerun_and_resume_together_are_rejected(tmp_path):
