@@ -81,7 +81,8 @@ def network_weights(layer_weights: Mapping[str, torch.Tensor]) -> torch.Tensor:
 
 
 def weight_geometry(layer_weights: Mapping[str, torch.Tensor]) -> dict[str, dict]:
-    """Per layer and for the whole network (key ``"network"``): the three (k, k) matrices and their off-diagonal means."""
+    """Per layer and for the whole network (key ``"network"``): the three (k, k) matrices and their off-diagonal
+    means."""
     groups = dict(layer_weights)
     groups[NETWORK] = network_weights(layer_weights)
     result = {}
@@ -103,13 +104,15 @@ def layer_spec(weights: torch.Tensor, rank: int, variant: str) -> BatchEnsembleS
 
 
 def distance_to_be_sets(layer_weights: Mapping[str, torch.Tensor], ranks: Sequence[int], variant: str = "channel-wise",
-                        starts: int = 3, max_iter: int = DEFAULT_MAX_ITER, seed: int = 0) -> dict[str, dict[str, float]]:
+                        starts: int = 3, max_iter: int = DEFAULT_MAX_ITER,
+                        seed: int = 0) -> dict[str, dict[str, float]]:
     """Distance of each layer's member tuple to the rank-r BE set, for r in ``ranks`` (``theory.distance``).
 
     Per layer: the Euclidean distance and the relative residual |X − proj X| / |X| of the best of ``starts``
-    alternating-least-squares fits of at most ``max_iter`` sweeps (an upper bound on the distance; ranks above a layer's largest rank
-    use that rank; rank r is warm-started from r − 1, so the distance is non-increasing in r). For the network the sets
-    are products over layers, so the distance is sqrt(Σ_l dist_l²) and the relative residual sqrt(Σ dist_l²) / |X|.
+    alternating-least-squares fits of at most ``max_iter`` sweeps (an upper bound on the distance). Ranks above a
+    layer's largest rank use that rank; rank r is warm-started from r − 1, so the distance is non-increasing in r.
+    For the network the sets are products over layers, so the distance is sqrt(Σ_l dist_l²) and the relative
+    residual sqrt(Σ dist_l²) / |X|.
     Dense layers use the channel-wise variant when ``variant`` needs a conv kernel.
     """
     result: dict[str, dict[str, float]] = {NETWORK: {}}
@@ -243,7 +246,7 @@ def link_analysis(points: Sequence[Mapping[str, float]], seed: int = 0) -> dict:
 # ---------------------------------------------------------------- one trained run -> diversity.json
 
 FEATURE_SAMPLES = 2000  # inputs per split for CKA (linear CKA of 2000 × F features; enough for 3 decimals)
-ROC_POINTS = 256  # ROC curves are thinned to at most this many points for the figures
+ROC_POINTS = 128  # ROC curves are thinned to at most this many points for the figures
 
 
 def _thin(curve: dict[str, list], points: int = ROC_POINTS) -> dict[str, list]:

@@ -113,6 +113,7 @@ class _BatchEnsembleLayer(nn.Module):
         bias_shape = {"per-member": (members, out), "shared": (out,), "none": None}[bias]
         self.bias = nn.Parameter(torch.empty(bias_shape)) if bias_shape else None
         self.forward_mode = default_forward_mode(self.spec)
+        self.shared_input = False
         self.reset_parameters()
 
     @property
@@ -145,17 +146,19 @@ class _BatchEnsembleLayer(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        grouped = split_members(x, self.members)
+        """(k·B, ...) member-major rows; with ``shared_input`` the input is (B, ...), the same for every member (the
+        network's first layer: the k-fold repeat is folded into the input scaling instead of copied)."""
+        grouped = x.unsqueeze(0) if self.shared_input else split_members(x, self.members)
         spatial_dims = x.dim() - 2
         if self.forward_mode not in FORWARD_MODES:
             raise BadInput(f"forward_mode={self.forward_mode!r} is unknown: expected one of {', '.join(FORWARD_MODES)}")
-        if self.forward_mode == "factored":
-            if self.spec.variant != "channel-wise":
-                raise BadInput(f"forward_mode='factored' needs the channel-wise variant, not {self.spec.variant!r}")
+        if self.forward_mode == "factored" and self.spec.variant != "channel-wise":
+            raise BadInput(f"forward_mode='factored' needs the channel-wise variant, not {self.spec.variant!r}")
+        if self.forward_mode == "factored" and not (self.materialise_without_grad and not torch.is_grad_enabled()):
             y = self._factored(grouped, spatial_dims)
         else:
             y = self._add_bias(self._materialised(grouped), spatial_dims)
-        return y.reshape(x.shape[0], *y.shape[2:])
+        return y.reshape(y.shape[0] * y.shape[1], *y.shape[2:])
 
     def _factored(self, grouped: torch.Tensor, spatial_dims: int) -> torch.Tensor:
         """Σ_q F_out[i, q] ∘ op(x_i ∘ F_in[i, q]) + b_i: one shared op over all k·B rows per rank term, with the
@@ -194,7 +197,7 @@ class _FactoredProduct(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, grouped, weight, in_factor, out_factor, bias, layer):
-        k, batch = grouped.shape[:2]
+        k, batch = in_factor.shape[0], grouped.shape[1]
         spatial = (1,) * (grouped.dim() - 3)
         in_view = in_factor.view(k, -1, 1, grouped.shape[2], *spatial)
         out_view = out_factor.view(k, -1, 1, out_factor.shape[-1], *spatial)
@@ -220,7 +223,7 @@ class _FactoredProduct(torch.autograd.Function):
         grouped, weight, in_factor, out_factor, *saved = ctx.saved_tensors
         rank = in_factor.shape[1]
         scaled_inputs, products = saved[:rank], saved[rank:]
-        k, batch = grouped.shape[:2]
+        k, batch = in_factor.shape[0], grouped.shape[1]
         spatial = (1,) * (grouped.dim() - 3)
         member_dims = (1, *range(3, grad.dim()))  # the member's rows and spatial positions
         in_view = in_factor.view(k, rank, 1, grouped.shape[2], *spatial)
@@ -233,11 +236,13 @@ class _FactoredProduct(torch.autograd.Function):
             grad_input, grad_w = ctx.layer._shared_op_backward(grad_q.reshape(k * batch, *grad.shape[2:]),
                                                               scaled_inputs[q], True)
             grad_weight = grad_w if grad_weight is None else grad_weight.add_(grad_w)
-            grad_input = grad_input.view(grouped.shape)
+            grad_input = grad_input.view(k, *grouped.shape[1:])
             grad_in[:, q] = (grad_input * grouped).sum(member_dims)
             if ctx.needs_input_grad[0]:
                 grad_x = grad_input.mul_(in_view[:, q]) if grad_x is None else grad_x.addcmul_(grad_input,
                                                                                               in_view[:, q])
+        if grad_x is not None and grouped.shape[0] == 1:  # an input shared by the members gets their summed gradient
+            grad_x = grad_x.sum(0, keepdim=True)
         grad_bias = None
         if ctx.bias_shape is not None:
             per_member = len(ctx.bias_shape) == grad.dim()
@@ -254,6 +259,8 @@ class BatchEnsembleLinear(_BatchEnsembleLayer):
     per-member ``bias``; their forward ``linear(x * r) * s + bias`` is our ``factored`` path.
     """
 
+    materialise_without_grad = True  # measured: with no backward, (B, in) @ (in, k·out) beats scale-matmul-scale
+
     def __init__(self, in_features: int, out_features: int, members: int, rank: int | str = 1,
                  variant: str = "channel-wise", init: str = "normal", init_std: float = 0.5, sign_prob: float = 0.5,
                  bias: str = "per-member") -> None:
@@ -267,14 +274,21 @@ class BatchEnsembleLinear(_BatchEnsembleLayer):
         return (grad @ self.weight if need_input else None), grad.t() @ x
 
     def _materialised(self, grouped: torch.Tensor) -> torch.Tensor:
-        """(k, B, in) @ (k, in, out): one batched matmul with the k effective kernels."""
-        return torch.bmm(grouped, self.effective_weights().transpose(1, 2))
+        """(k, B, in) @ (k, in, out): one batched matmul with the k effective kernels; a shared input (1, B, in) is one
+        matmul with the k kernels stacked, (B, in) @ (in, k·out)."""
+        weights = self.effective_weights()
+        if grouped.shape[0] == 1:
+            k, out = weights.shape[:2]
+            return (grouped[0] @ weights.reshape(k * out, -1).t()).view(grouped.shape[1], k, out).transpose(0, 1)
+        return torch.bmm(grouped, weights.transpose(1, 2))
 
 
 class BatchEnsembleConv2d(_BatchEnsembleLayer):
     """BatchEnsemble 2-D convolution; the same mapping to torch-uncertainty's ``BatchConv2d`` as the linear layer:
     ``r_group`` (M, in) = ``fast_factors[1][:, 0, :]``, ``s_group`` (M, out) = ``fast_factors[0][:, 0, :]``, forward
     ``conv(x * r) * s + bias`` = our ``factored`` path at rank 1."""
+
+    materialise_without_grad = False
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, members: int, stride: int = 1,
                  padding: int = 0, rank: int | str = 1, variant: str = "channel-wise", init: str = "normal",
@@ -294,11 +308,13 @@ class BatchEnsembleConv2d(_BatchEnsembleLayer):
         return grad_input, grad_weight
 
     def _materialised(self, grouped: torch.Tensor) -> torch.Tensor:
-        """One grouped convolution (groups=k) over member-stacked channels (B, k·in, H, W) with the k kernels."""
-        k, batch, channels, height, width = grouped.shape
-        stacked = grouped.transpose(0, 1).reshape(batch, k * channels, height, width)
+        """One grouped convolution (groups=k) over member-stacked channels (B, k·in, H, W) with the k kernels; a shared
+        input (1, B, in, H, W) is one ordinary convolution with the k kernels stacked as k·out output channels."""
+        members, batch, channels, height, width = grouped.shape
+        k = self.members
+        stacked = grouped.transpose(0, 1).reshape(batch, members * channels, height, width)
         kernels = self.effective_weights().reshape(k * self.spec.kernel_shape[0], *self.spec.kernel_shape[1:])
-        y = F.conv2d(stacked, kernels, stride=self.stride, padding=self.padding, groups=k)
+        y = F.conv2d(stacked, kernels, stride=self.stride, padding=self.padding, groups=members)
         return y.view(batch, k, -1, *y.shape[2:]).transpose(0, 1)
 
     def extra_repr(self) -> str:

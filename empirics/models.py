@@ -123,6 +123,10 @@ class MLP(nn.Module):
         self.dropout = factory.dropout_layer()
         self.head = _mark_input_dropout(factory.linear(sizes[-1], num_classes), factory.dropout)
 
+    @property
+    def input_layer(self) -> nn.Module:
+        return self.hidden[0]
+
     def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
         h = x.flatten(1)
         for index, layer in enumerate(self.hidden):
@@ -171,6 +175,10 @@ class ResNet18(nn.Module):
         self.dropout = factory.dropout_layer()
         self.head = _mark_input_dropout(factory.linear(in_planes, num_classes), factory.dropout)
 
+    @property
+    def input_layer(self) -> nn.Module:
+        return self.conv1
+
     def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
         out = self.layers(F.relu(self.bn1(self.conv1(x))))
         features = F.adaptive_avg_pool2d(out, 1).flatten(1)
@@ -211,17 +219,19 @@ class SingleModel(EnsembleModel):
 
 
 class BatchEnsembleModel(EnsembleModel):
-    """Repeats the batch k times member-major (rows i·B..(i+1)·B-1 are member i) and splits the output per member."""
+    """Feeds the batch to every member: the net's input layer takes the (B, ...) batch as ``shared_input`` and emits
+    k·B member-major rows (rows i·B..(i+1)·B-1 are member i), the same as repeating the batch k times without the
+    copy; the output is split per member."""
 
     method = "batchensemble"
 
     def __init__(self, net: nn.Module, members: int) -> None:
         super().__init__(members)
         self.net = net
+        net.input_layer.shared_input = True
 
     def _members_forward(self, x: torch.Tensor, return_features: bool) -> torch.Tensor:
-        repeated = x.repeat(self.members, *([1] * (x.dim() - 1)))
-        return split_members(self.net(repeated, return_features=return_features), self.members)
+        return split_members(self.net(x, return_features=return_features), self.members)
 
 
 class MCDropoutModel(EnsembleModel):

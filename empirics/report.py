@@ -39,9 +39,12 @@ DIVERSITY_COLUMNS = [("weight cosine", "weights/network/mean_cosine"),
                      ("relative distance", "weights/network/mean_relative_distance"),
                      ("dist. to rank-1 BE (rel.)", "distance/network/rank1/relative_residual"),
                      ("reachable fraction (theory)", "theory/reachable_fraction")]
-SHIFT_MI, WEIGHT_COSINE, REACHABLE = "shift/mutual_information", "weights/network/mean_cosine", "theory/reachable_fraction"
-DISTANCE_R1, TEST_ACCURACY, SHIFT_ECE = ("distance/network/rank1/relative_residual", "test/ensemble/accuracy",
-                                         "shift/ensemble/ece")
+SHIFT_MI = "shift/mutual_information"
+WEIGHT_COSINE = "weights/network/mean_cosine"
+REACHABLE = "theory/reachable_fraction"
+DISTANCE_R1 = "distance/network/rank1/relative_residual"
+TEST_ACCURACY = "test/ensemble/accuracy"
+SHIFT_ECE = "shift/ensemble/ece"
 
 
 # ---------------------------------------------------------------- reading the summary
@@ -160,14 +163,14 @@ def _direction(a: float | None, b: float | None, more: str, less: str) -> str:
 
 
 def question_scale(summary: dict) -> str:
-    archs = sorted({run["fields"].get("arch", "mlp") for run in summary["runs"].values()})
-    epochs = sorted({run["fields"].get("epochs") for run in summary["runs"].values()})
+    archs = ", ".join(sorted({run["fields"].get("arch", "mlp") for run in summary["runs"].values()}))
+    epochs = max(run["fields"].get("epochs", 0) for run in summary["runs"].values())
     be, de = runs_where(summary, method="batchensemble", rank=1), runs_where(summary, method="deep-ensemble")
     if not be or not de:
-        return f"This study trains {', '.join(archs)} (at most {epochs[-1]} epochs) without both BE rank 1 and DE: no " \
-               "evidence on scale. The ResNet-18 presets (`resnet18-mnist`, `resnet18-cifar10`) address it."
+        return (f"This study trains {archs} (at most {epochs} epochs) without both BE rank 1 and DE: no evidence on "
+                "scale. The ResNet-18 presets (`resnet18-mnist`, `resnet18-cifar10`) address it.")
     ratio = _ratio(summary, be[0], de[0], SHIFT_MI)
-    return (f"Architecture(s) here: {', '.join(archs)}, at most {epochs[-1]} epochs. At this scale BE rank 1 keeps "
+    return (f"Architecture(s) here: {archs}, at most {epochs} epochs. At this scale BE rank 1 keeps "
             f"{fmt(ratio, 2)}× the Deep Ensemble's mutual information under shift "
             f"({cell(summary, be[0], SHIFT_MI)} vs {cell(summary, de[0], SHIFT_MI)}) and a weight cosine of "
             f"{cell(summary, be[0], WEIGHT_COSINE)} vs {cell(summary, de[0], WEIGHT_COSINE)}. Whether larger widths, "
@@ -217,15 +220,20 @@ def question_rank(summary: dict) -> str:
     lines = [f"{run} (r = {summary['runs'][run]['fields'].get('rank', 1)}): MI under shift "
              f"{cell(summary, run, SHIFT_MI)}, weight cosine {cell(summary, run, WEIGHT_COSINE)}, reachable fraction "
              f"{cell(summary, run, REACHABLE)}, test accuracy {cell(summary, run, TEST_ACCURACY)}" for run in be]
-    top = be[-1]
+    top = max(be, key=lambda run: _rank_order(summary["runs"][run]["fields"].get("rank", 1)))
     verdict = ""
     if de:
         ratio = _ratio(summary, top, de[0], SHIFT_MI)
-        verdict = (f" The highest rank reaches {fmt(ratio, 2)}× the Deep Ensemble's MI under shift "
-                   f"({cell(summary, de[0], SHIFT_MI)}) with weight cosine "
-                   f"{_direction(mean_of(summary, top, WEIGHT_COSINE), mean_of(summary, de[0], WEIGHT_COSINE), 'above', 'at or below')}"
-                   f" the Deep Ensemble's ({cell(summary, de[0], WEIGHT_COSINE)}).")
+        above = _direction(mean_of(summary, top, WEIGHT_COSINE), mean_of(summary, de[0], WEIGHT_COSINE), "above",
+                           "at or below")
+        verdict = (f" The highest rank ({top}) reaches {fmt(ratio, 2)}× the Deep Ensemble's MI under shift "
+                   f"({cell(summary, de[0], SHIFT_MI)}) with a weight cosine {above} the Deep Ensemble's "
+                   f"({cell(summary, de[0], WEIGHT_COSINE)}).")
     return "Rank sweep — " + "; ".join(lines) + "." + verdict
+
+
+def _rank_order(rank: int | str) -> float:
+    return float("inf") if rank == "full" else float(rank)
 
 
 def question_variant(summary: dict) -> str:
@@ -250,7 +258,8 @@ def question_init(summary: dict) -> str:
                "random signs."
     return "Fast-weight init at rank 1 — " + "; ".join(
         f"{labels[run]} ({run}): MI under shift {cell(summary, run, SHIFT_MI)}, weight cosine "
-        f"{cell(summary, run, WEIGHT_COSINE)}, test accuracy {cell(summary, run, TEST_ACCURACY)}" for run in labels) + "."
+        f"{cell(summary, run, WEIGHT_COSINE)}, test accuracy {cell(summary, run, TEST_ACCURACY)}"
+        for run in labels) + "."
 
 
 OPEN_QUESTIONS = (

@@ -1,8 +1,9 @@
 """Studies: a preset (``empirics/presets/<name>.toml``) names a claim, the evidence it produces and a grid of runs.
 
-``python -m empirics study PRESET [--seeds N] [--resume | --rerun] [--out DIR] [--tiny]`` trains every (run, seed), evaluates it
-on test / shift / OOD data, measures its diversity geometry (``empirics.diversity``), then aggregates mean ± std over
-seeds and the parameter ↔ function-space link into ``<out>/summary.json`` and writes the report (``empirics.report``).
+``python -m empirics study PRESET [--seeds N] [--resume | --rerun] [--out DIR] [--tiny]`` trains every (run, seed),
+evaluates it on test / shift / OOD data, measures its diversity geometry (``empirics.diversity``), then aggregates
+mean ± std over seeds and the parameter ↔ function-space link into ``<out>/summary.json`` and writes the report
+(``empirics.report``). PRESET is a name under ``empirics/presets/`` or the path of a preset ``.toml`` file.
 
 Preset format::
 
@@ -16,10 +17,11 @@ Preset format::
 A preset with ``include`` takes the runs, references and distance ranks of the named presets (a run of the same name
 and configuration in several of them is trained once) and applies its own [base] on top of theirs.
 
-Faults: a run counts as finished only when the engine's completion marker ``COMPLETE``, ``eval.json`` and
-``diversity.json`` all exist, each written atomically and in that order, so a study killed at any point and restarted
-with ``--resume`` redoes no finished run and never reads a partial one; an unfinished run continues from its last
-checkpoint with ``--resume`` and restarts from scratch without it; ``--rerun`` trains every run afresh.
+Faults: finished runs are always skipped (``--rerun`` trains every run afresh). A run counts as finished only when
+the engine's completion marker ``COMPLETE``, ``eval.json`` and ``diversity.json`` all exist, each written atomically
+and in that order, so a study killed at any point and restarted with ``--resume`` redoes no finished run and never
+reads a partial one; an unfinished run continues from its last checkpoint with ``--resume`` and restarts from scratch
+without it.
 """
 from __future__ import annotations
 
@@ -125,7 +127,8 @@ def load_preset(name: str) -> Preset:
     reference.update(raw.get("reference", {}))
     if not runs:
         raise BadInput(f"preset {name!r} defines no runs: add [runs.NAME] tables or [study] include")
-    return Preset(name=preset_path(name).stem, claim=" ".join(study["claim"].split()), evidence=" ".join(study["evidence"].split()),
+    return Preset(name=preset_path(name).stem, claim=" ".join(study["claim"].split()),
+                  evidence=" ".join(study["evidence"].split()),
                   seeds=require_int_in_range("seeds", study["seeds"], 1), runs=runs, tiny=raw.get("tiny", {}),
                   reference=reference, distance_ranks=tuple(sorted(ranks)), includes=includes,
                   **_fit_settings(study, sources))

@@ -10,7 +10,7 @@ QUANTITIES = (("mutual_information", "mutual information (nats)"), ("pairwise_js
 for preset in studies():
     study = summary(preset)
     runs = ensemble_runs(study)
-    fig, axes = figure(width=FULL_WIDTH, height=2.3, ncols=2)
+    fig, axes = figure(width=FULL_WIDTH, height=2.7, ncols=2)
     width = 0.8 / len(runs)
     for ax, (quantity, label) in zip(axes, QUANTITIES):
         for index, run in enumerate(runs):
@@ -21,5 +21,5 @@ for preset in studies():
                    label=run, capsize=1.5)
         ax.set_xticks(range(len(SPLITS)), ["test", "shift", "OOD"])
         ax.set_ylabel(label)
-    axes[1].legend(ncol=2, fontsize=6)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=5, fontsize=6)
     save(fig, f"fig_empirics_jsd_mi_{preset}")

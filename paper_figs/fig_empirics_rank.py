@@ -1,4 +1,4 @@
-"""Diversity vs BatchEnsemble rank (MI under shift, 1 − weight cosine), with theory's reachable fraction (right axis)."""
+"""Diversity vs BatchEnsemble rank (MI under shift, 1 − weight cosine) with theory's reachable fraction (right)."""
 import numpy as np
 
 from empirics_results import metric, studies, summary

@@ -15,7 +15,7 @@ from typing import Any, Callable
 PASSING_VERDICTS = ("certified", "verified")
 
 # Modules whose import registers claims, in the order ``check`` runs them.
-CLAIM_MODULES: list[str] = ["theory.claims_dimension"]
+CLAIM_MODULES: list[str] = ["theory.claims_dimension", "theory.claims_geometry"]
 
 
 @dataclass(frozen=True)

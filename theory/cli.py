@@ -14,7 +14,7 @@ from theory.cli_support import OneLineParser, run_cli
 from theory.records import atomic_write_json, provenance
 
 # Modules with ``register(subparsers)``; each adds one subcommand whose handler returns an exit code.
-SUBCOMMAND_MODULES: list[str] = ["theory.cli_dimension"]
+SUBCOMMAND_MODULES: list[str] = ["theory.cli_dimension", "theory.cli_geometry", "theory.theory_results"]
 
 
 def _format_table(rows: list[list[str]], header: list[str]) -> str:

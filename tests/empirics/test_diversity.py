@@ -1,4 +1,4 @@
-"""Diversity geometry: weight cosine / distances, distance to the BE set, linear CKA, Spearman link with a bootstrap CI."""
+"""Diversity geometry: weight cosine and distances, distance to the BE set, linear CKA, Spearman ρ with a CI."""
 from __future__ import annotations
 
 import math

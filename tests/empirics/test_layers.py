@@ -206,3 +206,59 @@ def test_member_batchnorm_equals_one_batchnorm_per_member(spatial, generator):
         torch.testing.assert_close(out[i * 5:(i + 1) * 5], expected, rtol=FLOAT64_TOL, atol=FLOAT64_TOL)
         torch.testing.assert_close(norm.norm.running_mean[i * 4:(i + 1) * 4], single.running_mean)
         torch.testing.assert_close(norm.norm.running_var[i * 4:(i + 1) * 4], single.running_var)
+
+
+def _parameter_grads(layer) -> list[torch.Tensor]:
+    return [p.grad.clone() for p in layer.parameters()]
+
+
+GRAD_CASES = [(kind, rank, bias) for kind in ("linear", "conv") for rank in (1, 2) for bias in ("per-member", "none")]
+
+
+@pytest.mark.parametrize("kind,rank,bias", GRAD_CASES)
+def test_factored_backward_equals_autograd_of_the_per_member_loop(kind, rank, bias, generator):
+    """The hand-written backward of the factored path gives the gradients that autograd gives for the per-member loop
+    Σ_i ⟨c_i, op(x_i, W_i) + b_i⟩ with W_i = effective_weights()[i], for the input, W, both factors and the bias
+    (float64, FLOAT64_TOL)."""
+    torch.manual_seed(7)
+    layer = (_conv("channel-wise", rank, bias, "factored") if kind == "conv"
+             else _linear("channel-wise", rank, bias, "factored"))
+    shape = (K * BATCH, 3, 7, 7) if kind == "conv" else (K * BATCH, 5)
+    x = torch.randn(shape, generator=generator, dtype=torch.float64, requires_grad=True)
+    out = layer(x)
+    cotangent = torch.randn(out.shape, generator=generator, dtype=torch.float64)
+    (out * cotangent).sum().backward()
+    fast_grads, fast_input_grad = _parameter_grads(layer), x.grad.clone()
+    layer.zero_grad()
+    x.grad = None
+    weights = layer.effective_weights()
+    op = ((lambda inp, w, b: F.conv2d(inp, w, b, stride=2, padding=1)) if kind == "conv" else F.linear)
+    loop = torch.cat([op(x[i * BATCH:(i + 1) * BATCH], weights[i], _member_bias(layer, i)) for i in range(K)])
+    (loop * cotangent).sum().backward()
+    for fast, slow in zip([*fast_grads, fast_input_grad], [*_parameter_grads(layer), x.grad]):
+        torch.testing.assert_close(fast, slow, rtol=FLOAT64_TOL, atol=FLOAT64_TOL)
+
+
+@pytest.mark.parametrize("kind,mode", [(kind, mode) for kind in ("linear", "conv")
+                                       for mode in ("factored", "materialised")])
+@pytest.mark.parametrize("grad", [True, False])
+def test_shared_input_equals_the_k_fold_repeated_batch(kind, mode, grad, generator):
+    """With ``shared_input`` a (B, ...) batch gives the outputs (and parameter gradients) of the same layer on the batch
+    repeated k times member-major; with gradients off the linear layer takes its materialised path."""
+    torch.manual_seed(8)
+    layer = _conv("channel-wise", 1, "per-member", mode) if kind == "conv" else _linear("channel-wise", 1, mode=mode)
+    x = torch.randn((BATCH, 3, 7, 7) if kind == "conv" else (BATCH, 5), generator=generator, dtype=torch.float64)
+    repeated = x.repeat(K, *([1] * (x.dim() - 1)))
+    with torch.set_grad_enabled(grad):
+        expected = layer(repeated)
+        if grad:
+            expected.square().sum().backward()
+            expected_grads = _parameter_grads(layer)
+            layer.zero_grad()
+        layer.shared_input = True
+        shared = layer(x)
+        if grad:
+            shared.square().sum().backward()
+            for fast, slow in zip(_parameter_grads(layer), expected_grads):
+                torch.testing.assert_close(fast, slow, rtol=FLOAT64_TOL, atol=FLOAT64_TOL)
+    torch.testing.assert_close(shared, expected, rtol=FLOAT64_TOL, atol=FLOAT64_TOL)

@@ -64,8 +64,9 @@ def test_paper_mnist_preset_is_the_paper_recipe():
             config.epochs, config.patience) == ((64, 32, 16), 0.05, 4, "adam", 1e-3, 1e-4, 75, 10)
     assert preset.seeds == 5
     methods = {name: (fields["method"], fields.get("rank")) for name, fields in preset.runs.items()}
-    assert sorted(methods.values(), key=str) == sorted([("single", None), ("batchensemble", 1), ("batchensemble", "full"),
-                                                        ("deep-ensemble", None), ("mc-dropout", None)], key=str)
+    expected = [("single", None), ("batchensemble", 1), ("batchensemble", "full"), ("deep-ensemble", None),
+                ("mc-dropout", None)]
+    assert sorted(methods.values(), key=str) == sorted(expected, key=str)
 
 
 def test_quick_trains_each_included_run_once_with_its_reductions():

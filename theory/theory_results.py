@@ -1,0 +1,106 @@
+"""``python -m theory results --out results/theory``: compute and save every JSON the theory figures read.
+
+Files (each with provenance: config, seed, versions, git commit):
+    codim_fraction.json      rank-1 dense codim/(kmn) over m, n in 1..16 for k = 2, 4, 8
+    image_dim_vs_rank.json   dense image dim vs rank r, the filling rank and the DE dim kmn, several (m, n, k)
+    tube.json                ε-tube curves, fitted slopes and bootstrap CIs for the five (k, m, n) cases
+    fdim.json                functional vs parameter codim over MLP depth, width, k and activation
+    resnet18_layers.json     per-layer fraction of the DE dimension reached by rank-1 BE, CIFAR ResNet-18, k = 4
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from theory import dimension
+from theory.batchensemble import BatchEnsembleSpec
+from theory.functional import MLPSpec, functional_dimension
+from theory.network import build_arch, network_counts
+from theory.records import atomic_write_json, provenance
+from theory.tube import DEFAULT_SAMPLES, FULL_SAMPLES, TUBE_CASES, tube_probability
+
+SEED = 20260125
+FRACTION_MEMBERS = (2, 4, 8)
+FRACTION_SIZES = range(1, 17)
+RANK_CASES = ((8, 8, 2), (8, 8, 4), (16, 16, 4), (16, 8, 4), (32, 32, 4))
+FDIM_DEPTHS = (2, 3)
+FDIM_WIDTHS = (3, 4, 8, 16)
+FDIM_QUICK_WIDTHS = (3, 4, 8)
+FDIM_MEMBERS = (2, 3, 4)
+FDIM_ACTIVATIONS = ("relu", "identity", "tanh")
+
+
+def codim_fraction() -> dict:
+    grid = {str(k): [[dimension.codim(BatchEnsembleSpec((m, n), k)) / (k * m * n) for n in FRACTION_SIZES]
+                     for m in FRACTION_SIZES] for k in FRACTION_MEMBERS}
+    return {"sizes": list(FRACTION_SIZES), "members": list(FRACTION_MEMBERS), "fraction": grid,
+            "formula": "(k-1)(m-1)(n-1)/(kmn)"}
+
+
+def image_dim_vs_rank() -> dict:
+    cases = []
+    for m, n, k in RANK_CASES:
+        ranks = list(range(1, min(m, n) + 1))
+        cases.append({"m": m, "n": n, "k": k, "ranks": ranks, "de_dim": k * m * n,
+                      "image_dim": [dimension.image_dim(BatchEnsembleSpec((m, n), k, r)) for r in ranks],
+                      "params": [BatchEnsembleSpec((m, n), k, r).num_params for r in ranks],
+                      "filling_rank": dimension.filling_rank(m, n, k)})
+    return {"cases": cases}
+
+
+def tube_results(full: bool) -> dict:
+    samples = FULL_SAMPLES if full else DEFAULT_SAMPLES
+    return {"cases": [tube_probability(*case, samples=samples, seed=SEED).as_dict() for case in TUBE_CASES]}
+
+
+def fdim_results(full: bool) -> dict:
+    widths = FDIM_WIDTHS if full else FDIM_QUICK_WIDTHS
+    grid = [(depth, width, k, act) for depth in FDIM_DEPTHS for width in widths for k in FDIM_MEMBERS
+            for act in FDIM_ACTIVATIONS]
+    rows = []
+    for depth, width, k, act in tqdm(grid, desc="fdim", disable=not sys.stderr.isatty()):
+        start = time.perf_counter()
+        row = functional_dimension(MLPSpec((width,) * (depth + 1), act, k), seed=SEED).as_dict()
+        rows.append(row | {"depth": depth, "width": width, "seconds": time.perf_counter() - start})
+    return {"rows": rows}
+
+
+def resnet18_layers(members: int = 4) -> dict:
+    counts = network_counts(build_arch("resnet18-cifar", in_channels=1), members)
+    layers = [{"name": row.name, "kind": row.kind, "shape": list(row.shape), "role": row.role,
+               "ambient_dim": row.counts.ambient_dim, "image_dim": row.counts.image_dim,
+               "fraction": row.counts.image_dim / row.counts.ambient_dim if row.counts.ambient_dim else 1.0,
+               "certified": row.certified}
+              for row in counts.rows if row.kind in ("Conv2d", "Linear")]
+    return {"arch": "resnet18-cifar", "in_channels": 1, "members": members, "layers": layers,
+            "totals": counts.totals_dict()}
+
+
+def write_all(out: Path, full: bool) -> list[Path]:
+    jobs = {"codim_fraction.json": codim_fraction, "image_dim_vs_rank.json": image_dim_vs_rank,
+            "tube.json": lambda: tube_results(full), "fdim.json": lambda: fdim_results(full),
+            "resnet18_layers.json": resnet18_layers}
+    written = []
+    for name, job in jobs.items():
+        start = time.perf_counter()
+        payload = job()
+        path = out / name
+        atomic_write_json(path, {"provenance": provenance({"result": name, "full": full}, SEED), **payload})
+        print(f"{path}: {time.perf_counter() - start:.1f}s")
+        written.append(path)
+    return written
+
+
+def run_results(args) -> int:
+    write_all(Path(args.out), args.full)
+    return 0
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("results", help="compute and save every JSON the theory figures read")
+    parser.add_argument("--out", default="results/theory", help="output folder (default results/theory)")
+    parser.add_argument("--full", action="store_true", help="full fdim grid (widths up to 16) and 400k tube draws")
+    parser.set_defaults(handler=run_results)
