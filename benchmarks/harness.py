@@ -75,3 +75,25 @@ def machine() -> dict:
 
 def set_threads(threads: int = BENCH_THREADS) -> None:
     torch.set_num_threads(threads)
+
+
+def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 2) -> dict[str, Timing]:
+    """``time_call`` for several functions at once, called round-robin (a, b, c, a, b, c, ...) so that a change in the
+    machine's load during the run hits every contender alike and their ratios stay comparable."""
+    if repeats < 5:
+        raise ValueError(f"repeats={repeats}: every benchmark figure is a median of at least 5 repeats")
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return {name: Timing(statistics.median(s), min(s), max(s), repeats) for name, s in samples.items()}
+
+
+def load_average() -> list[float]:
+    """1-, 5- and 15-minute load averages (other jobs on the machine distort timings; recorded with every result)."""
+    return [round(value, 2) for value in os.getloadavg()]

@@ -245,7 +245,7 @@ def link_analysis(points: Sequence[Mapping[str, float]], seed: int = 0) -> dict:
 
 # ---------------------------------------------------------------- one trained run -> diversity.json
 
-FEATURE_SAMPLES = 2000  # inputs per split for CKA (linear CKA of 2000 × F features; enough for 3 decimals)
+FEATURE_SAMPLES = 2000  # seeded inputs per split for CKA, reliability diagrams and ROC curves (figures)
 ROC_POINTS = 128  # ROC curves are thinned to at most this many points for the figures
 
 
@@ -273,11 +273,15 @@ def _member_features(model, images: torch.Tensor, batch_size: int, device: torch
                           for start in range(0, len(images), batch_size)], dim=1)
 
 
-def _function_space(config: Config, model, device: torch.device) -> tuple[dict, dict]:
-    """Per split: CKA matrix of penultimate features (on ``FEATURE_SAMPLES`` seeded inputs), reliability diagrams
-    (test, shift) and OOD ROC curves (``empirics.metrics``)."""
-    sets = _evaluation_sets(config.dataset, config.ood_name, str(data_root(config)), tuple(config.shift_families),
+def _function_space(config: Config, model, device: torch.device, samples: int) -> tuple[dict, dict]:
+    """On ``samples`` seeded inputs per split: the CKA matrix of penultimate features, reliability diagrams (test,
+    shift) and OOD ROC curves (``empirics.metrics``). The metrics on full splits are ``evaluate_run``'s."""
+    full = _evaluation_sets(config.dataset, config.ood_name, str(data_root(config)), tuple(config.shift_families),
                             config.shift_severity, config.seed, config.download)
+    sets = {}
+    for split, (images, labels) in full.items():
+        chosen = torch.randperm(len(images), generator=torch.Generator().manual_seed(config.seed))[:samples]
+        sets[split] = (images[chosen], None if labels is None else labels[chosen])
     torch.manual_seed(config.seed)  # MC Dropout's test-time masks, as in evaluate_run
     probs = {split: predict_member_probs(model, images, config.eval_batch_size, device, split)
              for split, (images, _) in sets.items()}
@@ -288,15 +292,14 @@ def _function_space(config: Config, model, device: torch.device) -> tuple[dict, 
     matrices, scalars = {}, {}
     if probs["test"].shape[0] >= 2:
         for split, (images, _) in sets.items():
-            chosen = torch.randperm(len(images), generator=torch.Generator().manual_seed(config.seed))[:FEATURE_SAMPLES]
-            cka = pairwise_cka(_member_features(model, images[chosen], config.eval_batch_size, device))
+            cka = pairwise_cka(_member_features(model, images, config.eval_batch_size, device))
             matrices[split] = cka.tolist()
             scalars[split] = {"mean_cka": mean_off_diagonal(cka)}
     return {"cka": matrices, **curves}, scalars
 
 
 def analyse_run(run_dir: str | Path, distance_ranks: Sequence[int] = (1,), starts: int = 1,
-                max_iter: int = DEFAULT_MAX_ITER) -> dict:
+                max_iter: int = DEFAULT_MAX_ITER, samples: int = FEATURE_SAMPLES) -> dict:
     """Measure the diversity geometry of a trained run and write ``diversity.json`` (atomically) into ``run_dir``.
 
     ``scalars`` holds every number the study aggregates (``weights/<layer>/mean_*``, ``distance/<layer>/rank<r>/*``,
@@ -316,9 +319,10 @@ def analyse_run(run_dir: str | Path, distance_ranks: Sequence[int] = (1,), start
                               for layer, entry in geometry.items()}
         scalars["distance"] = distance_to_be_sets(weights, sorted(set(distance_ranks)), config.variant,
                                                   starts=starts, max_iter=max_iter, seed=config.seed)
-    function_matrices, scalars["features"] = _function_space(config, model, device)
+    function_matrices, scalars["features"] = _function_space(config, model, device, samples)
     payload = {"provenance": provenance(config.to_dict(), config.seed), "checkpoint_epoch": state["epoch"],
-               "distance_fit": {"starts": starts, "max_iter": max_iter}, "scalars": scalars,
+               "distance_fit": {"starts": starts, "max_iter": max_iter}, "function_space_samples": samples,
+               "scalars": scalars,
                "matrices": {**matrices, "cka": function_matrices.pop("cka")}, "curves": function_matrices}
     atomic_write_json(run_dir / DIVERSITY_FILE, payload)
     return payload

@@ -212,7 +212,8 @@ def question_link(summary: dict) -> str:
 
 
 def question_rank(summary: dict) -> str:
-    be = runs_where(summary, method="batchensemble", init="normal", init_std=0.5, variant="channel-wise")
+    be = sorted(runs_where(summary, method="batchensemble", init="normal", init_std=0.5, variant="channel-wise"),
+                key=lambda run: _rank_order(summary["runs"][run]["fields"].get("rank", 1)))
     ranks = {summary["runs"][run]["fields"].get("rank", 1) for run in be}
     if len(ranks) < 2:
         return "This study has a single BE rank: `rank-ablation` (and `quick`) address rank > 1."
@@ -229,7 +230,17 @@ def question_rank(summary: dict) -> str:
         verdict = (f" The highest rank ({top}) reaches {fmt(ratio, 2)}× the Deep Ensemble's MI under shift "
                    f"({cell(summary, de[0], SHIFT_MI)}) with a weight cosine {above} the Deep Ensemble's "
                    f"({cell(summary, de[0], WEIGHT_COSINE)}).")
-    return "Rank sweep — " + "; ".join(lines) + "." + verdict
+    spreads = ", ".join(f"r = {rank}: {init_multiplier_std(rank):.3f}" for rank in sorted(ranks, key=_rank_order)
+                        if rank != "full")
+    caveat = (f" Caveat: the engine's rank-r init divides the output factor by r (empirics.layers), so a multiplier "
+              f"entry (1/r) Σ_q r_q s_q with r, s ~ N(1, 0.5) starts with std sqrt(((1 + 0.25)² − 1) / r) ({spreads}): "
+              f"higher ranks start with members closer together, which confounds rank with init spread.")
+    return "Rank sweep — " + "; ".join(lines) + "." + verdict + caveat
+
+
+def init_multiplier_std(rank: int, sigma: float = 0.5) -> float:
+    """Std of one entry of M = (1/r) Σ_q r_q s_q, r_q, s_q ~ N(1, σ) independent: Var(r s) = (1 + σ²)² − 1."""
+    return (((1 + sigma ** 2) ** 2 - 1) / rank) ** 0.5
 
 
 def _rank_order(rank: int | str) -> float:

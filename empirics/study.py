@@ -54,6 +54,7 @@ RESULTS_DIR = Path("results")
 SUMMARY_FILE = "summary.json"
 TINY_SUBDIR = "tiny"
 TINY_DISTANCE_MAX_ITER = 10  # --tiny: the distance fit is smoke-tested, not converged
+TINY_FUNCTION_SAMPLES = 256  # --tiny: inputs per split for CKA / reliability / ROC
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,8 @@ def is_finished(run_dir: Path) -> bool:
     return all((run_dir / name).is_file() for name in (COMPLETE_MARKER, EVAL_FILE, DIVERSITY_FILE))
 
 
-def execute_run(spec: RunSpec, run_dir: Path, resume: bool, preset: Preset, rerun: bool = False) -> None:
+def execute_run(spec: RunSpec, run_dir: Path, resume: bool, preset: Preset, rerun: bool = False,
+                tiny: bool = False) -> None:
     """Train, evaluate and analyse one run, skipping each stage whose result file already exists.
 
     Training (re)starts without ``COMPLETE`` (or with ``rerun``); the analysis of an earlier attempt is removed
@@ -181,7 +183,8 @@ def execute_run(spec: RunSpec, run_dir: Path, resume: bool, preset: Preset, reru
     if not (run_dir / EVAL_FILE).is_file():
         evaluate_run(run_dir)
     if not (run_dir / DIVERSITY_FILE).is_file():
-        diversity.analyse_run(run_dir, preset.distance_ranks, preset.distance_starts, preset.distance_max_iter)
+        diversity.analyse_run(run_dir, preset.distance_ranks, preset.distance_starts, preset.distance_max_iter,
+                              TINY_FUNCTION_SAMPLES if tiny else diversity.FEATURE_SAMPLES)
 
 
 def default_out(preset: str, tiny: bool) -> Path:
@@ -207,7 +210,7 @@ def run_study(preset_name: str, out: Path | None = None, seeds: int | None = Non
     timings = {}
     for spec in tqdm(todo, desc=preset.name, unit="run", disable=not sys.stderr.isatty()):
         start = time.perf_counter()
-        execute_run(spec, out / spec.relative_dir, resume, preset, rerun)
+        execute_run(spec, out / spec.relative_dir, resume, preset, rerun, tiny)
         timings[f"{spec.name}/seed{spec.seed}"] = round(time.perf_counter() - start, 2)
     summary = summarise(preset, specs, out, tiny)
     summary["timings_s"] = timings

@@ -1,0 +1,112 @@
+"""``make bench``: every benchmark, each group in a fresh process, then the summary and the README table.
+
+1. training groups (``benchmarks/training.py group NAME``) -> ``results/training_NAME.json``;
+2. peak RSS of every training case, each in its own process (its own ``ru_maxrss``) -> ``results/peak_rss.json``;
+3. theory certification times (``benchmarks/theory_certification.py``) -> ``results/theory_certification.json``;
+4. ``results/run.json`` (machine, threads, versions, load average, wall time) and ``results/summary.md``, copied
+   into README.md between the ``bench`` markers.
+
+Subprocesses run with ``OMP_WAIT_POLICY=PASSIVE`` unless set: on a 2-core machine shared with other jobs, spinning
+OpenMP workers made a 2-thread ResNet step ~10x slower (measured 6.3 s vs 0.57 s); passive waiting removes that.
+
+    .venv/bin/python benchmarks/run_all.py [--only GROUP ...] [--skip-theory] [--skip-rss]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+import summary
+from harness import BENCH_THREADS, load_average, machine
+from theory.records import atomic_write_json, provenance
+from training import GROUPS, RESULTS
+
+HERE = Path(__file__).resolve().parent
+GROUP_TIMEOUT_S = 420   # torch.compile of the "compile" group may take minutes on a loaded CPU; others take < 2 min
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    env["OMP_NUM_THREADS"] = str(BENCH_THREADS)
+    return env
+
+
+def run_child(args: list[str], timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=HERE, env=child_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def run_groups(names: list[str], progress: tqdm) -> dict[str, str]:
+    """Run each group in its own process; returns the groups that failed with the reason."""
+    failures = {}
+    for name in names:
+        progress.set_postfix_str(name)
+        try:
+            done = run_child(["training.py", "group", name], GROUP_TIMEOUT_S)
+            if done.returncode:
+                failures[name] = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"
+        except subprocess.TimeoutExpired:
+            failures[name] = f"timed out after {GROUP_TIMEOUT_S} s"
+        progress.update()
+    return failures
+
+
+def run_rss(names: list[str], progress: tqdm) -> list[dict]:
+    rows = []
+    for name in names:
+        for case in GROUPS[name].train:
+            progress.set_postfix_str(f"rss {name} {case.name}")
+            try:
+                done = run_child(["training.py", "rss", name, case.name], GROUP_TIMEOUT_S)
+                rows.append(json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else
+                            {"group": name, "case": case.name, "error": done.stderr.strip()[-300:]})
+            except subprocess.TimeoutExpired:
+                rows.append({"group": name, "case": case.name, "error": f"timed out after {GROUP_TIMEOUT_S} s"})
+            progress.update()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=sorted(GROUPS), help="run these groups only")
+    parser.add_argument("--skip-theory", action="store_true", help="keep the existing theory_certification.json")
+    parser.add_argument("--skip-rss", action="store_true", help="keep the existing peak_rss.json")
+    args = parser.parse_args(argv)
+    names = args.only or list(GROUPS)
+    start, load_start = time.perf_counter(), load_average()
+    rss_cases = 0 if args.skip_rss else sum(len(GROUPS[name].train) for name in names if name != "compile")
+    with tqdm(total=len(names) + rss_cases + (not args.skip_theory), desc="bench",
+              disable=not sys.stderr.isatty()) as progress:
+        failures = run_groups(names, progress)
+        if not args.skip_rss:
+            atomic_write_json(RESULTS / "peak_rss.json",
+                              {"rows": run_rss([n for n in names if n != "compile"], progress),
+                               "provenance": provenance({"groups": names}, 0)})
+        if not args.skip_theory:
+            progress.set_postfix_str("theory certification")
+            done = run_child(["theory_certification.py"], 900)
+            if done.returncode:
+                failures["theory"] = done.stderr.strip()[-300:]
+            progress.update()
+    env = child_env()
+    atomic_write_json(RESULTS / "run.json", {
+        "wall_seconds": round(time.perf_counter() - start, 1), "groups": names, "failures": failures,
+        "threads": BENCH_THREADS, "omp_wait_policy": env["OMP_WAIT_POLICY"],
+        "load_average": {"start": load_start, "end": load_average()}, "machine": machine(),
+        "provenance": provenance({"groups": names, "skip_theory": args.skip_theory}, 0)})
+    summary.main()
+    for name, reason in failures.items():
+        print(f"benchmark {name} failed: {reason}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

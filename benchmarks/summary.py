@@ -1,0 +1,169 @@
+"""Markdown summary of ``benchmarks/results/*.json``: ``results/summary.md`` and the README's Performance table.
+
+Everything here is read from the result files; the README block between ``<!-- bench:start -->`` and
+``<!-- bench:end -->`` is replaced by the ratio table (``python benchmarks/summary.py`` redoes it without measuring).
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+from theory.records import atomic_write_text
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+README = HERE.parent / "README.md"
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+# (ratio key, phase, target predicate as text, predicate): the issue's targets, checked against the median.
+TARGETS = {
+    ("be-r1/plain", "train"): ("<= 1.15", lambda v: v <= 1.15),
+    ("be-r1/plain", "eval"): ("<= 1.0", lambda v: v <= 1.0),
+    ("be-r2/be-r1", "train"): ("<= 1.5", lambda v: v <= 1.5),
+    ("be-r4/be-r1", "train"): ("<= 1.5", lambda v: v <= 1.5),
+    ("be-r8/be-r1", "train"): ("<= 1.5", lambda v: v <= 1.5),
+    ("de-vectorised/de-sequential", "train"): ("< 1.0", lambda v: v < 1.0),
+}
+
+
+def load(name: str) -> dict | None:
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def training_groups() -> list[dict]:
+    return [json.loads(path.read_text()) for path in sorted(RESULTS.glob("training_*.json"))]
+
+
+def spread(values: dict) -> str:
+    return f"{values['median']:.2f} ({values['min']:.2f}–{values['max']:.2f})"
+
+
+def ratio_table(groups: list[dict]) -> list[str]:
+    lines = ["| group | phase | ratio (median time / median time) | median (min–max) | target | met |",
+             "|---|---|---|---|---|---|"]
+    for group in groups:
+        for phase in ("train", "eval"):
+            for key, values in group.get(phase, {}).get("ratios", {}).items():
+                target, check = TARGETS.get((key, phase), ("", None))
+                met = "" if check is None else ("yes" if check(values["median"]) else "**no**")
+                lines.append(f"| {group['group']} | {phase} | {key} | {spread(values)} | {target} | {met} |")
+    for group in groups:
+        for case, values in group.get("gflops", {}).items():
+            if case == "matmul":
+                continue
+            fraction = {"median": values["fraction_of_matmul"], "min": values["fraction_min"],
+                        "max": values["fraction_max"]}
+            met = "yes" if values["fraction_of_matmul"] >= 0.75 else "**no**"
+            lines.append(f"| {group['group']} | train | {case} GFLOP/s / matmul GFLOP/s | {spread(fraction)} | "
+                         f">= 0.75 | {met} |")
+    return lines
+
+
+def timing_table(groups: list[dict], rss: dict[tuple[str, str], float]) -> list[str]:
+    lines = ["| group | case | train step ms, median (min–max) | eval pass ms, median (min–max) | rows (train/eval) "
+             "| peak RSS MiB |", "|---|---|---|---|---|---|"]
+    for group in groups:
+        train, evals = group["train"]["cases"], group.get("eval", {}).get("cases", {})
+        for case in dict.fromkeys([*train, *evals]):
+            cells = []
+            for table in (train, evals):
+                t = table.get(case)
+                cells.append(f"{1e3 * t['median']:.1f} ({1e3 * t['min']:.1f}–{1e3 * t['max']:.1f})" if t else "")
+            rows = f"{train[case]['rows'] if case in train else ''}/{evals[case]['rows'] if case in evals else ''}"
+            memory = rss.get((group["group"], case))
+            lines.append(f"| {group['group']} | {case} | {cells[0]} | {cells[1]} | {rows} | "
+                         f"{'' if memory is None else f'{memory:.0f}'} |")
+    return lines
+
+
+def gflops_table(groups: list[dict]) -> list[str]:
+    lines = ["| group | case | FLOPs per train step | achieved GFLOP/s | matmul GFLOP/s (same run) | fraction |",
+             "|---|---|---|---|---|---|"]
+    for group in groups:
+        record = group.get("gflops")
+        if not record:
+            continue
+        peak = record["matmul"]["gflops"]
+        for case, values in record.items():
+            if case != "matmul":
+                lines.append(f"| {group['group']} | {case} | {values['flops']:.3g} | {values['gflops']:.1f} | "
+                             f"{peak:.1f} | {values['fraction_of_matmul']:.2f} |")
+    return lines
+
+
+def theory_tables(theory: dict | None) -> list[str]:
+    if not theory:
+        return ["(no theory_certification.json: run `make bench-theory`)"]
+    lines = ["| route | layer m×n | k | r | seconds | status |", "|---|---|---|---|---|---|"]
+    for row in theory.get("ladder", []):
+        lines.append(f"| {row['route']} | {row['m']}×{row['n']} | {row['k']} | {row['r']} | {row['seconds']} | "
+                     f"{row['status']} |")
+    for rank, budget in theory.get("budget", {}).items():
+        certified = [row for row in budget.get("runs", []) if row.get("status") == "certified"]
+        if certified:
+            largest = max(certified, key=lambda row: row["m"])
+            lines.append(f"| {largest['route']} (largest within budget, {rank}) | {largest['m']}×{largest['n']} | "
+                         f"{largest['k']} | {largest['r']} | {largest['seconds']} | {largest['status']} |")
+    resnet = theory.get("resnet18_k4")
+    if resnet:
+        lines.append(f"| whole ResNet-18 (torchvision), every layer | — | 4 | 1 | {resnet['seconds']} | "
+                     f"{'certified' if resnet.get('certified') else 'not certified'} |")
+    return lines
+
+
+def header(run: dict | None, groups: list[dict]) -> list[str]:
+    source = run or (groups[0] if groups else {})
+    info = source.get("machine", {})
+    lines = [f"Machine: {info.get('cpu', '?')}, {info.get('cores', '?')} cores, torch {info.get('torch', '?')}, "
+             f"{run['threads'] if run else info.get('torch_threads', '?')} threads"
+             f"{', OMP_WAIT_POLICY=' + run['omp_wait_policy'] if run else ''}; git {info.get('git_commit', '?')}."]
+    if run:
+        lines.append(f"`make bench` wall time {run['wall_seconds']:.0f} s; load average (1/5/15 min) "
+                     f"{run['load_average']['start']} at start, {run['load_average']['end']} at end "
+                     f"(the machine was shared with other jobs; spreads are wide where it was busy).")
+        if run.get("failures"):
+            lines.append(f"Failed: {run['failures']}.")
+    lines.append("Each time is the median of >= 5 calls after warm-up (min–max in brackets); the cases of a group "
+                 "run round-robin in one process, so their ratios share its load. Ratio spreads pair the extremes "
+                 "(min/max, max/min): they bound, not estimate, the ratio's noise. Every contender gets the same "
+                 "effective batch (k = 4 members × B images; the plain model k·B images).")
+    return lines
+
+
+def render() -> tuple[str, str]:
+    """(summary.md, README block)."""
+    groups, run, theory = training_groups(), load("run.json"), load("theory_certification.json")
+    rss_rows = (load("peak_rss.json") or {}).get("rows", [])
+    rss = {(row["group"], row["case"]): row["peak_rss_mib"] for row in rss_rows if "peak_rss_mib" in row}
+    ratios = ratio_table(groups)
+    body = ["# Benchmark summary", "", *header(run, groups), "", "## Ratios and targets", "", *ratios, "",
+            "## Times and peak memory (each training case in a fresh process)", "", *timing_table(groups, rss), "",
+            "## Achieved GFLOP/s of the ResNet-18 train step", "", *gflops_table(groups), "",
+            "## Theory: certification time", "", *theory_tables(theory), ""]
+    readme = [*header(run, groups), "", *ratios, "", "Certification (theory):", "", *theory_tables(theory)]
+    return "\n".join(body), "\n".join(readme)
+
+
+def update_readme(block: str) -> bool:
+    text = README.read_text()
+    if START not in text or END not in text:
+        return False
+    new = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: f"{START}\n{block}\n{END}", text,
+                 flags=re.DOTALL)
+    atomic_write_text(README, new)
+    return True
+
+
+def main() -> int:
+    text, block = render()
+    atomic_write_text(RESULTS / "summary.md", text)
+    if not update_readme(block):
+        print(f"README.md has no {START} … {END} block: table not copied", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
