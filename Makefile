@@ -11,7 +11,7 @@ endif
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: install test test-fast reproduce check figures bench bench-theory clean study-quick report-quick
+.PHONY: install test test-fast reproduce check figures bench bench-theory clean study-quick report-quick theory-results
 
 install: $(STAMP)
 
@@ -30,7 +30,7 @@ test-fast: $(STAMP)
 check: $(STAMP)
 	$(PY) -m theory check --json results/theory/claims.json
 
-reproduce: check study-quick figures report-quick
+reproduce: check theory-results study-quick figures report-quick
 
 # The quick study (empirics/presets/quick.toml): every run trained afresh, then summary.json and the report.
 study-quick: $(STAMP)
@@ -39,6 +39,10 @@ study-quick: $(STAMP)
 # Regenerate the quick report from saved results (after the figures, so it links them).
 report-quick: $(STAMP)
 	$(PY) -m empirics report quick
+
+# Every JSON the theory figures read (results/theory/*.json, committed so `make figures` works on a clean clone).
+theory-results: $(STAMP)
+	$(PY) -m theory results --out results/theory
 
 figures: $(STAMP)
 	$(PY) paper_figs/make_all.py

@@ -1,7 +1,8 @@
 """``make bench``: every benchmark, each group in a fresh process, then the summary and the README table.
 
 1. training groups (``benchmarks/training.py group NAME``) -> ``results/training_NAME.json``;
-2. peak RSS of every training case, each in its own process (its own ``ru_maxrss``) -> ``results/peak_rss.json``;
+2. peak RSS of every training case, each in its own (forked) process for its own ``ru_maxrss`` ->
+   ``results/peak_rss.json``;
 3. theory certification times (``benchmarks/theory_certification.py``) -> ``results/theory_certification.json``;
 4. ``results/run.json`` (machine, threads, versions, load average, wall time) and ``results/summary.md``, copied
    into README.md between the ``bench`` markers.
@@ -60,17 +61,16 @@ def run_groups(names: list[str], progress: tqdm) -> dict[str, str]:
 
 
 def run_rss(names: list[str], progress: tqdm) -> list[dict]:
-    rows = []
-    for name in names:
-        for case in GROUPS[name].train:
-            progress.set_postfix_str(f"rss {name} {case.name}")
-            try:
-                done = run_child(["training.py", "rss", name, case.name], GROUP_TIMEOUT_S)
-                rows.append(json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else
-                            {"group": name, "case": case.name, "error": done.stderr.strip()[-300:]})
-            except subprocess.TimeoutExpired:
-                rows.append({"group": name, "case": case.name, "error": f"timed out after {GROUP_TIMEOUT_S} s"})
-            progress.update()
+    """Peak RSS of every training case, each in its own process forked from one that imported torch once."""
+    progress.set_postfix_str("peak RSS")
+    try:
+        done = run_child(["training.py", "rss", *names], GROUP_TIMEOUT_S)
+        rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+        if done.returncode:
+            rows.append({"error": done.stderr.strip()[-300:]})
+    except subprocess.TimeoutExpired as error:
+        rows = [{"error": f"timed out after {GROUP_TIMEOUT_S} s: {(error.stdout or b'')[-300:]!r}"}]
+    progress.update()
     return rows
 
 
@@ -82,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     names = args.only or list(GROUPS)
     start, load_start = time.perf_counter(), load_average()
-    rss_cases = 0 if args.skip_rss else sum(len(GROUPS[name].train) for name in names if name != "compile")
-    with tqdm(total=len(names) + rss_cases + (not args.skip_theory), desc="bench",
+    with tqdm(total=len(names) + (not args.skip_rss) + (not args.skip_theory), desc="bench",
               disable=not sys.stderr.isatty()) as progress:
         failures = run_groups(names, progress)
         if not args.skip_rss:

@@ -64,7 +64,7 @@ def ratio_table(groups: list[dict]) -> list[str]:
 
 def timing_table(groups: list[dict], rss: dict[tuple[str, str], float]) -> list[str]:
     lines = ["| group | case | train step ms, median (min–max) | eval pass ms, median (min–max) | rows (train/eval) "
-             "| peak RSS MiB |", "|---|---|---|---|---|---|"]
+             "| peak RSS MiB (forked child) |", "|---|---|---|---|---|---|"]
     for group in groups:
         train, evals = group["train"]["cases"], group.get("eval", {}).get("cases", {})
         for case in dict.fromkeys([*train, *evals]):
@@ -140,7 +140,7 @@ def render() -> tuple[str, str]:
     rss = {(row["group"], row["case"]): row["peak_rss_mib"] for row in rss_rows if "peak_rss_mib" in row}
     ratios = ratio_table(groups)
     body = ["# Benchmark summary", "", *header(run, groups), "", "## Ratios and targets", "", *ratios, "",
-            "## Times and peak memory (each training case in a fresh process)", "", *timing_table(groups, rss), "",
+            "## Times and peak memory (each training case in its own forked process, see training.rss_in_forked_child)", "", *timing_table(groups, rss), "",
             "## Achieved GFLOP/s of the ResNet-18 train step", "", *gflops_table(groups), "",
             "## Theory: certification time", "", *theory_tables(theory), ""]
     readme = [*header(run, groups), "", *ratios, "", "Certification (theory):", "", *theory_tables(theory)]

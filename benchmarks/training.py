@@ -5,14 +5,16 @@ One *group* (an architecture and input shape) is measured per process: its cases
 plain model sees k·B images, BE / DE see B images for each of their k members, MC Dropout evaluates B images k times.
 
     python benchmarks/training.py group GROUP          # writes benchmarks/results/training_GROUP.json
-    python benchmarks/training.py rss GROUP CASE       # a few train steps of one case; prints its peak RSS (MiB)
+    python benchmarks/training.py rss GROUP ...        # each train case of the groups in its own forked process:
+                                                       # two train steps, one JSON line with its peak RSS (MiB)
 
-``benchmarks/run_all.py`` runs every group, then each training case in a fresh process for its own ``ru_maxrss``.
+``benchmarks/run_all.py`` runs every group in a fresh process, then the RSS of every training case.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,20 +223,47 @@ def measure_rss(group_name: str, case_name: str, steps: int = 2) -> dict:
     return {"group": group_name, "case": case_name, "steps": steps, "peak_rss_mib": peak_rss_mib()}
 
 
+def rss_in_forked_child(group_name: str, case_name: str) -> dict:
+    """``measure_rss`` in a child forked from this process, which has imported torch and the project but built no
+    model and run no parallel op (a fresh interpreter per case costs ~15 s here, beyond the make-bench budget). The
+    child's ``ru_maxrss`` counts the pages it maps: the parent's anonymous memory plus what the case allocates and the
+    library code it touches, so it reads ~300 MiB below a fresh process's peak (whose imports touch more of the
+    libraries); ``parent_peak_rss_mib`` records the parent's peak for reference. Differences between cases are what
+    each configuration's training costs in memory."""
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(reader)
+        try:
+            payload = measure_rss(group_name, case_name)
+        except Exception as error:  # reported in the results, never raised across the fork
+            payload = {"group": group_name, "case": case_name, "error": repr(error)}
+        with os.fdopen(writer, "w") as pipe:
+            pipe.write(json.dumps(payload))
+        os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader) as pipe:
+        text = pipe.read()
+    os.waitpid(pid, 0)
+    payload = json.loads(text) if text else {"group": group_name, "case": case_name, "error": "child died"}
+    return {**payload, "parent_peak_rss_mib": peak_rss_mib()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     group_parser = sub.add_parser("group")
     group_parser.add_argument("name", choices=sorted(GROUPS))
     rss_parser = sub.add_parser("rss")
-    rss_parser.add_argument("group", choices=sorted(GROUPS))
-    rss_parser.add_argument("case")
+    rss_parser.add_argument("groups", nargs="+", choices=sorted(GROUPS))
     args = parser.parse_args(argv)
     if args.command == "group":
         record = measure_group(args.name)
         atomic_write_json(RESULTS / f"training_{args.name}.json", record)
-    else:
-        print(json.dumps(measure_rss(args.group, args.case)))
+        return 0
+    for name in args.groups:
+        for case in GROUPS[name].train:
+            print(json.dumps(rss_in_forked_child(name, case.name)), flush=True)
     return 0
 
 

@@ -45,6 +45,8 @@ class Config:
     download: bool = field(default=False, metadata={"unit": "fetch missing data through torchvision"})
     n_train: int = field(default=0, metadata={"unit": "training images; 0 = all left after validation"})
     val_fraction: float = field(default=0.1, metadata={"unit": "fraction of the train split held out, [0, 1)"})
+    n_eval: int = field(default=0, metadata={"unit": "images scored per evaluation set (clean test, each shift family, "
+                                                      "OOD): a fixed seeded subset, the same for every run; 0 = all"})
     # ---- architecture -----------------------------------------------------------------------------------------------
     arch: str = field(default="mlp", metadata=_choice(ARCHS))
     widths: tuple[int, ...] = field(default=(64, 32, 16), metadata={"unit": "MLP hidden widths"})
@@ -128,6 +130,7 @@ class Config:
         _in_range("sign_prob", self.sign_prob, 0, 1)
         _in_range("val_fraction", self.val_fraction, 0, 1, high_open=True)
         _in_range("n_train", self.n_train, 0, None)
+        _in_range("n_eval", self.n_eval, 0, None)
         _in_range("dropout", self.dropout, 0, 1, high_open=True)
         if self.method == "mc-dropout" and self.dropout <= 0:
             raise BadInput(f"dropout={self.dropout} is out of range for method=mc-dropout: expected 0 < dropout < 1")

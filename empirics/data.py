@@ -16,6 +16,7 @@ the source files' bytes, so a changed file is never served stale.
 Images come back as float32 ``(N, C, H, W)`` normalised per channel, ``(x/255 − mean) / std``, with the dataset's
 usual statistics (``NORMALISATION``); OOD sets are normalised with the *in-distribution* statistics, as the model
 sees them (``ood_test_set``). Corruptions act on pixels in [0, 1] before normalisation (``shifted_test_set``).
+Evaluation can use a fixed seeded subset of the test, shift and OOD sets (``n_eval``, ``evaluation_indices``).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import gzip
 import hashlib
 import io
 import os
+import pickle
 import shutil
 import tempfile
 import warnings
@@ -34,6 +36,7 @@ import numpy as np
 import torch
 import torchvision
 import torchvision.transforms.v2.functional as TF
+from scipy.io.matlab import MatReadError
 from torchvision.datasets.mnist import read_image_file, read_label_file
 from tqdm import tqdm
 
@@ -58,6 +61,7 @@ OOD_PAIRS = {"mnist": "fashion-mnist", "fashion-mnist": "mnist", "cifar10": "svh
 IDX_FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 TORCHVISION_CLASSES = {"mnist": torchvision.datasets.MNIST, "fashion-mnist": torchvision.datasets.FashionMNIST}
 CIFAR10_C_FOLDER = "CIFAR-10-C"
+EVAL_SUBSET_SEED = 0  # fixed: every run of a study is evaluated on the same images (``evaluation_indices``)
 _CHUNK = 1 << 20
 Pair = tuple[torch.Tensor, torch.Tensor]  # (images, labels)
 
@@ -230,25 +234,58 @@ def _torchvision_download(name: str, root: Path, fetch) -> object:
                        f"check the network and that {root} is writable") from None
 
 
-def _load_cifar10(split: str, root: Path, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    make = lambda fetch: torchvision.datasets.CIFAR10(str(root), train=split == "train", download=fetch)  # noqa: E731
+CIFAR10_FOLDER = "cifar-10-batches-py"
+
+
+class _LocalCIFAR10(torchvision.datasets.CIFAR10):
+    """torchvision's CIFAR-10 reader with its md5 sums set to None, so ``check_integrity(path, None)`` only checks that
+    each file exists: local files in torchvision's format are read whatever their checksum (our own checks follow in
+    ``_check_decoded``). Downloads go through ``torchvision.datasets.CIFAR10`` itself, which verifies md5."""
+    train_list = [[name, None] for name, _ in torchvision.datasets.CIFAR10.train_list]
+    test_list = [[name, None] for name, _ in torchvision.datasets.CIFAR10.test_list]
+    meta = {**torchvision.datasets.CIFAR10.meta, "md5": None}
+
+
+class _LocalSVHN(torchvision.datasets.SVHN):
+    """torchvision's SVHN reader with its md5 sums set to None (existence check only), as ``_LocalCIFAR10``."""
+    split_list = {split: [url, name, None] for split, (url, name, _) in torchvision.datasets.SVHN.split_list.items()}
+
+
+def _cifar10_files() -> list[str]:
+    """Every file torchvision's CIFAR-10 reader opens (it checks all batches whichever split is read)."""
+    names = [name for name, _ in _LocalCIFAR10.train_list + _LocalCIFAR10.test_list]
+    return [f"{CIFAR10_FOLDER}/{name}" for name in names + [_LocalCIFAR10.meta["filename"]]]
+
+
+def _read_local(name: str, split: str, root: Path, files: Sequence[str], download: bool, fetch, read) -> object:
+    """``read()`` the local ``files`` (relative to ``root``); when one is missing, ``fetch()`` it if ``download``,
+    else a ``BadInput`` naming the missing files. A file that torchvision cannot decode is a ``BadInput`` too."""
+    missing = [file for file in files if not (root / file).is_file()]
+    if missing and download:
+        _torchvision_download(name, root, fetch)
+        missing = [file for file in files if not (root / file).is_file()]
+    if missing:
+        raise BadInput(_missing_message(name, split, root, missing))
     try:
-        dataset = _torchvision_download("cifar10", root, lambda: make(True)) if download else make(False)
-    except RuntimeError:  # torchvision: "Dataset not found or corrupted"
-        files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
-        raise BadInput(_missing_message("cifar10", split, root, [f"cifar-10-batches-py/{f}" for f in files])
-                       + " (files present but failing torchvision's md5 check count as missing)") from None
+        return read()
+    except (pickle.UnpicklingError, MatReadError, EOFError, KeyError, ValueError, TypeError, OSError) as error:
+        raise BadInput(f"{name} {split} data under {root} is corrupted or truncated ({type(error).__name__}: "
+                       f"{error}): restore the files {', '.join(files)} or re-fetch them with --download") from None
+
+
+def _load_cifar10(split: str, root: Path, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    train = split == "train"
+    dataset = _read_local("cifar10", split, root, _cifar10_files(), download,
+                          lambda: torchvision.datasets.CIFAR10(str(root), train=train, download=True),
+                          lambda: _LocalCIFAR10(str(root), train=train))
     images = torch.from_numpy(np.ascontiguousarray(dataset.data)).permute(0, 3, 1, 2).contiguous()
     return images, torch.as_tensor(dataset.targets, dtype=torch.int64)
 
 
 def _load_svhn(split: str, root: Path, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    make = lambda fetch: torchvision.datasets.SVHN(str(root), split=split, download=fetch)  # noqa: E731
-    try:
-        dataset = _torchvision_download("svhn", root, lambda: make(True)) if download else make(False)
-    except RuntimeError:
-        raise BadInput(_missing_message("svhn", split, root, [f"{split}_32x32.mat"])
-                       + " (a file failing torchvision's md5 check counts as missing)") from None
+    dataset = _read_local("svhn", split, root, [_LocalSVHN.split_list[split][1]], download,
+                          lambda: torchvision.datasets.SVHN(str(root), split=split, download=True),
+                          lambda: _LocalSVHN(str(root), split=split))
     return torch.from_numpy(np.ascontiguousarray(dataset.data)), torch.as_tensor(dataset.labels, dtype=torch.int64)
 
 
@@ -265,16 +302,39 @@ def normalise(images01: torch.Tensor, name: str) -> torch.Tensor:
     return TF.normalize(images01, list(mean), list(std))
 
 
+def evaluation_indices(count: int, n_eval: int) -> torch.Tensor:
+    """Indices of the evaluation subset of a set of ``count`` images: the first ``n_eval`` of one permutation seeded
+    with ``EVAL_SUBSET_SEED``, sorted; every index when ``n_eval`` is 0 or at least ``count``.
+
+    The seed is fixed (not the run's), so every run of a study — every method and seed — scores the same images, the
+    shifted set corrupts the same images as the clean test subset, and a smaller ``n_eval`` takes a subset of a larger
+    one's images."""
+    require(isinstance(n_eval, int) and not isinstance(n_eval, bool) and n_eval >= 0,
+            f"n_eval={n_eval!r} is out of range: expected an integer >= 0 (0 = every image)")
+    if n_eval == 0 or n_eval >= count:
+        return torch.arange(count)
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(EVAL_SUBSET_SEED))
+    return order[:n_eval].sort().values
+
+
+def evaluation_subset(images: torch.Tensor, labels: torch.Tensor, n_eval: int) -> Pair:
+    """``(images, labels)`` restricted to ``evaluation_indices(len(labels), n_eval)``."""
+    chosen = evaluation_indices(int(labels.shape[0]), n_eval)
+    return images[chosen], labels[chosen]
+
+
 def load_split(name: str, split: str, root: str | os.PathLike, download: bool = False,
-               normalise_as: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images float32 ``(N, C, H, W)`` normalised with ``normalise_as``'s statistics (default: ``name``'s), labels."""
-    pixels, labels = load_pixels(name, split, root, download)
+               normalise_as: str | None = None, n_eval: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images float32 ``(N, C, H, W)`` normalised with ``normalise_as``'s statistics (default: ``name``'s), labels;
+    with ``n_eval`` > 0 only the evaluation subset (``evaluation_indices``)."""
+    pixels, labels = evaluation_subset(*load_pixels(name, split, root, download), n_eval)
     return normalise(to_unit_interval(pixels), normalise_as or name), labels
 
 
-def ood_test_set(name: str, root: str | os.PathLike, download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def ood_test_set(name: str, root: str | os.PathLike, download: bool = False,
+                 n_eval: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The test split of ``ood_dataset_for(name)``, normalised with ``name``'s statistics (what the model expects)."""
-    return load_split(ood_dataset_for(name), "test", root, download, normalise_as=name)
+    return load_split(ood_dataset_for(name), "test", root, download, normalise_as=name, n_eval=n_eval)
 
 
 def train_val_split(images: torch.Tensor, labels: torch.Tensor, val_fraction: float, seed: int,
@@ -323,13 +383,15 @@ def _cifar10_c_file(root: Path, family: str, severity: int) -> tuple[torch.Tenso
 
 
 def shifted_test_set(name: str, root: str | os.PathLike, families: Sequence[str] | None, severity: int, seed: int,
-                     download: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     download: bool = False, n_eval: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The test split corrupted by each family at ``severity``, concatenated in ``families`` order.
 
     Returns normalised images ``(F·N, C, H, W)``, labels ``(F·N,)`` and ``family_index`` ``(F·N,)`` (position in
     ``families``). ``families=None`` means every family of ``empirics.corruptions.CORRUPTIONS``. For CIFAR-10 a
     family with ``CIFAR-10-C/<family>.npy`` under the root is read from that file; any other family is generated
     by ``empirics.corruptions`` from the clean test set (MNIST-C style), quantised to 8 bits like the stored sets.
+    With ``n_eval`` > 0 each family covers only the clean test set's evaluation subset (``evaluation_indices``),
+    selected before corrupting.
     """
     _check_dataset(name)
     root = Path(root)
@@ -344,12 +406,13 @@ def shifted_test_set(name: str, root: str | os.PathLike, families: Sequence[str]
         if stored is None:
             require(family in CORRUPTIONS, f"family={family!r} is not known: expected one of "
                     f"{', '.join(CORRUPTIONS)} (or a CIFAR-10-C .npy file under {root / CIFAR10_C_FOLDER})")
-            clean = clean or load_pixels(name, "test", root, download)
+            clean = clean or evaluation_subset(*load_pixels(name, "test", root, download), n_eval)
             generator = torch.Generator().manual_seed(_family_seed(seed, family))
             corrupted = corrupt(to_unit_interval(clean[0]), family, severity, generator)
             images01, labels = torch.round(corrupted * 255) / 255, clean[1]
         else:
-            images01, labels = to_unit_interval(stored[0]), stored[1]
+            pixels, labels = evaluation_subset(*stored, n_eval)
+            images01 = to_unit_interval(pixels)
         parts_x.append(normalise(images01, name))
         parts_y.append(labels)
         parts_f.append(torch.full_like(labels, position))

@@ -258,11 +258,11 @@ def _thin(curve: dict[str, list], points: int = ROC_POINTS) -> dict[str, list]:
 
 @functools.lru_cache(maxsize=2)
 def _evaluation_sets(dataset: str, ood_name: str, root: str, families: tuple[str, ...], severity: int, seed: int,
-                     download: bool) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+                     download: bool, n_eval: int) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
     """Test, shift and OOD inputs as ``evaluate_run`` builds them (cached: runs of one seed share them)."""
-    test = data.load_split(dataset, "test", root, download)
-    shift = data.shifted_test_set(dataset, root, list(families) or None, severity, seed, download)[:2]
-    ood = data.load_split(ood_name, "test", root, download, normalise_as=dataset)
+    test = data.load_split(dataset, "test", root, download, n_eval=n_eval)
+    shift = data.shifted_test_set(dataset, root, list(families) or None, severity, seed, download, n_eval)[:2]
+    ood = data.load_split(ood_name, "test", root, download, normalise_as=dataset, n_eval=n_eval)
     return {"test": test, "shift": shift, "ood": (ood[0], None)}
 
 
@@ -277,7 +277,7 @@ def _function_space(config: Config, model, device: torch.device, samples: int) -
     """On ``samples`` seeded inputs per split: the CKA matrix of penultimate features, reliability diagrams (test,
     shift) and OOD ROC curves (``empirics.metrics``). The metrics on full splits are ``evaluate_run``'s."""
     full = _evaluation_sets(config.dataset, config.ood_name, str(data_root(config)), tuple(config.shift_families),
-                            config.shift_severity, config.seed, config.download)
+                            config.shift_severity, config.seed, config.download, config.n_eval)
     sets = {}
     for split, (images, labels) in full.items():
         chosen = torch.randperm(len(images), generator=torch.Generator().manual_seed(config.seed))[:samples]

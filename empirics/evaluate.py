@@ -1,7 +1,8 @@
 """Evaluation of a run directory: member probabilities on test, shifted and OOD data → ``eval.json``.
 
 ``evaluate_run(run_dir)`` rebuilds the model from the run's ``config.json``, loads ``checkpoint.pt`` and writes
-``eval.json`` = {provenance, checkpoint epoch, ``metrics``} with flat keys (``empirics.metrics``):
+``eval.json`` = {provenance, checkpoint epoch, ``metrics``} with flat keys (``empirics.metrics``), each set restricted
+to its fixed evaluation subset when ``n_eval`` > 0 (``empirics.data.evaluation_indices``):
 
 * ``test/...`` — clean test split, per member and ensemble;
 * ``shift/...`` — every requested corruption family at ``shift_severity`` pooled, and ``shift/<family>/...`` per family;
@@ -123,7 +124,8 @@ def _label_free_metrics(member_probs: torch.Tensor, prefix: str) -> dict[str, fl
 
 
 def test_metrics(config: Config, model: EnsembleModel, device: torch.device) -> tuple[dict[str, float], torch.Tensor]:
-    images, labels = data.load_split(config.dataset, "test", data_root(config), config.download)
+    images, labels = data.load_split(config.dataset, "test", data_root(config), config.download,
+                                     n_eval=config.n_eval)
     probs = predict_member_probs(model, images, config.eval_batch_size, device, "test")
     return metrics.member_and_ensemble_metrics(probs, labels, "test"), probs
 
@@ -131,7 +133,8 @@ def test_metrics(config: Config, model: EnsembleModel, device: torch.device) -> 
 def shift_metrics(config: Config, model: EnsembleModel, device: torch.device) -> dict[str, float]:
     families = list(config.shift_families) or None
     images, labels, family_index = data.shifted_test_set(config.dataset, data_root(config), families,
-                                                         config.shift_severity, config.seed, config.download)
+                                                         config.shift_severity, config.seed, config.download,
+                                                         config.n_eval)
     probs = predict_member_probs(model, images, config.eval_batch_size, device, "shift")
     out = metrics.member_and_ensemble_metrics(probs, labels, "shift")
     for position, family in enumerate(families or CORRUPTIONS):
@@ -142,7 +145,7 @@ def shift_metrics(config: Config, model: EnsembleModel, device: torch.device) ->
 
 def ood_metrics(config: Config, model: EnsembleModel, device: torch.device, test_probs: torch.Tensor) -> dict:
     images, _ = data.load_split(config.ood_name, "test", data_root(config), config.download,
-                                normalise_as=config.dataset)
+                                normalise_as=config.dataset, n_eval=config.n_eval)
     probs = predict_member_probs(model, images, config.eval_batch_size, device, "ood")
     return {**metrics.ood_metrics(test_probs, probs, "ood"), **_label_free_metrics(probs, "ood")}
 

@@ -22,10 +22,13 @@ Forward paths (outputs identical up to rounding, tested against a per-member loo
 
 Initialisation (``init``): ``normal`` draws every fast factor entry from N(1, σ) (σ = ``init_std``, 0.5 as
 torch-uncertainty); ``random_sign`` draws ±1 with P(+1) = ``sign_prob`` (uncertainty-baselines' ``random_sign_init``).
-For rank ``r > 1`` the output-side factor ``F_1`` is divided by ``r`` so the expected multiplier E[M_i] stays 1 at every
-rank under the ``normal`` init (edward2 sums ``r`` unit-mean terms without rescaling, which multiplies each layer's
-scale by ``r``). The slow weight uses PyTorch's default ``nn.Linear``/``nn.Conv2d`` init, the bias U(±1/√fan_in) like
-torch-uncertainty (per member by default, so members differ at init).
+For rank ``r > 1`` the output-side factor is re-centred and re-scaled, ``F_1 = μ/r + ρ_r (X − μ)`` (``μ`` the rank-1
+entry mean, ``ρ_r`` from ``output_factor_spread``), so every multiplier entry has the rank-1 mean and variance at every
+rank — 1 and (1 + σ²)² − 1 for ``normal`` with two factors — and a rank ablation compares ranks at equal initial member
+spread (edward2 sums ``r`` unit-mean terms without rescaling, which multiplies each layer's scale by ``r``; dividing
+``F_1`` by ``r`` alone keeps the mean but shrinks the variance like 1/r). The slow weight uses PyTorch's default
+``nn.Linear``/``nn.Conv2d`` init, the bias U(±1/√fan_in) like torch-uncertainty (per member by default, so members
+differ at init).
 """
 from __future__ import annotations
 
@@ -70,17 +73,47 @@ def default_forward_mode(spec: BatchEnsembleSpec) -> str:
     return "factored" if spec.variant == "channel-wise" and spec.rank <= FACTORED_MAX_RANK else "materialised"
 
 
+def rank_one_moments(init: str, std: float, sign_prob: float) -> tuple[float, float]:
+    """Mean μ and second moment e = E[X²] of one fast-factor entry X of the rank-1 init:
+    N(1, σ): μ = 1, e = 1 + σ²;  ±1 with P(+1) = p: μ = 2p − 1, e = 1."""
+    return (1.0, 1.0 + std ** 2) if init == "normal" else (2.0 * sign_prob - 1.0, 1.0)
+
+
+def output_factor_spread(rank: int, blocks: int, mean: float, second_moment: float) -> float:
+    """ρ_r of the variance-matched output factor F_1 = μ/r + ρ_r (X − μ) (X a rank-1 draw, other factors rank-1 draws).
+
+    Each multiplier entry is M = Σ_{q=1..r} F_1[q] Π_{j=2..t} F_j[q] with independent entries, so with v = e − μ²
+    E[M] = r · (μ/r) · μ^{t−1} = μ^t   and   Var M = r [(μ²/r² + ρ² v) e^{t−1} − μ^{2t}/r²].
+    Equating Var M to the rank-1 value e^t − μ^{2t} gives
+    ρ_r² = [(e^t − μ^{2t})/r − μ² (e^{t−1} − μ^{2t−2})/r²] / (v e^{t−1})   (ρ_1 = 1; ρ_r² >= 1/r >= 0 by Jensen).
+    A degenerate init (v = 0: σ = 0 or p ∈ {0, 1}) has X = μ and ρ does not matter: 1.
+    """
+    variance = second_moment - mean ** 2
+    if rank == 1 or variance <= 0:
+        return 1.0
+    t, e, mu = blocks, second_moment, mean
+    numerator = (e ** t - mu ** (2 * t)) / rank - mu ** 2 * (e ** (t - 1) - mu ** (2 * t - 2)) / rank ** 2
+    return math.sqrt(numerator / (variance * e ** (t - 1)))
+
+
 def init_fast_factors(factors: list[torch.Tensor], init: str, std: float, sign_prob: float,
                       generator: torch.Generator | None = None) -> None:
-    """In place: N(1, std) or ±1 with P(+1) = sign_prob; the first (output-side) factor divided by the rank."""
+    """In place, variance-matched across ranks: every factor entry X ~ N(1, std) or ±1 with P(+1) = sign_prob, then
+    the first (output-side) factor of rank r > 1 becomes F_1 = μ/r + ρ_r (X − μ) (``output_factor_spread``), so every
+    multiplier entry has the mean μ^t and variance e^t − μ^{2t} of rank 1 (for N(1, σ) with two factors: mean 1,
+    variance (1 + σ²)² − 1) at every rank: raising r does not start the members closer together. Under
+    ``random_sign`` F_1 stays two-valued, μ/r + ρ_r (±1 − μ) (±1/√r for p = 1/2); rank 1 is the plain draw."""
+    mean, second_moment = rank_one_moments(init, std, sign_prob)
     with torch.no_grad():
         for index, factor in enumerate(factors):
             if init == "normal":
                 factor.normal_(1.0, std, generator=generator)
             else:
                 factor.bernoulli_(sign_prob, generator=generator).mul_(2).sub_(1)
-            if index == 0:
-                factor.div_(factor.shape[1])
+            rank = factor.shape[1]
+            if index == 0 and rank > 1:
+                spread = output_factor_spread(rank, len(factors), mean, second_moment)
+                factor.sub_(mean).mul_(spread).add_(mean / rank)
 
 
 def split_members(x: torch.Tensor, members: int) -> torch.Tensor:
@@ -132,8 +165,17 @@ class _BatchEnsembleLayer(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def effective_weights(self) -> torch.Tensor:
-        """(k, out, in[, h, w]): member i's kernel W ∘ M_i = ``theory.batchensemble.member_weights``."""
-        return member_weights(self.spec, self.weight, tuple(self.fast_factors))
+        """(k, out, in[, h, w]): member i's kernel W ∘ M_i = ``theory.batchensemble.member_weights``. For the
+        two-block variants (out), (in[, h, w]) (channel-wise, flattened-kernel) the rank sum is one batched product
+        M_i = F_out[i]^T F_in[i] ((out × r)(r × in…)), instead of the theory's (k, r, out, in…) tensor of rank-1 terms
+        summed over r: the same numbers, r times less memory traffic (measured 13× faster at rank 8 for 1024×1024)."""
+        if self.spec.blocks[:1] != ((0,),) or len(self.spec.blocks) != 2 or self.spec.blocks[1][0] != 1:
+            return member_weights(self.spec, self.weight, tuple(self.fast_factors))
+        out_factor, in_factor = self.fast_factors
+        multiplier = torch.bmm(out_factor.transpose(1, 2), in_factor)
+        broadcast = [size if mode == 0 or mode in self.spec.blocks[1] else 1
+                     for mode, size in enumerate(self.spec.kernel_shape)]
+        return self.weight * multiplier.view(self.members, *broadcast)
 
     def _add_bias(self, y: torch.Tensor, spatial_dims: int) -> torch.Tensor:
         """y viewed (k, B, out, *spatial) plus the per-member (k, out) or shared (out,) bias."""

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from empirics.layers import output_factor_spread, rank_one_moments
 from theory.cli_support import BadInput
 from theory.records import atomic_write_text
 
@@ -230,17 +231,20 @@ def question_rank(summary: dict) -> str:
         verdict = (f" The highest rank ({top}) reaches {fmt(ratio, 2)}× the Deep Ensemble's MI under shift "
                    f"({cell(summary, de[0], SHIFT_MI)}) with a weight cosine {above} the Deep Ensemble's "
                    f"({cell(summary, de[0], WEIGHT_COSINE)}).")
-    spreads = ", ".join(f"r = {rank}: {init_multiplier_std(rank):.3f}" for rank in sorted(ranks, key=_rank_order)
-                        if rank != "full")
-    caveat = (f" Caveat: the engine's rank-r init divides the output factor by r (empirics.layers), so a multiplier "
-              f"entry (1/r) Σ_q r_q s_q with r, s ~ N(1, 0.5) starts with std sqrt(((1 + 0.25)² − 1) / r) ({spreads}): "
-              f"higher ranks start with members closer together, which confounds rank with init spread.")
-    return "Rank sweep — " + "; ".join(lines) + "." + verdict + caveat
+    spreads = ", ".join(f"r = {rank}: {output_factor_spread(rank, 2, *rank_one_moments('normal', 0.5, 0.5)):.3f}"
+                        for rank in sorted(ranks, key=_rank_order) if rank != "full")
+    init_note = (f" Init: the engine's rank-r init is variance-matched (empirics.layers.init_fast_factors): the output "
+                 f"factor is 1/r + ρ_r (X − 1) with X ~ N(1, 0.5) (ρ_r: {spreads}), so every multiplier entry starts "
+                 f"with mean 1 and std √((1 + 0.5²)² − 1) = {init_multiplier_std():.3f} at every rank: rank is not "
+                 f"confounded with the initial member spread.")
+    return "Rank sweep — " + "; ".join(lines) + "." + verdict + init_note
 
 
-def init_multiplier_std(rank: int, sigma: float = 0.5) -> float:
-    """Std of one entry of M = (1/r) Σ_q r_q s_q, r_q, s_q ~ N(1, σ) independent: Var(r s) = (1 + σ²)² − 1."""
-    return (((1 + sigma ** 2) ** 2 - 1) / rank) ** 0.5
+def init_multiplier_std(sigma: float = 0.5) -> float:
+    """Std of one channel-wise multiplier entry at any rank under the variance-matched N(1, σ) init: the rank-1 value
+    √(e² − μ⁴) = √((1 + σ²)² − 1) (``empirics.layers.output_factor_spread``)."""
+    mean, second_moment = rank_one_moments("normal", sigma, 0.5)
+    return (second_moment ** 2 - mean ** 4) ** 0.5
 
 
 def _rank_order(rank: int | str) -> float:

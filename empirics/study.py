@@ -11,7 +11,8 @@ Preset format::
               distance-to-BE fit: distance_ranks, distance_starts, distance_max_iter (ALS starts and sweeps)
     [base]    Config fields shared by every run (``empirics.config``)
     [runs.NAME]  the Config fields of run NAME on top of [base]
-    [tiny]    overrides for ``--tiny`` (CI smoke: every run on a tiny subset, one seed, in seconds)
+    [tiny]    overrides for ``--tiny`` (CI smoke: every run on tiny training and evaluation subsets, ``n_train``
+              and ``n_eval``, one seed, in seconds)
     [reference.NAME]  reference numbers of PAPER.md for run NAME, under our metric keys (data, not ours)
 
 A preset with ``include`` takes the runs, references and distance ranks of the named presets (a run of the same name

@@ -325,7 +325,8 @@ def _run(config: Config, run_dir: Path, model, optimizer, scheduler, state: dict
         logger.info("early stop after epoch %d; best epoch %d", state["epoch"], state["best_epoch"])
     if state["best_model"] is not None and config.patience > 0:
         model.load_state_dict(state["best_model"])
-    test_images, test_labels = data.load_split(config.dataset, "test", data_root(config), config.download)
+    test_images, test_labels = data.load_split(config.dataset, "test", data_root(config), config.download,
+                                               n_eval=config.n_eval)
     final = metrics.member_and_ensemble_metrics(
         predict_member_probs(model, test_images, config.eval_batch_size, device, "test"), test_labels, "test")
     save()

@@ -14,6 +14,7 @@ for case in data["cases"]:
     r_fill = case["filling_rank"]
     ax.plot([r_fill], [fraction[r_fill - 1]], marker="*", markersize=9, color=line.get_color(), linestyle="none")
 ax.set_xscale("log", base=2)
+ax.set_xticks([1, 2, 4, 8, 16, 32], ["1", "2", "4", "8", "16", "32"])
 ax.set_xlabel("BE rank $r$")
 ax.set_ylabel(r"$\dim \mathrm{Im}\,\Phi_r / (kmn)$")
 ax.set_ylim(0, 1.08)

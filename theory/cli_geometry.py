@@ -74,7 +74,7 @@ def run_tube(args) -> int:
     require(args.eps_min > 0, f"--eps-min {args.eps_min} is not valid: expected ε > 0")
     require(args.eps_max > args.eps_min, f"--eps-max {args.eps_max} is not valid: expected > --eps-min {args.eps_min}")
     require_int_in_range("--num-eps", args.num_eps, 2)
-    samples = FULL_SAMPLES if args.full and args.samples is None else (args.samples or DEFAULT_SAMPLES)
+    samples = args.samples if args.samples is not None else (FULL_SAMPLES if args.full else DEFAULT_SAMPLES)
     require_int_in_range("--samples", samples, 1)
     epsilons = np.logspace(np.log10(args.eps_min), np.log10(args.eps_max), args.num_eps)
     result = tube_probability(*args.case, epsilons=epsilons, samples=samples, seed=args.seed)

@@ -92,8 +92,8 @@ class MLPSpec:
         return self.members * self.params_per_member - self.be_image_dim
 
     def saturating_batch(self) -> int:
-        """A batch size whose k·N·n_L outputs exceed every bound by half again: ⌈1.5·P/n_L⌉ + 4."""
-        return math.ceil(1.5 * self.params_per_member / self.widths[-1]) + 4
+        """A batch whose N·n_L outputs per member exceed P (every per-member bound) by 2·n_L: ⌈P/n_L⌉ + 2."""
+        return math.ceil(self.params_per_member / self.widths[-1]) + 2
 
 
 # ---------------------------------------------------------------- networks and Jacobians

@@ -1,13 +1,16 @@
-"""Empirics fixtures: tiny MNIST / Fashion-MNIST roots in the real formats (IDX, gzip), digit-like images, and a
-per-test cache directory so no test reads or writes the user's cache."""
+"""Empirics fixtures: tiny MNIST / Fashion-MNIST (IDX, gzip), CIFAR-10 (python pickles) and SVHN (.mat) roots in
+torchvision's formats, digit-like images, and a per-test cache directory so no test reads or writes the user's
+cache."""
 from __future__ import annotations
 
 import gzip
+import pickle
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.io
 import torch
 
 TINY_TRAIN, TINY_TEST = 64, 32
@@ -47,6 +50,50 @@ def write_tiny_idx_dataset(folder: Path, generator: torch.Generator, n_train: in
         write_idx_gz(folder / "raw" / f"{prefix}-labels-idx1-ubyte.gz", labels, IDX_LABELS_MAGIC)
 
 
+def colour_images(count: int, generator: torch.Generator) -> np.ndarray:
+    """uint8 (count, 32, 32, 3): digit-like shapes tinted with a random colour per image."""
+    shapes = digit_like_images(count, generator, size=32).squeeze(1)
+    tint = 0.3 + 0.7 * torch.rand(count, 1, 1, 3, generator=generator)
+    return (shapes.unsqueeze(-1) * tint * 255).round().to(torch.uint8).numpy()
+
+
+def write_cifar10_batch(path: Path, pixels_hwc: np.ndarray, labels: np.ndarray) -> None:
+    """One CIFAR-10 python batch as torchvision reads it: a pickled dict whose ``data`` is uint8 (N, 3·32·32) in
+    channel-major order and ``labels`` a list of ints."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    batch = {"batch_label": path.name, "labels": [int(label) for label in labels],
+             "data": np.ascontiguousarray(pixels_hwc.transpose(0, 3, 1, 2)).reshape(len(labels), -1),
+             "filenames": [f"{path.name}_{i}.png" for i in range(len(labels))]}
+    with open(path, "wb") as handle:
+        pickle.dump(batch, handle)
+
+
+def write_tiny_cifar10(root: Path, generator: torch.Generator, per_batch: int, n_test: int) -> None:
+    """``root/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}``: 5·per_batch train, n_test test."""
+    folder = root / "cifar-10-batches-py"
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        count = n_test if name == "test_batch" else per_batch
+        write_cifar10_batch(folder / name, colour_images(count, generator),
+                            torch.randint(0, 10, (count,), generator=generator).numpy())
+    with open(folder / "batches.meta", "wb") as handle:
+        pickle.dump({"label_names": [f"class{i}" for i in range(10)], "num_cases_per_batch": per_batch,
+                     "num_vis": 3 * 32 * 32}, handle)
+
+
+def write_svhn_mat(path: Path, pixels_hwc: np.ndarray, digits: np.ndarray) -> None:
+    """An SVHN ``.mat`` as torchvision reads it: ``X`` uint8 (32, 32, 3, N), ``y`` (N, 1) with digit 0 stored as 10."""
+    labels = np.where(digits == 0, 10, digits).astype(np.uint8).reshape(-1, 1)
+    scipy.io.savemat(path, {"X": np.ascontiguousarray(pixels_hwc.transpose(1, 2, 3, 0)), "y": labels})
+
+
+def write_tiny_svhn(root: Path, generator: torch.Generator, n_train: int, n_test: int) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    for split, count in (("train", n_train), ("test", n_test)):
+        write_svhn_mat(root / f"{split}_32x32.mat", colour_images(count, generator),
+                       torch.randint(0, 10, (count,), generator=generator).numpy())
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every empirics test gets its own ``EGEO_CACHE_DIR``."""
@@ -72,6 +119,32 @@ def idx_gz_writer():
 
 
 @pytest.fixture
+def cifar10_batch_writer():
+    """``write(path, uint8 (N, 32, 32, 3), labels)``: a CIFAR-10 python batch in torchvision's format."""
+    return write_cifar10_batch
+
+
+@pytest.fixture
+def svhn_mat_writer():
+    """``write(path, uint8 (N, 32, 32, 3), digits 0..9)``: an SVHN .mat file in torchvision's format."""
+    return write_svhn_mat
+
+
+@pytest.fixture
 def digit_images(generator: torch.Generator) -> torch.Tensor:
     """48 digit-like 28×28 images in [0, 1]."""
     return digit_like_images(48, generator)
+
+
+@pytest.fixture
+def tiny_image_root(tmp_path: Path) -> Path:
+    """A data root holding all four datasets in torchvision's formats, seeded and tiny (enough for the presets'
+    ``--tiny`` runs: n_train up to 256 after a 10% validation hold-out): MNIST and Fashion-MNIST 300 train / 64 test,
+    CIFAR-10 5·16 = 80 train / 64 test, SVHN 16 train / 64 test."""
+    generator = torch.Generator().manual_seed(777)
+    root = tmp_path / "images"
+    for folder in ("MNIST", "FashionMNIST"):
+        write_tiny_idx_dataset(root / folder, generator, n_train=300, n_test=64)
+    write_tiny_cifar10(root, generator, per_batch=16, n_test=64)
+    write_tiny_svhn(root, generator, n_train=16, n_test=64)
+    return root

@@ -49,6 +49,7 @@ def test_round_trip_through_to_dict():
     ("rank=half", "rank='half' has the wrong type: expected an integer"),
     ("method=bayes", "method='bayes' is unknown: expected one of 'single', 'batchensemble'"),
     ("members=0", r"members=0 is out of range: expected a value in \[1"),
+    ("n_eval=-1", r"n_eval=-1 is out of range: expected a value in \[0, ∞\)"),
     ("rank=0", r"rank=0 is out of range"),
     ("dropout=1", r"dropout=1.0 is out of range: expected a value in \[0, 1\)"),
     ("shift_severity=9", "shift_severity=9 is out of range: expected one of 1, 2, 3, 4, 5"),

@@ -1,8 +1,10 @@
 """Data loading: root resolution, IDX .gz decoding without writing into the root, the decoded-tensor cache, clear
-errors for missing or damaged files, deterministic splits, shifted and OOD test sets."""
+errors for missing or damaged files, local CIFAR-10 / SVHN files read without md5, deterministic splits and evaluation
+subsets, shifted and OOD test sets."""
 from __future__ import annotations
 
 import gzip
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,9 @@ from empirics.corruptions import CORRUPTIONS
 from empirics.data import (
     DATASETS,
     NORMALISATION,
+    evaluation_indices,
     input_shape,
+    load_pixels,
     load_split,
     num_classes,
     ood_dataset_for,
@@ -127,6 +131,53 @@ def test_missing_cifar10_and_svhn_name_their_files(name, expected, tmp_path):
     with pytest.raises(BadInput, match=expected) as error:
         load_split(name, "test", tmp_path)
     assert str(tmp_path) in str(error.value) and "--download" in str(error.value)
+
+
+def test_local_cifar10_and_svhn_files_are_read_by_torchvision_without_md5(tmp_path, cifar10_batch_writer,
+                                                                         svhn_mat_writer, generator):
+    """Files in torchvision's formats whose md5 differs from the published one (any locally made file) are read:
+    pixels exactly as written (N, C, H, W), CIFAR-10 labels as written, SVHN's stored 10 read back as digit 0."""
+    pixels = torch.randint(0, 256, (5, 32, 32, 3), dtype=torch.uint8, generator=generator).numpy()
+    labels = np.array([0, 9, 3, 0, 7])
+    folder = tmp_path / "cifar-10-batches-py"
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        cifar10_batch_writer(folder / name, pixels, labels)
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [str(i) for i in range(10)]}))
+    svhn_mat_writer(tmp_path / "test_32x32.mat", pixels, labels)
+    expected = torch.from_numpy(pixels).permute(0, 3, 1, 2)
+    for name in ("cifar10", "svhn"):
+        images, read_labels = load_pixels(name, "test", tmp_path)
+        assert torch.equal(images, expected) and read_labels.tolist() == labels.tolist()
+    assert load_pixels("cifar10", "train", tmp_path)[0].shape == (25, 3, 32, 32)  # 5 batches of 5
+
+
+def test_unreadable_cifar10_batch_is_a_clear_error(tiny_image_root):
+    """A CIFAR-10 batch that is not a pickle: one-line BadInput naming the data, the root and --download."""
+    (tiny_image_root / "cifar-10-batches-py" / "test_batch").write_bytes(b"not a pickle")
+    with pytest.raises(BadInput, match="cifar10 test data under .* is corrupted or truncated") as error:
+        load_split("cifar10", "test", tiny_image_root)
+    assert "\n" not in str(error.value) and "--download" in str(error.value)
+
+
+def test_evaluation_subset_is_fixed_nested_and_shared_by_test_and_shift(tiny_image_root):
+    """n_eval keeps the same images whatever the run's seed; a smaller n_eval keeps a subset of a larger one's
+    images; the shifted set is built from the clean subset (its labels, in its order, for any seed); 0 or more than the
+    set keeps everything; a negative n_eval is rejected."""
+    assert torch.equal(evaluation_indices(64, 0), torch.arange(64))
+    assert torch.equal(evaluation_indices(64, 100), torch.arange(64))
+    small, large = evaluation_indices(64, 10), evaluation_indices(64, 40)
+    assert len(small) == 10 and len(set(small.tolist())) == 10 and set(small.tolist()) <= set(large.tolist())
+    assert small.tolist() == sorted(small.tolist()) and small.tolist() != list(range(10))
+    test_images, test_labels = load_split("mnist", "test", tiny_image_root, n_eval=10)
+    all_images, all_labels = load_split("mnist", "test", tiny_image_root)
+    torch.testing.assert_close(test_images, all_images[small], rtol=0, atol=0)
+    for seed in (0, 3):
+        shift_images, shift_labels, _ = shifted_test_set("mnist", tiny_image_root, ["brightness"], 3, seed, n_eval=10)
+        assert shift_labels.tolist() == test_labels.tolist() and shift_images.shape == test_images.shape
+    ood_images, _ = ood_test_set("cifar10", tiny_image_root, n_eval=7)
+    assert ood_images.shape == (7, 3, 32, 32)
+    with pytest.raises(BadInput, match="n_eval=-1 is out of range"):
+        evaluation_indices(64, -1)
 
 
 def test_truncated_gz_is_a_clear_error_naming_the_file(tiny_mnist_root):

@@ -6,8 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from empirics.layers import (BatchEnsembleConv2d, BatchEnsembleLinear, MemberBatchNorm, default_forward_mode)
+from empirics.layers import (BatchEnsembleConv2d, BatchEnsembleLinear, MemberBatchNorm, default_forward_mode,
+                             init_fast_factors, output_factor_spread)
 from theory.batchensemble import DENSE_VARIANTS, VARIANTS, member_weights_loop
+from theory.batchensemble import multipliers as theory_multipliers
 from theory.cli_support import BadInput
 
 K, BATCH = 3, 2
@@ -71,14 +73,25 @@ def test_conv_forward_equals_per_member_loop_of_f_conv2d(variant, rank, mode, bi
     torch.testing.assert_close(layer(x), expected, rtol=FLOAT64_TOL, atol=FLOAT64_TOL)
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_effective_weights_are_the_theory_weight_map(variant):
+@pytest.mark.parametrize("variant,rank", [(v, r) for v in VARIANTS for r in (1, 2, "full")
+                                          if not (r == 2 and v in ("per-kernel-scalar", "output-scale"))])
+def test_effective_weights_are_the_theory_weight_map(variant, rank):
     """effective_weights() = W ∘ M_i computed entry by entry by theory's slow reference member_weights_loop."""
     torch.manual_seed(1)
-    layer = _conv(variant, 1)
+    layer = _conv(variant, rank)
     expected = member_weights_loop(layer.spec, layer.weight, tuple(layer.fast_factors))
     torch.testing.assert_close(layer.effective_weights(), expected, rtol=FLOAT64_TOL, atol=FLOAT64_TOL)
     assert tuple(f.shape for f in layer.fast_factors) == layer.spec.factor_shapes
+
+
+@pytest.mark.parametrize("variant,rank", [(v, r) for v in DENSE_VARIANTS for r in (1, 2, "full")
+                                          if not (r == 2 and v in ("per-kernel-scalar", "output-scale"))])
+def test_dense_effective_weights_are_the_theory_weight_map(variant, rank):
+    """The dense layer's effective_weights() = member_weights_loop, every dense variant and rank."""
+    torch.manual_seed(1)
+    layer = _linear(variant, rank)
+    expected = member_weights_loop(layer.spec, layer.weight, tuple(layer.fast_factors))
+    torch.testing.assert_close(layer.effective_weights(), expected, rtol=FLOAT64_TOL, atol=FLOAT64_TOL)
 
 
 def test_rank1_channel_wise_equals_torch_uncertainty_batch_linear_and_conv_math(generator):
@@ -167,13 +180,60 @@ def test_random_sign_init_draws_plus_minus_one_with_probability_p():
     assert abs((values == 1).double().mean().item() - 0.8) < 0.02
 
 
-def test_rank_r_init_keeps_the_expected_multiplier_at_one():
-    """With the output factor divided by r, E[M_i] = Σ_q E[F_out] E[F_in] = r · (1/r) · 1 = 1: the mean multiplier
-    over 4·64·64 entries is within 0.05 of 1 at rank 8 (its spread is about 0.5·√2/√8 per entry)."""
-    torch.manual_seed(5)
-    layer = BatchEnsembleLinear(64, 64, 4, rank=8)
-    multipliers = layer.effective_weights().detach() / layer.weight.detach()
-    assert abs(multipliers.mean().item() - 1) < 0.05
+# Rank-1 moments of one multiplier entry M = Π_j X_j over t independent factor entries with mean μ, E[X²] = e:
+# E[M] = μ^t, Var M = e^t − μ^{2t}; N(1, σ): μ = 1, e = 1 + σ²; ±1 with P(+1) = p: μ = 2p − 1, e = 1.
+INIT_CASES = [dict(init="normal", init_std=0.5), dict(init="normal", init_std=1.0),
+              dict(init="random_sign", sign_prob=0.5), dict(init="random_sign", sign_prob=0.8)]
+STANDARD_ERRORS = 5  # |estimate − target| <= 5 standard errors: a false alarm has probability < 1e-6 per check
+
+
+def _rank_one_target(init: str, init_std: float = 0.5, sign_prob: float = 0.5, blocks: int = 2) -> tuple[float, float]:
+    mean, second = (1.0, 1.0 + init_std ** 2) if init == "normal" else (2 * sign_prob - 1, 1.0)
+    return mean ** blocks, second ** blocks - mean ** (2 * blocks)
+
+
+def _assert_moments_match(samples: torch.Tensor, target_mean: float, target_variance: float) -> None:
+    """The sample means of M and of M² (i.i.d. ``samples``) within 5 standard errors sd/√n of E[M] and
+    E[M²] = Var M + E[M]² (matching both is matching mean and variance; as plain averages they are asymptotically
+    normal, and ±1 entries, whose M² is exactly 1, give an exact check with zero error)."""
+    samples = samples.double().flatten()
+    n = samples.numel()
+    for values, target in ((samples, target_mean), (samples ** 2, target_variance + target_mean ** 2)):
+        estimate, error = values.mean().item(), (values.var().item() / n) ** 0.5
+        assert abs(estimate - target) <= STANDARD_ERRORS * error + 1e-12, (estimate, target, error)  # 1e-12: rounding
+
+
+@pytest.mark.parametrize("rank", [1, 2, 4, 8])
+@pytest.mark.parametrize("case", INIT_CASES, ids=lambda case: "-".join(map(str, case.values())))
+def test_rank_r_init_matches_the_rank_one_mean_and_variance_of_multiplier_entries(rank, case):
+    """Variance-matched init: at every rank a channel-wise multiplier entry M_i[a, b] = Σ_q F_out[i,q,a] F_in[i,q,b]
+    has the rank-1 mean μ² and variance e² − μ⁴ (N(1, 0.5): 1 and (1 + 0.25)² − 1 = 0.5625). Diagonal entries
+    M_i[a, a] share no factor entry, so the 16·512 of them are i.i.d. samples (seeded)."""
+    torch.manual_seed(11 + rank)
+    layer = BatchEnsembleLinear(512, 512, 16, rank=rank, **case)
+    multipliers = theory_multipliers(layer.spec, [factor.detach() for factor in layer.fast_factors])
+    _assert_moments_match(torch.diagonal(multipliers, dim1=1, dim2=2), *_rank_one_target(**case))
+
+
+@pytest.mark.parametrize("rank", [1, 2, 4, 8])
+@pytest.mark.parametrize("case", [INIT_CASES[0], INIT_CASES[3]], ids=["normal-0.5", "random_sign-0.8"])
+def test_rank_r_init_matches_rank_one_moments_with_three_factors(rank, case):
+    """With t = 3 factors (cp-spatial's out, in, spatial) M = Σ_q F_1 F_2 F_3 keeps μ³ and e³ − μ⁶ at every rank:
+    4·20000 entries of independent factor tensors (k, r, D) initialised as a layer does (seeded)."""
+    generator = torch.Generator().manual_seed(23 + rank)
+    factors = [torch.empty(4, rank, 20000) for _ in range(3)]
+    init_fast_factors(factors, case["init"], case.get("init_std", 0.5), case.get("sign_prob", 0.5), generator)
+    product = (factors[0] * factors[1] * factors[2]).sum(dim=1)
+    _assert_moments_match(product, *_rank_one_target(**case, blocks=3))
+
+
+def test_variance_matched_spread_formula_at_known_points():
+    """ρ_1 = 1; ±1 signs with p = 1/2 (μ = 0): ρ_r = 1/√r; N(1, 0.5) with two factors: ρ_r² σ² =
+    (c² − 1)/(r c) − (c − 1)/(r² c) with c = 1.25, i.e. ρ_2² · 0.25 = 0.5625/2.5 − 0.25/5 = 0.175."""
+    assert output_factor_spread(1, 2, 1.0, 1.25) == 1.0
+    for rank in (2, 4, 8):
+        assert output_factor_spread(rank, 2, 0.0, 1.0) == pytest.approx(rank ** -0.5, rel=1e-12)
+    assert output_factor_spread(2, 2, 1.0, 1.25) ** 2 * 0.25 == pytest.approx(0.175, rel=1e-12)
 
 
 def test_bias_options_per_member_shared_none():
