@@ -140,7 +140,8 @@ def render() -> tuple[str, str]:
     rss = {(row["group"], row["case"]): row["peak_rss_mib"] for row in rss_rows if "peak_rss_mib" in row}
     ratios = ratio_table(groups)
     body = ["# Benchmark summary", "", *header(run, groups), "", "## Ratios and targets", "", *ratios, "",
-            "## Times and peak memory (each training case in its own forked process, see training.rss_in_forked_child)", "", *timing_table(groups, rss), "",
+            "## Times and peak memory (each training case in its own forked process: training.rss_in_forked_child)",
+            "", *timing_table(groups, rss), "",
             "## Achieved GFLOP/s of the ResNet-18 train step", "", *gflops_table(groups), "",
             "## Theory: certification time", "", *theory_tables(theory), ""]
     readme = [*header(run, groups), "", *ratios, "", "Certification (theory):", "", *theory_tables(theory)]
