@@ -94,20 +94,25 @@ def gflops_table(groups: list[dict]) -> list[str]:
     return lines
 
 
-def theory_tables(theory: dict | None) -> list[str]:
-    if not theory:
-        return ["(no theory_certification.json: run `make bench-theory`)"]
+def theory_tables(quick: dict | None, theory: dict | None) -> list[str]:
+    """The ladder and ResNet-18 rows of this run (``theory_quick.json``, else the full theory benchmark's), and the
+    largest layers within budget from ``make bench-theory`` (``theory_certification.json``), cited by commit."""
+    quick = quick or theory
+    if not quick:
+        return ["(no theory results: run `make bench` or `make bench-theory`)"]
     lines = ["| route | layer m×n | k | r | seconds | status |", "|---|---|---|---|---|---|"]
-    for row in theory.get("ladder", []):
+    for row in quick.get("ladder", []):
         lines.append(f"| {row['route']} | {row['m']}×{row['n']} | {row['k']} | {row['r']} | {row['seconds']} | "
                      f"{row['status']} |")
-    for rank, budget in theory.get("budget", {}).items():
-        certified = [row for row in budget.get("runs", []) if row.get("status") == "certified"]
-        if certified:
-            largest = max(certified, key=lambda row: row["m"])
-            lines.append(f"| {largest['route']} (largest within budget, {rank}) | {largest['m']}×{largest['n']} | "
+    for rank, budget in (theory or {}).get("budget", {}).items():
+        within = [row for row in budget.get("runs", []) if row["m"] == budget.get("largest_m")]
+        if within:
+            largest = within[0]
+            lines.append(f"| {largest['route']} (largest within {theory['provenance']['config']['budget_s']:.0f} s, "
+                         f"{rank}; `make bench-theory` at {theory['provenance']['git_commit'][:8]}) | "
+                         f"{largest['m']}×{largest['n']} | "
                          f"{largest['k']} | {largest['r']} | {largest['seconds']} | {largest['status']} |")
-    resnet = theory.get("resnet18_k4")
+    resnet = quick.get("resnet18_k4")
     if resnet:
         lines.append(f"| whole ResNet-18 (torchvision), every layer | — | 4 | 1 | {resnet['seconds']} | "
                      f"{'certified' if resnet.get('certified') else 'not certified'} |")
@@ -136,6 +141,7 @@ def header(run: dict | None, groups: list[dict]) -> list[str]:
 def render() -> tuple[str, str]:
     """(summary.md, README block)."""
     groups, run, theory = training_groups(), load("run.json"), load("theory_certification.json")
+    quick = load("theory_quick.json")
     rss_rows = (load("peak_rss.json") or {}).get("rows", [])
     rss = {(row["group"], row["case"]): row["peak_rss_mib"] for row in rss_rows if "peak_rss_mib" in row}
     ratios = ratio_table(groups)
@@ -143,8 +149,8 @@ def render() -> tuple[str, str]:
             "## Times and peak memory (each training case in its own forked process: training.rss_in_forked_child)",
             "", *timing_table(groups, rss), "",
             "## Achieved GFLOP/s of the ResNet-18 train step", "", *gflops_table(groups), "",
-            "## Theory: certification time", "", *theory_tables(theory), ""]
-    readme = [*header(run, groups), "", *ratios, "", "Certification (theory):", "", *theory_tables(theory)]
+            "## Theory: certification time", "", *theory_tables(quick, theory), ""]
+    readme = [*header(run, groups), "", *ratios, "", "Certification (theory):", "", *theory_tables(quick, theory)]
     return "\n".join(body), "\n".join(readme)
 
 

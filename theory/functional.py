@@ -44,7 +44,7 @@ EXACT_ACTIVATIONS = ("relu", "identity")  # piecewise-linear: rational Jacobians
 FLOAT_EXACT_LIMIT = 2 ** 53
 INTEGER_WEIGHTS = np.array([-4, -3, -2, -1, 1, 2, 3, 4])  # nonzero: every rescaling-orbit tangent is nonzero
 INTEGER_FACTORS = np.array([-3, -2, -1, 1, 2, 3])  # fast factors; keeps depth-3 width-16 products below 2^53
-INTEGER_INPUTS = np.arange(-3, 4)
+INTEGER_INPUTS = np.arange(-5, 6)  # a wider grid puts inputs in more activation regions
 DEFAULT_ATTEMPTS = 3  # fresh integer points tried while a bound is not met (a point may be non-generic)
 
 
@@ -92,8 +92,9 @@ class MLPSpec:
         return self.members * self.params_per_member - self.be_image_dim
 
     def saturating_batch(self) -> int:
-        """A batch whose N·n_L outputs per member exceed P (every per-member bound) by 2·n_L: ⌈P/n_L⌉ + 2."""
-        return math.ceil(self.params_per_member / self.widths[-1]) + 2
+        """A batch whose N·n_L outputs per member exceed P by half again, ⌈1.5·P/n_L⌉ + 4 (ReLU ranks need inputs in
+        many activation regions; with exactly P outputs some points fall short of the bound)."""
+        return math.ceil(1.5 * self.params_per_member / self.widths[-1]) + 4
 
 
 # ---------------------------------------------------------------- networks and Jacobians
@@ -261,6 +262,7 @@ class FunctionalDimension:
     single: RankReport
     de: RankReport
     be: RankReport
+    points_tried: int = 1  # integer points tried (seeds seed, seed + 1, …); each rank is the best certified one
 
     @property
     def functional_codim(self) -> int:
@@ -272,7 +274,7 @@ class FunctionalDimension:
 
     def as_dict(self) -> dict:
         return {"widths": list(self.spec.widths), "activation": self.spec.activation, "members": self.spec.members,
-                "rank": self.spec.rank, "batch": self.batch, "seed": self.seed,
+                "rank": self.spec.rank, "batch": self.batch, "seed": self.seed, "points_tried": self.points_tried,
                 "params_per_member": self.spec.params_per_member, "hidden_units": self.spec.hidden_units,
                 "de_dim": self.spec.members * self.spec.params_per_member, "be_image_dim": self.spec.be_image_dim,
                 "parameter_codim": self.spec.parameter_codim, "functional_codim": self.functional_codim,
@@ -288,16 +290,18 @@ def functional_dimension(spec: MLPSpec, batch: int | None = None, seed: int = 0,
 
     ``certify`` defaults to True for relu/identity (integer points, modular rank), False for tanh (float SVD).
     Certified runs try up to ``attempts`` fresh points (seeds ``seed``, ``seed + 1``, …) while a bound is unmet and
-    keep the one with the largest certified ranks: each value is the exact rank at the point it reports.
+    keep, for single, DE and BE separately, the largest certified rank: each is the exact rank at one point, so a
+    lower bound on the generic rank of that activation pattern's family of points.
     """
     attempts = require_int_in_range("attempts", attempts, 1)
-    best = None
+    tries = []
     for offset in range(attempts):
-        result = _functional_dimension_at(spec, batch, seed + offset, certify)
-        if best is None or (result.de.value + result.be.value) > (best.de.value + best.be.value):
-            best = result
+        tries.append(_functional_dimension_at(spec, batch, seed + offset, certify))
+        best = FunctionalDimension(spec, tries[0].batch, seed, *(max((getattr(t, part) for t in tries),
+                                                                     key=lambda report: report.value)
+                                                                 for part in ("single", "de", "be")), len(tries))
         if best.certified or best.de.status == "float":
-            break
+            return best
     return best
 
 

@@ -73,7 +73,7 @@ def resnet18_layers(members: int = 4) -> dict:
                "ambient_dim": row.counts.ambient_dim, "image_dim": row.counts.image_dim,
                "fraction": row.counts.image_dim / row.counts.ambient_dim if row.counts.ambient_dim else 1.0,
                "certified": row.certified}
-              for row in counts.rows if row.kind in ("Conv2d", "Linear")]
+              for row in counts.rows if row.kind.startswith(("Conv2d", "Linear"))]
     return {"arch": "resnet18-cifar", "in_channels": 1, "members": members, "layers": layers,
             "totals": counts.totals_dict()}
 
