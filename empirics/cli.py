@@ -8,14 +8,13 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import time
 from pathlib import Path
 
 from empirics.config import field_names, load_config
 from empirics.evaluate import CONFIG_FILE, evaluate_run
 from empirics.train import train
-from theory.cli_support import BadInput, OneLineParser, run_cli
+from theory.cli_support import BadInput, OneLineParser, add_subcommands, dispatch, run_cli
 
 SUBCOMMAND_MODULES: list[str] = ["empirics.study", "empirics.report"]
 RUNS_DIR = Path("results") / "runs"
@@ -75,14 +74,12 @@ def build_parser() -> OneLineParser:
     evaluate_parser.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     evaluate_parser.add_argument("--data-root", help="data folder (default: the run's, else $EGEO_DATA_ROOT)")
     evaluate_parser.set_defaults(handler=run_evaluate)
-    for module in SUBCOMMAND_MODULES:
-        importlib.import_module(module).register(subparsers)
+    add_subcommands(subparsers, SUBCOMMAND_MODULES)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.handler(args)
+    return dispatch(build_parser(), argv)
 
 
 def entry_point() -> int:

@@ -4,13 +4,12 @@ Subcommands: ``check`` (all claims), and those of the modules in ``SUBCOMMAND_MO
 """
 from __future__ import annotations
 
-import importlib
 import sys
 
 from tqdm import tqdm
 
 from theory import claims
-from theory.cli_support import OneLineParser, run_cli
+from theory.cli_support import OneLineParser, add_subcommands, dispatch, run_cli
 from theory.records import atomic_write_json, provenance
 
 # Modules with ``register(subparsers)``; each adds one subcommand whose handler returns an exit code.
@@ -49,14 +48,12 @@ def build_parser() -> OneLineParser:
     check.add_argument("--only", nargs="*", default=[], help="run only claims whose id contains one of these")
     check.add_argument("--json", metavar="PATH", help="also write the results with provenance to PATH")
     check.set_defaults(handler=run_check)
-    for module in SUBCOMMAND_MODULES:
-        importlib.import_module(module).register(subparsers)
+    add_subcommands(subparsers, SUBCOMMAND_MODULES)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.handler(args)
+    return dispatch(build_parser(), argv)
 
 
 def entry_point() -> int:

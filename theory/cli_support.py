@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from typing import Callable, NoReturn
 
@@ -54,3 +55,15 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:  # type: ignore[override]
         fail(f"{self.prog}: {message}")
+
+
+def add_subcommands(subparsers, modules: list[str]) -> None:
+    """Let each module in ``modules`` add its subcommand: ``module.register(subparsers)``."""
+    for module in modules:
+        importlib.import_module(module).register(subparsers)
+
+
+def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    """Parse ``argv`` and call the chosen subcommand's ``handler(args)``; its return value is the exit code."""
+    args = parser.parse_args(argv)
+    return args.handler(args)
