@@ -7,18 +7,18 @@ import numpy as np
 from style import COLUMN_WIDTH, figure, load_json, save
 
 data = load_json("theory/fdim.json")
-styles = {"relu": ("o", "C0"), "tanh": ("s", "C2"), "identity": ("^", "C3")}
+styles = {"tanh": ("s", "C2", 30), "relu": ("o", "C0", 10), "identity": ("^", "C3", 14)}  # relu drawn over tanh
 fig, ax = figure(COLUMN_WIDTH, 2.5)
 top = max(row["parameter_codim"] for row in data["rows"])
 ax.plot([0, top], [0, top], color="black", linewidth=0.8, linestyle="--", label="functional = parameter codim")
-for activation, (marker, color) in styles.items():
+for activation, (marker, color, size) in styles.items():
     rows = [row for row in data["rows"] if row["activation"] == activation]
     exact = np.array([row["certified"] or row["be_status"] == "float" for row in rows])
     x = np.array([row["parameter_codim"] for row in rows])
     y = np.array([row["functional_codim"] for row in rows])
-    ax.scatter(x[exact], y[exact], marker=marker, color=color, s=14, label=f"{activation}")
+    ax.scatter(x[exact], y[exact], marker=marker, color=color, s=size, label=f"{activation}")
     if (~exact).any():
-        ax.scatter(x[~exact], y[~exact], marker=marker, facecolors="none", edgecolors=color, s=14,
+        ax.scatter(x[~exact], y[~exact], marker=marker, facecolors="none", edgecolors=color, s=size,
                    label=f"{activation} (bounds not met)")
 ax.set_xscale("symlog", linthresh=1)
 ax.set_yscale("symlog", linthresh=1)

@@ -35,7 +35,6 @@ DEFAULT_MAX_ITER = 300
 RELATIVE_DECREASE_TOL = 1e-9  # stop when one step lowers ‖X − Φ‖² by less than this fraction
 EXACT_FIT_TOL = 1e-14  # relative residual treated as an exact fit (float64 round-off)
 ALS_SWEEPS_BEFORE_POLISH = 20  # ALS finds the basin; Levenberg–Marquardt converges quadratically inside it
-POLISH_MAX_STEPS = 60  # LM steps per start: an exact fit converges in < 40; off the set the gain after 60 is < 1e-6
 POLISH_MAX_JACOBIAN_ENTRIES = 4_000_000  # dense kD × #params Jacobian (32 MB); larger layers use ALS only
 
 
@@ -50,7 +49,7 @@ class DistanceResult:
     factors: tuple[torch.Tensor, ...]  # fitted fast factors, (k, r, D_j) each
     projection: torch.Tensor  # Φ(W, F), shape (k, *kernel)
     iterations: int  # ALS sweeps of the best start
-    start_distances: tuple[float, ...] = field(default=())  # final distance of every start, best first start order
+    start_distances: tuple[float, ...] = field(default=())  # final distance of every start, in start order
 
     def as_dict(self) -> dict:
         return {"kernel_shape": list(self.spec.kernel_shape), "members": self.spec.members, "rank": self.spec.rank,
@@ -300,8 +299,7 @@ def _fit(spec: BatchEnsembleSpec, weights: torch.Tensor, weight: torch.Tensor, f
     if spec.rank == 1 or spec.ambient_dim * spec.num_params > POLISH_MAX_JACOBIAN_ENTRIES:
         return _als(spec, weights, weight, factors, max_iter)
     weight, factors, _, sweeps = _als(spec, weights, weight, factors, min(max_iter, ALS_SWEEPS_BEFORE_POLISH))
-    weight, factors, objective, steps = _levenberg_marquardt(spec, weights, weight, factors,
-                                                             min(max_iter, POLISH_MAX_STEPS))
+    weight, factors, objective, steps = _levenberg_marquardt(spec, weights, weight, factors, max_iter)
     return weight, factors, objective, sweeps + steps
 
 

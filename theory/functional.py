@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from torch.func import functional_call, jacrev
+from torch.func import jacrev
 
 from theory import dimension
 from theory.batchensemble import BatchEnsembleSpec, jacobian as be_jacobian, member_weights
