@@ -73,25 +73,17 @@ def test_conv_forward_equals_per_member_loop_of_f_conv2d(variant, rank, mode, bi
     torch.testing.assert_close(layer(x), expected, rtol=FLOAT64_TOL, atol=FLOAT64_TOL)
 
 
-@pytest.mark.parametrize("variant,rank", [(v, r) for v in VARIANTS for r in (1, 2, "full")
-                                          if not (r == 2 and v in ("per-kernel-scalar", "output-scale"))])
-def test_effective_weights_are_the_theory_weight_map(variant, rank):
-    """effective_weights() = W ∘ M_i computed entry by entry by theory's slow reference member_weights_loop."""
+@pytest.mark.parametrize("kind,variant,rank", [(kind, v, r) for kind, variants in (("conv", VARIANTS), ("dense", DENSE_VARIANTS))
+                                               for v in variants for r in (1, 2, "full")
+                                               if not (r == 2 and v in ("per-kernel-scalar", "output-scale"))])
+def test_effective_weights_are_the_theory_weight_map(kind, variant, rank):
+    """effective_weights() = W ∘ M_i computed entry by entry by theory's slow reference member_weights_loop, for
+    every conv and dense variant and rank."""
     torch.manual_seed(1)
-    layer = _conv(variant, rank)
+    layer = (_conv if kind == "conv" else _linear)(variant, rank)
     expected = member_weights_loop(layer.spec, layer.weight, tuple(layer.fast_factors))
     torch.testing.assert_close(layer.effective_weights(), expected, rtol=FLOAT64_TOL, atol=FLOAT64_TOL)
     assert tuple(f.shape for f in layer.fast_factors) == layer.spec.factor_shapes
-
-
-@pytest.mark.parametrize("variant,rank", [(v, r) for v in DENSE_VARIANTS for r in (1, 2, "full")
-                                          if not (r == 2 and v in ("per-kernel-scalar", "output-scale"))])
-def test_dense_effective_weights_are_the_theory_weight_map(variant, rank):
-    """The dense layer's effective_weights() = member_weights_loop, every dense variant and rank."""
-    torch.manual_seed(1)
-    layer = _linear(variant, rank)
-    expected = member_weights_loop(layer.spec, layer.weight, tuple(layer.fast_factors))
-    torch.testing.assert_close(layer.effective_weights(), expected, rtol=FLOAT64_TOL, atol=FLOAT64_TOL)
 
 
 def test_rank1_channel_wise_equals_torch_uncertainty_batch_linear_and_conv_math(generator):
