@@ -119,14 +119,6 @@ def theory_tables(quick: dict | None, theory: dict | None) -> list[str]:
     return lines
 
 
-BUSY_LOAD = 1.5  # 1-minute load average above which the 2 benchmark threads share the cores with other work
-
-
-def load_remark(load: dict) -> str:
-    busy = max(load["start"][0], load["end"][0]) > BUSY_LOAD
-    return " (other work shared the cores: spreads are wide where it was busy)" if busy else " (an idle machine)"
-
-
 def header(run: dict | None, groups: list[dict]) -> list[str]:
     source = run or (groups[0] if groups else {})
     info = source.get("machine", {})
@@ -135,8 +127,8 @@ def header(run: dict | None, groups: list[dict]) -> list[str]:
              f"{', OMP_WAIT_POLICY=' + run['omp_wait_policy'] if run else ''}; git {info.get('git_commit', '?')}."]
     if run:
         lines.append(f"`make bench` wall time {run['wall_seconds']:.0f} s; load average (1/5/15 min) "
-                     f"{run['load_average']['start']} at start, {run['load_average']['end']} at end"
-                     f"{load_remark(run['load_average'])}.")
+                     f"{run['load_average']['start']} at start, {run['load_average']['end']} at end "
+                     f"(the benchmark's own 2 threads account for about 2; more means other work shared the cores).")
         if run.get("failures"):
             lines.append(f"Failed: {run['failures']}.")
     lines.append("Each time is the median of >= 5 calls after warm-up (min–max in brackets); the cases of a group "
