@@ -1,9 +1,9 @@
 """Studies: a preset (``empirics/presets/<name>.toml``) names a claim, the evidence it produces and a grid of runs.
 
-``python -m empirics study PRESET [--seeds N] [--resume | --rerun] [--out DIR] [--tiny]`` trains every (run, seed),
-evaluates it on test / shift / OOD data, measures its diversity geometry (``empirics.diversity``), then aggregates
-mean ± std over seeds and the parameter ↔ function-space link into ``<out>/summary.json`` and writes the report
-(``empirics.report``). PRESET is a name under ``empirics/presets/`` or the path of a preset ``.toml`` file.
+``python -m empirics study PRESET [--seeds N] [--resume | --rerun] [--jobs J] [--out DIR] [--tiny]`` trains every
+(run, seed), evaluates it on test / shift / OOD data, measures its diversity geometry (``empirics.diversity``), then
+aggregates mean ± std over seeds and the parameter ↔ function-space link into ``<out>/summary.json`` and writes the
+report (``empirics.report``). PRESET is a name under ``empirics/presets/`` or the path of a preset ``.toml`` file.
 
 Preset format::
 
@@ -18,6 +18,14 @@ Preset format::
 A preset with ``include`` takes the runs, references and distance ranks of the named presets (a run of the same name
 and configuration in several of them is trained once) and applies its own [base] on top of theirs.
 
+Parallel runs: ``--jobs J`` trains J runs side by side, each in its own process with its config's ``threads``
+(keep J × threads within the machine's cores). Every run seeds itself, so the numbers do not depend on J.
+
+Reuse: ``--reuse DIR`` (repeatable) copies, instead of training, every unfinished run whose twin in another study's
+folder ``DIR/runs/NAME/seedS`` is finished with the same config (execution keys aside) and the same analysis settings
+(distance ranks, ALS starts and sweeps, function-space samples): same seed, same numbers, so ``rank-ablation`` after
+``paper-mnist`` trains only its new runs. ``summary.json`` lists the copied runs and their sources.
+
 Faults: finished runs are always skipped (``--rerun`` trains every run afresh). A run counts as finished only when
 the engine's completion marker ``COMPLETE``, ``eval.json`` and ``diversity.json`` all exist, each written atomically
 and in that order, so a study killed at any point and restarted with ``--resume`` redoes no finished run and never
@@ -28,8 +36,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import multiprocessing
+import os
+import shutil
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,8 +53,8 @@ from tqdm import tqdm
 from empirics import diversity
 from empirics.config import Config
 from empirics.diversity import DIVERSITY_FILE
-from empirics.evaluate import COMPLETE_MARKER, EVAL_FILE
-from empirics.train import evaluate_run, train
+from empirics.evaluate import COMPLETE_MARKER, EVAL_FILE, read_config
+from empirics.train import EXECUTION_KEYS, evaluate_run, train
 from theory.cli_support import BadInput, require_int_in_range
 from theory.records import atomic_write_json, provenance
 
@@ -188,14 +201,62 @@ def execute_run(spec: RunSpec, run_dir: Path, resume: bool, preset: Preset, reru
                               TINY_FUNCTION_SAMPLES if tiny else diversity.FEATURE_SAMPLES)
 
 
+def _distance_ranks_of(analysed: dict[str, Any]) -> set[int]:
+    """The BE-set ranks a ``diversity.json`` measured (none for a one-member model)."""
+    network = analysed["scalars"].get("distance", {}).get(diversity.NETWORK, {})
+    return {int(key.split("/")[0].removeprefix("rank")) for key in network}
+
+
+def is_reusable(source: Path, spec: RunSpec, preset: Preset, tiny: bool = False) -> bool:
+    """``source`` is a finished run of ``spec``'s config (execution keys aside) analysed with ``preset``'s settings."""
+    if not is_finished(source):
+        return False
+    stored, wanted = read_config(source).to_dict(), build_config(spec).to_dict()
+    if any(stored[key] != wanted[key] for key in wanted if key not in EXECUTION_KEYS):
+        return False
+    with open(source / DIVERSITY_FILE, encoding="utf-8") as handle:
+        analysed = json.load(handle)
+    ranks = _distance_ranks_of(analysed)
+    return (analysed["distance_fit"] == {"starts": preset.distance_starts, "max_iter": preset.distance_max_iter}
+            and analysed["function_space_samples"] == (TINY_FUNCTION_SAMPLES if tiny else diversity.FEATURE_SAMPLES)
+            and (not ranks or ranks == set(preset.distance_ranks)))
+
+
+def copy_run(source: Path, target: Path) -> None:
+    """Copy a finished run into ``target`` atomically (a copy beside it, then one rename); an unfinished ``target``
+    is replaced, a finished one never."""
+    if is_finished(target):
+        raise BadInput(f"{target} is already a finished run: not replaced by a copy of {source}")
+    staging = target.with_name(f".{target.name}.copying")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(staging, target)
+
+
+def reuse_finished_runs(todo: list[RunSpec], sources: list[Path], out: Path, preset: Preset,
+                        tiny: bool = False) -> dict[str, str]:
+    """Copy each run of ``todo`` that has a reusable twin under one of ``sources``; return ``{name/seedS: source}``."""
+    reused = {}
+    for spec in todo:
+        source = next((folder / spec.relative_dir for folder in sources
+                       if is_reusable(folder / spec.relative_dir, spec, preset, tiny)), None)
+        if source is not None and source.resolve() != (out / spec.relative_dir).resolve():
+            copy_run(source, out / spec.relative_dir)
+            reused[f"{spec.name}/seed{spec.seed}"] = str(source)
+    return reused
+
+
 def default_out(preset: str, tiny: bool) -> Path:
     return RESULTS_DIR / TINY_SUBDIR / preset if tiny else RESULTS_DIR / preset
 
 
 def run_study(preset_name: str, out: Path | None = None, seeds: int | None = None, resume: bool = False,
-              tiny: bool = False, rerun: bool = False) -> dict[str, Any]:
-    """Run every unfinished (run, seed) of the preset (every one with ``rerun``), then write ``summary.json`` and the
-    report; return the summary."""
+              tiny: bool = False, rerun: bool = False, workers: int = 1,
+              reuse: list[Path] | None = None) -> dict[str, Any]:
+    """Run every unfinished (run, seed) of the preset (every one with ``rerun``), ``workers`` at a time, after copying
+    those with a reusable twin under a ``reuse`` folder; then write ``summary.json`` and the report; return it."""
+    require_int_in_range("--jobs", workers, 1)
     preset = load_preset(preset_name)
     if tiny:
         preset = dataclasses.replace(preset, distance_max_iter=min(preset.distance_max_iter, TINY_DISTANCE_MAX_ITER))
@@ -205,22 +266,57 @@ def run_study(preset_name: str, out: Path | None = None, seeds: int | None = Non
         build_config(spec)
     if rerun and resume:
         raise BadInput("--rerun and --resume exclude each other: --rerun trains every run afresh")
+    if rerun and reuse:
+        raise BadInput("--rerun and --reuse exclude each other: --rerun trains every run afresh")
+    for folder in reuse or []:
+        if not Path(folder).is_dir():
+            raise BadInput(f"--reuse {folder} is not a folder: expected a study's output folder (with runs/)")
     todo = [spec for spec in specs if rerun or not is_finished(out / spec.relative_dir)]
-    print(f"{preset.name}: {len(specs)} runs, {len(specs) - len(todo)} already finished, {len(todo)} to run "
-          f"-> {out}", file=sys.stderr)
-    timings = {}
-    for spec in tqdm(todo, desc=preset.name, unit="run", disable=not sys.stderr.isatty()):
-        start = time.perf_counter()
-        execute_run(spec, out / spec.relative_dir, resume, preset, rerun, tiny)
-        timings[f"{spec.name}/seed{spec.seed}"] = round(time.perf_counter() - start, 2)
+    reused = reuse_finished_runs(todo, [Path(folder) for folder in reuse or []], out, preset, tiny)
+    todo = [spec for spec in todo if f"{spec.name}/seed{spec.seed}" not in reused]
+    print(f"{preset.name}: {len(specs)} runs, {len(specs) - len(todo) - len(reused)} already finished, "
+          f"{len(reused)} copied, {len(todo)} to run -> {out}", file=sys.stderr)
+    jobs = [(spec, out / spec.relative_dir, resume, preset, rerun, tiny) for spec in todo]
+    timings = dict(_run_all(jobs, workers, preset.name))
     summary = summarise(preset, specs, out, tiny)
     summary["timings_s"] = timings
+    summary["reused"] = reused
     atomic_write_json(out / SUMMARY_FILE, summary)
     from empirics import report
 
     report.write_report(out)
     print(report.console_table(summary))
     return summary
+
+
+def _timed_run(spec: RunSpec, run_dir: Path, resume: bool, preset: Preset, rerun: bool,
+               tiny: bool) -> tuple[str, float]:
+    """``execute_run`` and its wall time in seconds, keyed ``name/seedN``."""
+    start = time.perf_counter()
+    execute_run(spec, run_dir, resume, preset, rerun, tiny)
+    return f"{spec.name}/seed{spec.seed}", round(time.perf_counter() - start, 2)
+
+
+def _run_all(jobs: list[tuple], workers: int, label: str) -> list[tuple[str, float]]:
+    """Every job through ``_timed_run``: in this process when ``workers`` is 1, else in a pool of ``workers`` spawned
+    processes (spawn, not fork: a forked child would inherit torch's thread pools). The first failure cancels the
+    runs not yet started and is raised; runs already going finish (or stop at a checkpoint on Ctrl-C)."""
+    progress = tqdm(total=len(jobs), desc=label, unit="run", disable=not sys.stderr.isatty())
+    with progress:
+        if workers == 1:
+            return [_progressed(progress, _timed_run(*job)) for job in jobs]
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_timed_run, *job) for job in jobs]
+            try:
+                return [_progressed(progress, future.result()) for future in as_completed(futures)]
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+
+
+def _progressed(progress: tqdm, item: tuple[str, float]) -> tuple[str, float]:
+    progress.update(1)
+    return item
 
 
 def _flatten(payload: Any, prefix: str = "") -> dict[str, float]:
@@ -237,8 +333,6 @@ def _flatten(payload: Any, prefix: str = "") -> dict[str, float]:
 
 def run_metrics(run_dir: Path) -> dict[str, float]:
     """The scalar metrics of a finished run: ``eval.json`` and the scalars of ``diversity.json`` (prefixed)."""
-    import json
-
     with open(run_dir / EVAL_FILE, encoding="utf-8") as handle:
         evaluated = json.load(handle)
     with open(run_dir / DIVERSITY_FILE, encoding="utf-8") as handle:
@@ -290,9 +384,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, help="output folder (default results/PRESET, results/tiny/PRESET)")
     parser.add_argument("--rerun", action="store_true", help="train every run afresh, replacing finished results")
     parser.add_argument("--tiny", action="store_true", help="CI smoke mode: tiny subsets, one seed, seconds per run")
+    parser.add_argument("--reuse", type=Path, action="append", metavar="DIR",
+                        help="copy finished runs with the same config from another study's folder (repeatable)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs trained side by side, one process each (default 1; keep jobs x threads <= cores)")
     parser.set_defaults(handler=_handle)
 
 
 def _handle(args: argparse.Namespace) -> int:
-    summary = run_study(args.preset, args.out, args.seeds, args.resume, args.tiny, args.rerun)
+    summary = run_study(args.preset, args.out, args.seeds, args.resume, args.tiny, args.rerun, args.jobs,
+                        args.reuse)
     return 1 if summary["missing"] else 0

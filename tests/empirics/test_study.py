@@ -2,6 +2,7 @@
 partial runs are never read as complete; every preset runs end to end on tiny subsets (slow smoke tests)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -116,6 +117,58 @@ def test_a_partial_run_is_never_read_as_complete(tmp_path):
     assert summary["runs"] == {} and "runs/single/seed0" in summary["missing"]
     (run_dir / "COMPLETE").write_bytes(b"")
     assert study.is_finished(run_dir)
+
+
+def test_jobs_below_one_is_a_one_line_error(tmp_path):
+    """--jobs counts worker processes: 0 names the value and the accepted range."""
+    with pytest.raises(BadInput, match=r"--jobs=0 is out of range: expected an integer >= 1"):
+        study.run_study("paper-mnist", tmp_path, workers=0)
+
+
+@pytest.mark.slow
+def test_runs_side_by_side_give_the_same_numbers_as_one_at_a_time(tmp_path, monkeypatch):
+    """--jobs 2 (two spawned processes) reproduces --jobs 1 exactly: every run seeds itself (same seed, same numbers)."""
+    preset_file = tmp_path / "two-runs.toml"
+    preset_file.write_text(TWO_RUN_PRESET)
+    monkeypatch.setenv("EGEO_DATA_ROOT", os.environ.get("EGEO_DATA_ROOT", str(DATA_ROOT)))
+    summaries = [study.run_study(str(preset_file), tmp_path / f"jobs{jobs}", workers=jobs) for jobs in (1, 2)]
+    assert [sorted(summary["timings_s"]) for summary in summaries] == [["be-r1/seed0", "single/seed0"]] * 2
+    for run in ("single", "be-r1"):
+        evaluated = [json.loads((tmp_path / f"jobs{jobs}" / "runs" / run / "seed0" / "eval.json").read_text())
+                     for jobs in (1, 2)]
+        assert evaluated[0]["metrics"] == evaluated[1]["metrics"]
+
+
+def test_reuse_and_rerun_together_are_rejected(tmp_path):
+    """--reuse copies finished runs, --rerun trains every run afresh: together they contradict each other."""
+    with pytest.raises(BadInput, match="--rerun and --reuse exclude each other"):
+        study.run_study("paper-mnist", tmp_path, rerun=True, reuse=[tmp_path])
+
+
+def test_reuse_of_a_missing_folder_names_it(tmp_path):
+    with pytest.raises(BadInput, match=r"--reuse .*nowhere is not a folder"):
+        study.run_study("paper-mnist", tmp_path / "out", reuse=[tmp_path / "nowhere"])
+
+
+@pytest.mark.slow
+def test_reuse_copies_exactly_the_runs_with_the_same_config_and_analysis(tmp_path, monkeypatch):
+    """A second study reusing the first copies its finished twin (byte for byte, not retrained) and trains the run
+    whose config differs; a finished run analysed with other distance settings is not reused."""
+    monkeypatch.setenv("EGEO_DATA_ROOT", os.environ.get("EGEO_DATA_ROOT", str(DATA_ROOT)))
+    first_file, second_file = tmp_path / "first.toml", tmp_path / "second.toml"
+    first_file.write_text(TWO_RUN_PRESET)
+    second_file.write_text(TWO_RUN_PRESET.replace("rank = 1", "rank = 2"))
+    study.run_study(str(first_file), tmp_path / "first")
+    summary = study.run_study(str(second_file), tmp_path / "second", reuse=[tmp_path / "first"])
+    assert summary["reused"] == {"single/seed0": str(tmp_path / "first" / "runs" / "single" / "seed0")}
+    assert list(summary["timings_s"]) == ["be-r1/seed0"] and summary["missing"] == []
+    first_single, second_single = (tmp_path / folder / "runs" / "single" / "seed0" for folder in ("first", "second"))
+    assert {name: data for name, (_, data) in _snapshot(first_single).items()} == \
+        {name: data for name, (_, data) in _snapshot(second_single).items()}
+    other_fit = study.load_preset(str(first_file))
+    spec = study.run_specs(other_fit)[0]
+    assert study.is_reusable(first_single, spec, other_fit)
+    assert not study.is_reusable(first_single, spec, dataclasses.replace(other_fit, distance_max_iter=6))
 
 
 def _snapshot(run_dir: Path) -> dict[str, tuple[int, bytes]]:
