@@ -220,7 +220,10 @@ FUNCTION_DIVERSITY = (
     ("1 − feature CKA (test)", "features/test/mean_cka", lambda v: 1.0 - v),
 )
 
+LINK_WITHOUT_MCD = "link_without_mc_dropout"  # summary key of the link over the studies' ensembles other than MCD
+WITHOUT_MCD_REASON = "its members are dropout masks of one weight set, drawn at test time"
 HEADLINE_LINK = ("weights/network/mean_relative_distance", "shift/mutual_information")
+RANK1_LINK = ("distance/network/rank1/relative_residual", "shift/mutual_information")  # the paper's open question
 
 
 def link_analysis(points: Sequence[Mapping[str, float]], seed: int = 0) -> dict:

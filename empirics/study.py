@@ -361,7 +361,7 @@ def summarise(preset: Preset, specs: list[RunSpec], out: Path, tiny: bool = Fals
             missing.append(str(spec.relative_dir))
             continue
         metrics = run_metrics(run_dir)
-        points.append({"run": spec.name, "seed": spec.seed, **metrics})
+        points.append({"run": spec.name, "seed": spec.seed, "method": build_config(spec).method, **metrics})
         seeds.setdefault(spec.name, []).append(spec.seed)
         for key, value in metrics.items():
             per_run.setdefault(spec.name, {}).setdefault(key, []).append(value)
@@ -371,8 +371,18 @@ def summarise(preset: Preset, specs: list[RunSpec], out: Path, tiny: bool = Fals
     return {"preset": preset.name, "claim": preset.claim, "evidence": preset.evidence, "tiny": tiny,
             "includes": list(preset.includes), "provenance": provenance({"preset": preset.name, "tiny": tiny,
                                                                          "overrides": preset.tiny if tiny else {}}),
-            "runs": runs, "missing": missing, "reference": preset.reference,
-            "link": diversity.link_analysis(points)}
+            "runs": runs, "missing": missing, "reference": preset.reference, **link_analyses(points)}
+
+
+def link_analyses(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """The link over every ensemble (``link``) and, when the study has MC Dropout, over the others only
+    (``link_without_mc_dropout``): MCD's members are dropout masks of one weight set, drawn at test time, so their
+    weight geometry measures the masks, not what training made different (they lie exactly on the rank-1 BE set)."""
+    links = {"link": diversity.link_analysis(points)}
+    if any(point["method"] == "mc-dropout" for point in points):
+        links[diversity.LINK_WITHOUT_MCD] = diversity.link_analysis(
+            [point for point in points if point["method"] != "mc-dropout"])
+    return links
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

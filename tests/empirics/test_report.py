@@ -23,9 +23,13 @@ def write_finished_run(out: Path, run: str, seed: int, metrics: dict[str, float]
     (run_dir / "diversity.json").write_text(json.dumps({"scalars": scalars}))
 
 
-def fake_study(out: Path, be_accuracies=(0.9, 0.8)) -> dict:
-    """paper-mnist with two seeds of BE rank 1 and DE, hand-chosen values; returns the written summary."""
+def fake_study(out: Path, be_accuracies=(0.9, 0.8), mcd: bool = False) -> dict:
+    """paper-mnist with two seeds of BE rank 1 and DE (and MC Dropout with ``mcd``), hand-chosen values; returns the
+    written summary."""
     for seed, accuracy in enumerate(be_accuracies):
+        if mcd:  # the least weight distance and the most MI under shift
+            write_finished_run(out, "mcd", seed, {"test/ensemble/accuracy": 0.9, "shift/mutual_information": 9 + seed},
+                               {"weights": {"network": {"mean_cosine": 0.99, "mean_relative_distance": 0.1}}})
         write_finished_run(out, "be-r1", seed, {"test/ensemble/accuracy": accuracy, "shift/mutual_information": 0.01},
                            {"weights": {"network": {"mean_cosine": 0.95, "mean_relative_distance": 0.3 + seed / 10}},
                             "theory": {"reachable_fraction": 0.27}})
@@ -65,6 +69,36 @@ def test_one_paragraph_per_open_question(tmp_path):
     # the link paragraph quotes the Spearman estimate of the summary (4 runs × seeds with both measures)
     head = report.load_summary(tmp_path)["link"]["headline"]
     assert head["n"] == 4 and f"ρ = {head['rho']:.3f}" in text
+
+
+def test_the_link_without_mc_dropout_leaves_out_exactly_its_runs(tmp_path):
+    """With MCD in the study the summary adds the link over the other ensembles: n drops by MCD's 2 runs, and the
+    BE/DE points alone are ordered up to BE's tied MI (ranks x = 1, 2, 3, 4 and y = 1.5, 1.5, 3, 4: ρ = 3/√10),
+    which MCD's outlying points (least weight distance, most MI) break in the link over all runs; the report prints
+    both."""
+    summary = fake_study(tmp_path, mcd=True)
+    every, without = summary["link"]["headline"], summary["link_without_mc_dropout"]["headline"]
+    assert (every["n"], without["n"]) == (6, 4)
+    assert without["rho"] == pytest.approx(3 / 10 ** 0.5, abs=1e-12) and every["rho"] < 0.5
+    text = report.write_report(tmp_path).read_text()
+    assert "Sensitivity, without MC Dropout" in text and f"ρ = {without['rho']:.3f}" in text
+
+
+def test_a_study_without_mc_dropout_has_one_link_analysis(tmp_path):
+    assert "link_without_mc_dropout" not in fake_study(tmp_path)
+    assert "Sensitivity, without MC Dropout" not in report.write_report(tmp_path).read_text()
+
+
+def test_the_link_paragraph_claims_evidence_only_when_a_ci_excludes_zero(tmp_path):
+    """A study whose CI includes 0 says it gives no evidence for a link; one whose CI excludes 0 says it does."""
+    summary = fake_study(tmp_path)
+    head = summary["link"]["headline"]
+    excluded = {**head, "rho": 0.9, "ci_low": 0.5, "ci_high": 1.0}
+    included = {**head, "rho": 0.2, "ci_low": -0.4, "ci_high": 0.6}
+    for headline, verdict in ((excluded, "empirical evidence for a link"), (included, "no evidence for such a link")):
+        paragraph = report.question_link({**summary, "link": {**summary["link"], "headline": headline,
+                                                                "pairs": [headline]}})
+        assert verdict in paragraph
 
 
 def test_latex_tables_use_booktabs_and_escape_text(tmp_path):
