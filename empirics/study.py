@@ -277,16 +277,30 @@ def run_study(preset_name: str, out: Path | None = None, seeds: int | None = Non
     print(f"{preset.name}: {len(specs)} runs, {len(specs) - len(todo) - len(reused)} already finished, "
           f"{len(reused)} copied, {len(todo)} to run -> {out}", file=sys.stderr)
     jobs = [(spec, out / spec.relative_dir, resume, preset, rerun, tiny) for spec in todo]
-    timings = dict(_run_all(jobs, workers, preset.name))
+    earlier = {} if rerun else _earlier_records(out)
+    timings = {key: value for key, value in earlier.get("timings_s", {}).items() if key not in reused}
+    timings.update(_run_all(jobs, workers, preset.name))
     summary = summarise(preset, specs, out, tiny)
     summary["timings_s"] = timings
-    summary["reused"] = reused
+    summary["reused"] = {**{key: value for key, value in earlier.get("reused", {}).items() if key not in timings},
+                         **reused}
     atomic_write_json(out / SUMMARY_FILE, summary)
     from empirics import report
 
     report.write_report(out)
     print(report.console_table(summary))
     return summary
+
+
+def _earlier_records(out: Path) -> dict[str, Any]:
+    """The ``timings_s`` and ``reused`` of the summary an earlier invocation left in ``out`` (kept across resumes:
+    a run's wall time is that of the invocation that finished it)."""
+    try:
+        with open(out / SUMMARY_FILE, encoding="utf-8") as handle:
+            earlier = json.load(handle)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return {key: earlier.get(key, {}) for key in ("timings_s", "reused")}
 
 
 def _timed_run(spec: RunSpec, run_dir: Path, resume: bool, preset: Preset, rerun: bool,

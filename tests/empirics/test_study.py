@@ -176,14 +176,15 @@ def _snapshot(run_dir: Path) -> dict[str, tuple[int, bytes]]:
 
 
 @pytest.mark.slow
-def test_study_killed_midway_and_resumed_redoes_no_finished_run(tmp_path):
+def test_study_killed_midway_and_resumed_redoes_no_finished_run(tmp_path, monkeypatch):
     """SIGKILL while the second run trains, then --resume: the first run's files are untouched (not redone), the
     second run finishes, and the summary covers both."""
     preset_file = tmp_path / "two-runs.toml"
     preset_file.write_text(TWO_RUN_PRESET)
     out = tmp_path / "out"
     command = [sys.executable, "-m", "empirics", "study", str(preset_file), "--out", str(out)]
-    env = {**os.environ, "EGEO_DATA_ROOT": str(DATA_ROOT)}
+    monkeypatch.setenv("EGEO_DATA_ROOT", os.environ.get("EGEO_DATA_ROOT", str(DATA_ROOT)))
+    env = dict(os.environ)
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first, second = out / "runs" / "single" / "seed0", out / "runs" / "be-r1" / "seed0"
     deadline = time.monotonic() + 240
@@ -198,6 +199,9 @@ def test_study_killed_midway_and_resumed_redoes_no_finished_run(tmp_path):
     assert study.is_finished(second)
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["runs"]) == {"single", "be-r1"} and summary["missing"] == []
+    assert list(summary["timings_s"]) == ["be-r1/seed0"]  # the killed invocation wrote no summary
+    study.run_study(str(preset_file), out, resume=True)  # nothing to run: the wall times recorded are kept
+    assert json.loads((out / "summary.json").read_text())["timings_s"] == summary["timings_s"]
 
 
 @pytest.mark.slow
