@@ -1,9 +1,9 @@
 """Studies: a preset (``empirics/presets/<name>.toml``) names a claim, the evidence it produces and a grid of runs.
 
-``python -m empirics study PRESET [--seeds N] [--resume | --rerun] [--jobs J] [--out DIR] [--tiny]`` trains every
-(run, seed), evaluates it on test / shift / OOD data, measures its diversity geometry (``empirics.diversity``), then
-aggregates mean ± std over seeds and the parameter ↔ function-space link into ``<out>/summary.json`` and writes the
-report (``empirics.report``). PRESET is a name under ``empirics/presets/`` or the path of a preset ``.toml`` file.
+``python -m empirics study PRESET [--seeds N] [--resume | --rerun] [--jobs J] [--reuse DIR] [--out DIR] [--tiny]``
+trains every (run, seed), evaluates it on test / shift / OOD data, measures its diversity geometry
+(``empirics.diversity``), then aggregates mean ± std over seeds and the parameter ↔ function-space link into
+``<out>/summary.json`` and writes the report (``empirics.report``). PRESET is a name under ``empirics/presets/`` or the path of a preset ``.toml`` file.
 
 Preset format::
 
