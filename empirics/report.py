@@ -294,10 +294,18 @@ def question_init(summary: dict) -> str:
     if len(set(labels.values())) < 2:
         return "This study uses one fast-weight init: `rank-ablation` (and `quick`) compare N(1, 0.5), N(1, 1) and " \
                "random signs."
+    de = runs_where(summary, method="deep-ensemble")
+    verdict = ""
+    if de:
+        top = max(labels, key=lambda run: mean_of(summary, run, SHIFT_MI) or 0.0)
+        verdict = (f" The most diverse init, {labels[top]} ({top}), reaches "
+                   f"{fmt(_ratio(summary, top, de[0], SHIFT_MI), 2)}× the Deep Ensemble's MI under shift "
+                   f"({cell(summary, de[0], SHIFT_MI)}), shift ECE {cell(summary, top, SHIFT_ECE)} vs "
+                   f"{cell(summary, de[0], SHIFT_ECE)}, while staying on the rank-1 BE set.")
     return "Fast-weight init at rank 1 — " + "; ".join(
         f"{labels[run]} ({run}): MI under shift {cell(summary, run, SHIFT_MI)}, weight cosine "
         f"{cell(summary, run, WEIGHT_COSINE)}, test accuracy {cell(summary, run, TEST_ACCURACY)}"
-        for run in labels) + "."
+        for run in labels) + "." + verdict
 
 
 OPEN_QUESTIONS = (

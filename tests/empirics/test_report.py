@@ -101,6 +101,19 @@ def test_the_link_paragraph_claims_evidence_only_when_a_ci_excludes_zero(tmp_pat
         assert verdict in paragraph
 
 
+def test_the_init_paragraph_compares_the_most_diverse_init_with_the_deep_ensemble():
+    """Of two rank-1 inits, the one with more MI under shift is named with its ratio to DE's (0.15 / 0.10 = 1.50×)."""
+    def run(fields: dict, mi: float, ece: float) -> dict:
+        return {"fields": {"method": "batchensemble", "rank": 1, **fields},
+                "metrics": {"shift/mutual_information": {"mean": mi, "std": 0.0},
+                            "shift/ensemble/ece": {"mean": ece, "std": 0.0}}}
+    summary = {"runs": {"be-r1": run({}, 0.02, 0.2), "be-r1-init-sign": run({"init": "random_sign"}, 0.15, 0.12),
+                        "de": run({"method": "deep-ensemble"}, 0.10, 0.09)}}
+    paragraph = report.question_init(summary)
+    assert "The most diverse init, random signs p = 0.5 (be-r1-init-sign), reaches 1.50×" in paragraph
+    assert "shift ECE 0.1200 ± 0.0000 vs 0.0900 ± 0.0000" in paragraph
+
+
 def test_latex_tables_use_booktabs_and_escape_text(tmp_path):
     """report.tex: booktabs rules, ± as math, underscores escaped."""
     fake_study(tmp_path)
