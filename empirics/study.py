@@ -50,11 +50,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from empirics import diversity
+from empirics import diversity, report
 from empirics.config import Config
 from empirics.diversity import DIVERSITY_FILE
+from empirics.report import SUMMARY_FILE
 from empirics.evaluate import COMPLETE_MARKER, EVAL_FILE, read_config
-from empirics.train import EXECUTION_KEYS, evaluate_run, train
+from empirics.train import config_differences, evaluate_run, train
 from theory.cli_support import BadInput, require_int_in_range
 from theory.records import atomic_write_json, provenance
 
@@ -65,7 +66,6 @@ except ModuleNotFoundError:  # Python 3.10
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 RESULTS_DIR = Path("results")
-SUMMARY_FILE = "summary.json"
 TINY_SUBDIR = "tiny"
 TINY_DISTANCE_MAX_ITER = 10  # --tiny: the distance fit is smoke-tested, not converged
 TINY_FUNCTION_SAMPLES = 256  # --tiny: inputs per split for CKA / reliability / ROC
@@ -211,8 +211,7 @@ def is_reusable(source: Path, spec: RunSpec, preset: Preset, tiny: bool = False)
     """``source`` is a finished run of ``spec``'s config (execution keys aside) analysed with ``preset``'s settings."""
     if not is_finished(source):
         return False
-    stored, wanted = read_config(source).to_dict(), build_config(spec).to_dict()
-    if any(stored[key] != wanted[key] for key in wanted if key not in EXECUTION_KEYS):
+    if config_differences(read_config(source), build_config(spec)):
         return False
     with open(source / DIVERSITY_FILE, encoding="utf-8") as handle:
         analysed = json.load(handle)
@@ -285,8 +284,6 @@ def run_study(preset_name: str, out: Path | None = None, seeds: int | None = Non
     summary["reused"] = {**{key: value for key, value in earlier.get("reused", {}).items() if key not in timings},
                          **reused}
     atomic_write_json(out / SUMMARY_FILE, summary)
-    from empirics import report
-
     report.write_report(out)
     print(report.console_table(summary))
     return summary
@@ -295,10 +292,11 @@ def run_study(preset_name: str, out: Path | None = None, seeds: int | None = Non
 def _earlier_records(out: Path) -> dict[str, Any]:
     """The ``timings_s`` and ``reused`` of the summary an earlier invocation left in ``out`` (kept across resumes:
     a run's wall time is that of the invocation that finished it)."""
+    if not (out / SUMMARY_FILE).is_file():
+        return {}
     try:
-        with open(out / SUMMARY_FILE, encoding="utf-8") as handle:
-            earlier = json.load(handle)
-    except (FileNotFoundError, json.JSONDecodeError):
+        earlier = report.load_summary(out)
+    except json.JSONDecodeError:  # a damaged summary only loses the earlier records; it is rewritten below
         return {}
     return {key: earlier.get(key, {}) for key in ("timings_s", "reused")}
 

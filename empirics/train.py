@@ -147,11 +147,17 @@ def _fresh_state() -> dict[str, Any]:
             "best_nll": math.inf, "best_epoch": 0, "best_model": None, "bad_epochs": 0, "stopped_early": False}
 
 
+def config_differences(stored: Config, current: Config) -> list[str]:
+    """The config keys whose values differ, execution keys (which do not change results) aside."""
+    stored_fields, current_fields = stored.to_dict(), current.to_dict()
+    return [key for key in current_fields if key not in EXECUTION_KEYS and current_fields[key] != stored_fields[key]]
+
+
 def _check_resumable(config: Config, run_dir: Path) -> None:
-    stored = read_config(run_dir).to_dict()
-    current = config.to_dict()
-    differing = [key for key in current if key not in EXECUTION_KEYS and current[key] != stored[key]]
+    stored = read_config(run_dir)
+    differing = config_differences(stored, config)
     if differing:
+        stored, current = stored.to_dict(), config.to_dict()
         raise BadInput(f"cannot resume {run_dir}: config differs from its config.json in "
                        + ", ".join(f"{key} ({stored[key]!r} → {current[key]!r})" for key in differing))
 

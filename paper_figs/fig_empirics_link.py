@@ -3,7 +3,6 @@ from empirics_results import ensemble_runs, metric, studies, summary
 from style import figure, save
 
 
-
 def rho_text(head: dict) -> str:
     return "undefined" if head["rho"] is None else f"{head['rho']:.2f} [{head['ci_low']:.2f}, {head['ci_high']:.2f}]"
 
