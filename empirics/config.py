@@ -29,6 +29,10 @@ from theory.cli_support import BadInput
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("none", "multistep", "cosine")
 DEVICES = ("cpu", "auto", "cuda")
+# How a BatchEnsemble / Deep Ensemble training batch reaches the members: "repeat" = every member sees the whole batch
+# (edward2's BatchEnsemble), "split" = member i sees only the i-th of k equal blocks of the batch (torch-uncertainty's
+# repeat_strategy="paper"). Evaluation always feeds every member every input.
+BATCH_REGIMES = ("repeat", "split")
 
 
 def _choice(choices: Iterable[str], unit: str = "") -> dict[str, Any]:
@@ -58,7 +62,8 @@ class Config:
     rank: int | str = field(default=1, metadata={"unit": "BE rank r >= 1 or 'full' (capped at each layer's max)"})
     variant: str = field(default="channel-wise", metadata=_choice(VARIANTS, "BE fast-weight sharing (conv layers)"))
     init: str = field(default="normal", metadata=_choice(INITS, "BE fast-weight init"))
-    init_std: float = field(default=0.5, metadata={"unit": "σ of the normal(1, σ) fast-weight init"})
+    init_std: float = field(default=0.5, metadata={"unit": "σ of the normal(μ, σ) fast-weight init"})
+    init_mean: float = field(default=1.0, metadata={"unit": "μ of the normal(μ, σ) fast-weight init"})
     sign_prob: float = field(default=0.5, metadata={"unit": "P(+1) of the random_sign init"})
     bias: str = field(default="per-member", metadata=_choice(BIASES, "BE linear bias"))
     batchnorm: str = field(default="shared", metadata=_choice(BATCHNORMS, "BE BatchNorm"))
@@ -73,16 +78,23 @@ class Config:
     nesterov: bool = field(default=False, metadata={"unit": "SGD Nesterov momentum"})
     weight_decay: float = field(default=1e-4, metadata={"unit": "L2 coefficient (coupled, torch.optim)"})
     fast_weight_decay: bool = field(default=True, metadata={"unit": "apply weight_decay to BE fast factors too"})
-    fast_lr_mult: float = field(default=1.0, metadata={"unit": "BE fast-factor LR = lr · fast_lr_mult"})
+    fast_lr_mult: float = field(default=1.0, metadata={"unit": "BE fast-factor LR = lr · fast_lr_mult; 0 = frozen "
+                                                                "at their init"})
     schedule: str = field(default="none", metadata=_choice(SCHEDULES, "LR schedule, stepped per epoch"))
     milestones: tuple[int, ...] = field(default=(25, 50), metadata={"unit": "epochs where multistep multiplies LR"})
     gamma: float = field(default=0.1, metadata={"unit": "multistep LR factor"})
     epochs: int = field(default=75, metadata={"unit": "maximum epochs"})
     patience: int = field(default=10, metadata={"unit": "epochs without val-NLL gain before stopping; 0 = off"})
-    batch_size: int = field(default=128, metadata={"unit": "images per step (each member sees all of them)"})
+    batch_size: int = field(default=128, metadata={"unit": "images per step (each member sees all of them, or 1/k "
+                                                            "of them with batch_regime='split')"})
+    batch_regime: str = field(default="repeat", metadata=_choice(BATCH_REGIMES, "training batch per member: 'repeat' "
+                                                                              "= all of it, 'split' = 1/k of it"))
     eval_batch_size: int = field(default=1000, metadata={"unit": "images per evaluation chunk"})
     grad_clip: float = field(default=0.0, metadata={"unit": "max global gradient L2 norm; 0 = off"})
     seed: int = field(default=0, metadata={"unit": "seeds init, split, shuffling, dropout, corruptions"})
+    trajectory: bool = field(default=False, metadata={"unit": "record the diversity trajectory after every epoch "
+                                                               "(empirics.trajectory)"})
+    trajectory_samples: int = field(default=1000, metadata={"unit": "shifted test images the trajectory scores"})
     # ---- evaluation and execution -----------------------------------------------------------------------------------
     shift_families: tuple[str, ...] = field(default=(), metadata={"unit": "corruption families; () = all"})
     shift_severity: int = field(default=3, metadata={"unit": "corruption severity 1..5"})
@@ -141,7 +153,7 @@ class Config:
         _in_range("lr", self.lr, 0, None, low_open=True)
         _in_range("momentum", self.momentum, 0, 1, high_open=True)
         _in_range("weight_decay", self.weight_decay, 0, None)
-        _in_range("fast_lr_mult", self.fast_lr_mult, 0, None, low_open=True)
+        _in_range("fast_lr_mult", self.fast_lr_mult, 0, None)
         if any(m < 1 for m in self.milestones) or list(self.milestones) != sorted(set(self.milestones)):
             raise BadInput(f"milestones={list(self.milestones)} is not valid: expected increasing epochs >= 1")
         _in_range("gamma", self.gamma, 0, 1, low_open=True)
@@ -152,6 +164,10 @@ class Config:
         _positive_int("batch_size", self.batch_size)
         _positive_int("eval_batch_size", self.eval_batch_size)
         _in_range("grad_clip", self.grad_clip, 0, None)
+        if self.batch_regime == "split" and self.method not in ("batchensemble", "deep-ensemble"):
+            raise BadInput(f"batch_regime='split' is out of range for method={self.method}: it splits the batch among "
+                           f"the members of a batchensemble or deep-ensemble")
+        _positive_int("trajectory_samples", self.trajectory_samples)
         _in_range("seed", self.seed, 0, None)
         for family in self.shift_families:
             if family not in CORRUPTIONS:
@@ -170,6 +186,7 @@ class Config:
     def model_spec(self) -> ModelSpec:
         factory = LayerFactory(method=self.method, members=self.members, rank=self.rank, variant=self.variant,
                                init=self.init, init_std=self.init_std, sign_prob=self.sign_prob, bias=self.bias,
+                               init_mean=self.init_mean,
                                batchnorm=self.batchnorm, dropout=self.dropout)
         return ModelSpec(arch=self.arch, in_shape=input_shape(self.dataset), num_classes=num_classes(self.dataset),
                          widths=self.widths, activation=self.activation, width_mult=self.width_mult,

@@ -78,10 +78,10 @@ def default_forward_mode(spec: BatchEnsembleSpec) -> str:
     return "factored" if spec.variant == "channel-wise" and spec.rank <= FACTORED_MAX_RANK else "materialised"
 
 
-def rank_one_moments(init: str, std: float, sign_prob: float) -> tuple[float, float]:
+def rank_one_moments(init: str, std: float, sign_prob: float, init_mean: float = 1.0) -> tuple[float, float]:
     """Mean μ and second moment e = E[X²] of one fast-factor entry X of the rank-1 init:
-    N(1, σ): μ = 1, e = 1 + σ²;  ±1 with P(+1) = p: μ = 2p − 1, e = 1."""
-    return (1.0, 1.0 + std ** 2) if init == "normal" else (2.0 * sign_prob - 1.0, 1.0)
+    N(m, σ): μ = m, e = m² + σ² (m = ``init_mean``, 1 by default);  ±1 with P(+1) = p: μ = 2p − 1, e = 1."""
+    return (init_mean, init_mean ** 2 + std ** 2) if init == "normal" else (2.0 * sign_prob - 1.0, 1.0)
 
 
 def output_factor_spread(rank: int, blocks: int, mean: float, second_moment: float) -> float:
@@ -102,17 +102,18 @@ def output_factor_spread(rank: int, blocks: int, mean: float, second_moment: flo
 
 
 def init_fast_factors(factors: list[torch.Tensor], init: str, std: float, sign_prob: float,
-                      generator: torch.Generator | None = None) -> None:
+                      generator: torch.Generator | None = None, init_mean: float = 1.0) -> None:
     """In place, variance-matched across ranks: every factor entry X ~ N(1, std) or ±1 with P(+1) = sign_prob, then
     the first (output-side) factor of rank r > 1 becomes F_1 = μ/r + ρ_r (X − μ) (``output_factor_spread``), so every
     multiplier entry has the mean μ^t and variance e^t − μ^{2t} of rank 1 (for N(1, σ) with two factors: mean 1,
-    variance (1 + σ²)² − 1) at every rank: raising r does not start the members closer together. Under
+    variance (1 + σ²)² − 1) at every rank: raising r does not start the members closer together (``normal`` draws
+    from N(init_mean, std), N(1, std) by default). Under
     ``random_sign`` F_1 stays two-valued, μ/r + ρ_r (±1 − μ) (±1/√r for p = 1/2); rank 1 is the plain draw."""
-    mean, second_moment = rank_one_moments(init, std, sign_prob)
+    mean, second_moment = rank_one_moments(init, std, sign_prob, init_mean)
     with torch.no_grad():
         for index, factor in enumerate(factors):
             if init == "normal":
-                factor.normal_(1.0, std, generator=generator)
+                factor.normal_(init_mean, std, generator=generator)
             else:
                 factor.bernoulli_(sign_prob, generator=generator).mul_(2).sub_(1)
             rank = factor.shape[1]
@@ -133,7 +134,7 @@ class _BatchEnsembleLayer(nn.Module):
     """Slow weight, fast factors in the theory's layout (k, r, D_j), optional per-member or shared bias."""
 
     def __init__(self, kernel_shape: tuple[int, ...], members: int, rank: int | str, variant: str, init: str,
-                 init_std: float, sign_prob: float, bias: str) -> None:
+                 init_std: float, sign_prob: float, bias: str, init_mean: float = 1.0) -> None:
         super().__init__()
         if init not in INITS:
             raise BadInput(f"init={init!r} is unknown: expected one of {', '.join(INITS)}")
@@ -144,7 +145,7 @@ class _BatchEnsembleLayer(nn.Module):
         if not 0 <= sign_prob <= 1:
             raise BadInput(f"sign_prob={sign_prob} is out of range: expected a probability in [0, 1]")
         self.spec = make_spec(kernel_shape, members, rank, variant)
-        self.init, self.init_std, self.sign_prob = init, init_std, sign_prob
+        self.init, self.init_std, self.sign_prob, self.init_mean = init, init_std, sign_prob, init_mean
         self.weight = nn.Parameter(torch.empty(self.spec.kernel_shape))
         self.fast_factors = nn.ParameterList([nn.Parameter(torch.empty(s)) for s in self.spec.factor_shapes])
         out = kernel_shape[0]
@@ -164,7 +165,7 @@ class _BatchEnsembleLayer(nn.Module):
 
     def reset_parameters(self) -> None:
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # PyTorch's nn.Linear / nn.Conv2d default
-        init_fast_factors(list(self.fast_factors), self.init, self.init_std, self.sign_prob)
+        init_fast_factors(list(self.fast_factors), self.init, self.init_std, self.sign_prob, init_mean=self.init_mean)
         if self.bias is not None:
             bound = 1 / math.sqrt(self.spec.kernel_size // self.spec.kernel_shape[0])
             nn.init.uniform_(self.bias, -bound, bound)
@@ -311,8 +312,9 @@ class BatchEnsembleLinear(_BatchEnsembleLayer):
 
     def __init__(self, in_features: int, out_features: int, members: int, rank: int | str = 1,
                  variant: str = "channel-wise", init: str = "normal", init_std: float = 0.5, sign_prob: float = 0.5,
-                 bias: str = "per-member") -> None:
-        super().__init__((out_features, in_features), members, rank, variant, init, init_std, sign_prob, bias)
+                 bias: str = "per-member", init_mean: float = 1.0) -> None:
+        super().__init__((out_features, in_features), members, rank, variant, init, init_std, sign_prob, bias,
+                         init_mean)
 
     def _shared_op(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight)
@@ -345,9 +347,9 @@ class BatchEnsembleConv2d(_BatchEnsembleLayer):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, members: int, stride: int = 1,
                  padding: int = 0, rank: int | str = 1, variant: str = "channel-wise", init: str = "normal",
-                 init_std: float = 0.5, sign_prob: float = 0.5, bias: str = "none") -> None:
+                 init_std: float = 0.5, sign_prob: float = 0.5, bias: str = "none", init_mean: float = 1.0) -> None:
         super().__init__((out_channels, in_channels, kernel_size, kernel_size), members, rank, variant, init,
-                         init_std, sign_prob, bias)
+                         init_std, sign_prob, bias, init_mean)
         self.stride, self.padding = stride, padding
 
     def _shared_op(self, x: torch.Tensor) -> torch.Tensor:

@@ -66,6 +66,7 @@ class LayerFactory:
     bias: str = "per-member"
     batchnorm: str = "shared"
     dropout: float = 0.0
+    init_mean: float = 1.0
 
     @property
     def ensembled(self) -> bool:
@@ -82,7 +83,7 @@ class LayerFactory:
         variant = self.variant if self.variant in DENSE_VARIANTS else "channel-wise"
         rank = self.layer_rank((out_features, in_features), variant)
         return BatchEnsembleLinear(in_features, out_features, self.members, rank, variant, self.init,
-                                   self.init_std, self.sign_prob, self.bias)
+                                   self.init_std, self.sign_prob, self.bias, self.init_mean)
 
     def conv(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
              ensembled: bool = True) -> nn.Module:
@@ -91,7 +92,8 @@ class LayerFactory:
             return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False)
         rank = self.layer_rank((out_channels, in_channels, kernel_size, kernel_size), self.variant)
         return BatchEnsembleConv2d(in_channels, out_channels, kernel_size, self.members, stride, padding, rank,
-                                   self.variant, self.init, self.init_std, self.sign_prob, bias="none")
+                                   self.variant, self.init, self.init_std, self.sign_prob, bias="none",
+                                   init_mean=self.init_mean)
 
     def norm(self, num_features: int, spatial: bool) -> nn.Module:
         if self.ensembled and self.batchnorm == "per-member":
@@ -206,6 +208,12 @@ class EnsembleModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.member_logits(x)
 
+    def member_logits_split(self, x: torch.Tensor) -> torch.Tensor:
+        """(k, B/k, C): member i's logits on its own block of rows i·B/k .. (i+1)·B/k − 1 of ``x`` only (the
+        ``batch_regime='split'`` training forward; B must be a multiple of k)."""
+        raise BadInput(f"batch_regime='split' is not defined for method={self.method}: expected batchensemble or "
+                       f"deep-ensemble")
+
 
 class SingleModel(EnsembleModel):
     method = "single"
@@ -232,6 +240,16 @@ class BatchEnsembleModel(EnsembleModel):
 
     def _members_forward(self, x: torch.Tensor, return_features: bool) -> torch.Tensor:
         return split_members(self.net(x, return_features=return_features), self.members)
+
+    def member_logits_split(self, x: torch.Tensor) -> torch.Tensor:
+        """The input layer takes ``x`` as k member-major blocks instead of one shared batch (no repetition)."""
+        split_members(x, self.members)  # a clear error when B is not a multiple of k
+        layer = self.net.input_layer
+        layer.shared_input = False
+        try:
+            return split_members(self.net(x), self.members)
+        finally:
+            layer.shared_input = True
 
 
 class MCDropoutModel(EnsembleModel):
@@ -283,6 +301,19 @@ class DeepEnsembleModel(EnsembleModel):
                                    {"return_features": return_features})
 
         return vmap(one_member, randomness="different")(params, buffers)
+
+    def member_logits_split(self, x: torch.Tensor) -> torch.Tensor:
+        """Member i runs on its block ``split_members(x, k)[i]`` only."""
+        blocks = split_members(x, self.members)
+        if self.mode == "sequential":
+            return torch.stack([net(block) for net, block in zip(self.nets, blocks)])
+        params = dict(self.template.named_parameters())
+        buffers = dict(self.template.named_buffers())
+
+        def one_member(member_params, member_buffers, block):
+            return functional_call(self.template, (member_params, member_buffers), (block,))
+
+        return vmap(one_member, randomness="different")(params, buffers, blocks)
 
 
 def _replace_tensor(module: nn.Module, dotted: str, value: torch.Tensor, buffer: bool = False) -> None:

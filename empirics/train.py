@@ -13,6 +13,10 @@
 Loss: the mean cross-entropy over all k·B member rows (each member sees the whole batch), as edward2 and
 torch-uncertainty train BatchEnsemble and their jointly trained Deep Ensembles (for SGD this gives each DE member the
 gradient of its own loss divided by k; torch-uncertainty's DE recipe raises the learning rate by k accordingly).
+With ``batch_regime = "split"`` member i sees only the i-th of k blocks of B // k rows (torch-uncertainty's
+``repeat_strategy="paper"``) and the loss is the mean over those B rows (``training_logits``); evaluation always feeds
+every member every input. With ``trajectory = true`` every epoch's entry also holds the ``traj/*`` diversity
+measures of ``empirics.trajectory``.
 
 Determinism: deterministic algorithms on; the epoch's shuffling comes from a generator seeded with (seed, epoch), the
 dropout masks from torch's global generator whose state is checkpointed, so a resumed run — from an epoch end or
@@ -44,6 +48,7 @@ from empirics.evaluate import (CHECKPOINT_FILE, COMPLETE_MARKER, CONFIG_FILE, EV
                                apply_execution_settings, evaluate_run, load_checkpoint, predict_member_probs,
                                read_config)
 from empirics.models import EnsembleModel, build_model
+from empirics.trajectory import TrajectoryProbe
 from theory.cli_support import BadInput
 from theory.records import atomic_write_bytes, atomic_write_json, provenance
 
@@ -131,9 +136,26 @@ def build_scheduler(config: Config, optimizer: torch.optim.Optimizer) -> torch.o
 
 
 def ensemble_loss(member_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """mean over members i and rows b of CE(logits[i, b], y_b) — the mean over the k·B member-major rows."""
+    """mean over members i and rows b of CE(logits[i, b], y_b) — the mean over the k·B member-major rows; ``labels``
+    is (B,) (every member sees the batch) or (k, B) (member i's own rows, ``batch_regime='split'``)."""
     k, _, classes = member_logits.shape
-    return F.cross_entropy(member_logits.reshape(-1, classes), labels.repeat(k))
+    targets = labels.reshape(-1) if labels.dim() == 2 else labels.repeat(k)
+    return F.cross_entropy(member_logits.reshape(-1, classes), targets)
+
+
+def training_logits(config: Config, model: EnsembleModel, images: torch.Tensor,
+                    labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The training forward of ``config.batch_regime``: ``repeat`` → (k, B, C) logits of every member on the whole
+    batch and the (B,) labels; ``split`` → member i's logits on the i-th of k blocks of B // k rows, (k, B // k, C),
+    and their (k, B // k) labels — the last B mod k rows of a batch are left out (at most k − 1 rows, only in a batch
+    whose size is not a multiple of k); ``None`` for a batch of fewer than k rows under ``split``."""
+    if config.batch_regime == "repeat":
+        return model.member_logits(images), labels
+    block = len(images) // model.members
+    if block == 0:
+        return None
+    used = block * model.members
+    return model.member_logits_split(images[:used]), labels[:used].view(model.members, block)
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
@@ -196,7 +218,11 @@ def _train_epoch(config: Config, model: EnsembleModel, optimizer, train_set: Ten
     for images, labels in bar:
         images, labels = images.to(device), labels.to(device)
         optimizer.zero_grad(set_to_none=True)
-        logits = model.member_logits(images)
+        forward = training_logits(config, model, images, labels)
+        if forward is None:  # split regime, a final batch smaller than k: nothing to train on
+            state["batch"] += 1
+            continue
+        logits, labels = forward
         loss = ensemble_loss(logits, labels)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
@@ -306,6 +332,7 @@ def train(config: Config, run_dir: str | Path, resume: bool = False) -> dict[str
 def _run(config: Config, run_dir: Path, model, optimizer, scheduler, state: dict[str, Any], train_set: TensorDataset,
          val_set, device: torch.device, logger: logging.Logger) -> dict[str, float]:
     save = lambda: _save(run_dir, model, optimizer, scheduler, state)  # noqa: E731
+    probe = TrajectoryProbe(config) if config.trajectory else None
     with _signal_flag() as stop:
         epochs = tqdm(total=config.epochs, initial=state["epoch"], desc="epochs", unit="epoch",
                       disable=not sys.stderr.isatty())
@@ -313,6 +340,8 @@ def _run(config: Config, run_dir: Path, model, optimizer, scheduler, state: dict
             while state["epoch"] < config.epochs and not state["stopped_early"]:
                 _train_epoch(config, model, optimizer, train_set, state, device, stop, save)
                 _end_epoch(config, model, optimizer, scheduler, state, _validate(config, model, val_set, device))
+                if probe is not None:
+                    state["history"][-1].update(probe.measure(model, device))
                 save()
                 _write_metrics(run_dir, config, state, None)
                 entry = state["history"][-1]

@@ -219,3 +219,107 @@ def test_schedules_follow_their_formula_per_epoch(schedule, expected):
         scheduler.step()
     assert lrs == pytest.approx(expected, rel=1e-12)
 
+
+
+# ---------------------------------------------------------------- batch regime, frozen fast weights, trajectory
+
+@pytest.mark.parametrize("method,mode", [("batchensemble", "vectorised"), ("deep-ensemble", "vectorised"),
+                                         ("deep-ensemble", "sequential")])
+def test_split_regime_gradient_of_member_i_comes_from_its_own_rows_only(method, mode):
+    """batch_regime='split': the loss equals (1/k) Σ_i mean CE of member i on its own block of B/k rows, computed by a
+    slow per-member loop (member i's logits taken from the repeat forward on block i alone), and every parameter's
+    gradient matches that loop's (float64, tolerance 1e-10: only summation order differs). Changing block j's rows
+    leaves member i's gradient unchanged (i != j) — member i never sees them."""
+    torch.manual_seed(0)
+    config = Config.from_dict({"widths": [6, 5], "method": method, "members": 3, "dropout": 0.0, "de_mode": mode,
+                               "batch_regime": "split"})
+    model = build_model(config.model_spec()).double().train()
+    images, labels = torch.randn(12, 1, 28, 28, dtype=torch.float64), torch.randint(0, 10, (12,))
+
+    def gradients(loss):
+        model.zero_grad()
+        loss.backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    logits, targets = train_module.training_logits(config, model, images, labels)
+    assert logits.shape == (3, 4, 10) and targets.shape == (3, 4)
+    fast_loss = train_module.ensemble_loss(logits, targets)
+    fast = gradients(fast_loss)
+    blocks, block_labels = images.view(3, 4, 1, 28, 28), labels.view(3, 4)
+    slow_loss = sum(torch.nn.functional.cross_entropy(model.member_logits(blocks[i])[i], block_labels[i])
+                    for i in range(3)) / 3
+    assert abs(fast_loss.item() - slow_loss.item()) < 1e-10
+    slow = gradients(slow_loss)
+    assert all(torch.allclose(fast[name], slow[name], atol=1e-10, rtol=0) for name in fast)
+
+    changed = images.clone()
+    changed[8:] = torch.randn(4, 1, 28, 28, dtype=torch.float64)  # block 2 only
+    other = gradients(train_module.ensemble_loss(*train_module.training_logits(config, model, changed, labels)))
+    def of_member(grads, i):
+        """Member i's gradients: slice i of stacked (k, ...) parameters, or the parameters of ``nets.i``."""
+        if mode == "sequential" and method == "deep-ensemble":
+            return [g for name, g in grads.items() if name.startswith(f"nets.{i}.")]
+        return [g[i] for g in grads.values() if g.dim() and g.shape[0] == 3]
+
+    assert of_member(fast, 0), "per-member parameters expected"
+    assert all(torch.equal(x, y) for x, y in zip(of_member(fast, 0), of_member(other, 0)))
+    assert any(not torch.equal(x, y) for x, y in zip(of_member(fast, 2), of_member(other, 2)))
+
+
+def test_split_regime_drops_the_remainder_rows_and_is_rejected_for_a_single_model():
+    """A batch of 7 rows with k = 3 trains on 2 rows per member (6 rows); fewer than k rows train nothing; a
+    single model has no members to split among (a one-line BadInput naming the value)."""
+    torch.manual_seed(0)
+    config = Config.from_dict({"widths": [4], "members": 3, "batch_regime": "split"})
+    model = build_model(config.model_spec())
+    logits, targets = train_module.training_logits(config, model, torch.randn(7, 1, 28, 28), torch.arange(7))
+    assert logits.shape[:2] == (3, 2) and targets.tolist() == [[0, 1], [2, 3], [4, 5]]
+    assert train_module.training_logits(config, model, torch.randn(2, 1, 28, 28), torch.arange(2)) is None
+    with pytest.raises(BadInput, match="batch_regime='split'.*method=single"):
+        Config.from_dict({"method": "single", "batch_regime": "split"})
+
+
+def test_fast_lr_zero_freezes_the_fast_weights_and_trains_the_slow_ones(tiny_mnist_root, tmp_path):
+    """fast_lr_mult = 0: every fast factor ends exactly at its init; the slow weights move."""
+    config = tiny_config(tiny_mnist_root, epochs=1, fast_lr_mult=0.0)
+    torch.manual_seed(config.seed)
+    initial = build_model(config.model_spec()).state_dict()
+    train(config, tmp_path / "run")
+    final = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["model"]
+    fast = [name for name in final if "fast_factors" in name]
+    assert fast and all(torch.equal(final[name], initial[name]) for name in fast)
+    assert not torch.equal(final["net.hidden.0.weight"], initial["net.hidden.0.weight"])
+
+
+def test_normal_init_mean_sets_the_fast_weight_mean():
+    """init_mean = 0 draws N(0, σ) fast factors (the seed summary's literal reading of the paper's init): over the
+    3·(16 + 784) + 3·(10 + 16) entries the sample mean is within 4 standard errors (4 · 0.5 / √2478 ≈ 0.04) of 0,
+    and of 1 with the default."""
+    for mean in (0.0, 1.0):
+        torch.manual_seed(0)
+        config = Config.from_dict({"widths": [16], "members": 3, "init_mean": mean})
+        model = build_model(config.model_spec())
+        entries = torch.cat([p.detach().flatten() for n, p in model.named_parameters() if "fast_factors" in n])
+        assert len(entries) == 2478 and abs(entries.mean().item() - mean) < 4 * 0.5 / 2478 ** 0.5
+
+
+def test_trajectory_is_recorded_every_epoch_changes_no_number_and_epoch_e_is_the_e_epoch_run(tiny_mnist_root,
+                                                                                          tmp_path):
+    """trajectory = true adds the traj/* measures to every epoch entry, leaves every other number and the weights
+    unchanged (the probe restores the RNG), and with patience 0 and a constant LR the 2-epoch run's final
+    trajectory entry equals epoch 2 of the 3-epoch run (one long run gives every shorter fixed budget)."""
+    common = dict(patience=0, dropout=0.1, trajectory_samples=16)
+    train(tiny_config(tiny_mnist_root, epochs=3, trajectory=True, **common), tmp_path / "with")
+    train(tiny_config(tiny_mnist_root, epochs=3, **common), tmp_path / "without")
+    train(tiny_config(tiny_mnist_root, epochs=2, trajectory=True, **common), tmp_path / "short")
+    with_, without, short = (read_json(tmp_path / name / "metrics.json")["epochs"]
+                             for name in ("with", "without", "short"))
+    keys = {"traj/shift/mutual_information", "traj/shift/disagreement", "traj/weights/mean_cosine",
+            "traj/distance/rank1/relative_residual", "traj/shift/members_mean/accuracy",
+            "traj/shift/ensemble/accuracy"}
+    assert all(keys <= entry.keys() for entry in with_)
+    assert [{k: v for k, v in entry.items() if not k.startswith("traj/")} for entry in with_] == without
+    assert short == with_[:2]
+    a = load_checkpoint(tmp_path / "with" / "checkpoint.pt")["model"]
+    b = load_checkpoint(tmp_path / "without" / "checkpoint.pt")["model"]
+    assert all(torch.equal(a[name], b[name]) for name in a)
