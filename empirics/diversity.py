@@ -26,9 +26,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from scipy import stats
+from scipy import optimize, stats
 
-from empirics import data, metrics
+from empirics import data, effects, metrics
 from empirics.config import Config
 from empirics.evaluate import apply_execution_settings, data_root, load_run, predict_member_probs
 from empirics.models import build_model, member_weight_tuples
@@ -92,6 +92,85 @@ def weight_geometry(layer_weights: Mapping[str, torch.Tensor]) -> dict[str, dict
         result[name] = {key: value.tolist() for key, value in matrices.items()}
         result[name].update({f"mean_{key}": mean_off_diagonal(value) for key, value in matrices.items()})
     return result
+
+
+# ---------------------------------------------------------------- permutation-aligned weights (hidden-unit symmetry)
+
+ALIGN_MAX_SWEEPS = 20  # coordinate-descent sweeps of the weight matching (stops earlier when no permutation changes)
+
+
+def is_dense_chain(layer_weights: Mapping[str, torch.Tensor]) -> bool:
+    """Dense layers ``(k, out, in)`` in order, each layer's ``out`` the next one's ``in`` (an MLP): the only case where
+    permuting the hidden units of layer l (rows of W_l, columns of W_{l+1}) is a symmetry of the network."""
+    shapes = [tuple(w.shape[1:]) for w in layer_weights.values()]
+    return all(len(shape) == 2 for shape in shapes) and all(a[0] == b[1] for a, b in zip(shapes, shapes[1:]))
+
+
+def match_hidden_units(reference: Sequence[np.ndarray], other: Sequence[np.ndarray],
+                       max_sweeps: int = ALIGN_MAX_SWEEPS) -> list[np.ndarray]:
+    """Permutations P_1..P_{L−1} of the hidden units of ``other`` (weights W_1..W_L, W_l of shape (out_l, in_l)) that
+    bring it close to ``reference``: weight matching (Ainsworth et al. 2023, "Git Re-Basin", Alg. 1), minimising
+    Σ_l |A_l − P_l B_l P_{l−1}ᵀ|_F² by coordinate descent; the step for P_l is the linear assignment
+    max_P ⟨P, A_l P_{l−1} B_lᵀ + A_{l+1}ᵀ P_{l+1} B_{l+1}⟩ (``scipy.optimize.linear_sum_assignment``). Exact for one
+    hidden layer; a local optimum (so an upper bound on the aligned distance) for more. Biases are not part of the
+    member weight tuples and are left out. ``perm[l][a]`` = the unit of ``other`` matched to unit ``a``."""
+    sizes = [w.shape[0] for w in reference[:-1]]
+    perms = [np.arange(size) for size in sizes]
+
+    def permuted_in(layer: int) -> np.ndarray:  # B_l with its input columns permuted by P_{l−1}
+        weight = other[layer]
+        return weight if layer == 0 else weight[:, perms[layer - 1]]
+
+    for _ in range(max_sweeps):
+        changed = False
+        for layer in range(len(sizes)):
+            cost = reference[layer] @ permuted_in(layer).T
+            following = other[layer + 1] if layer + 1 == len(sizes) else other[layer + 1][perms[layer + 1]]
+            cost = cost + reference[layer + 1].T @ following
+            _, columns = optimize.linear_sum_assignment(cost, maximize=True)
+            if not np.array_equal(columns, perms[layer]):
+                perms[layer], changed = columns, True
+        if not changed:
+            break
+    return perms
+
+
+def apply_hidden_permutations(weights: Sequence[np.ndarray], perms: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """P_l W_l P_{l−1}ᵀ for every layer (rows by P_l, columns by P_{l−1}): the same function as ``weights``."""
+    out = []
+    for layer, weight in enumerate(weights):
+        if layer < len(perms):
+            weight = weight[perms[layer]]
+        if layer > 0:
+            weight = weight[:, perms[layer - 1]]
+        out.append(weight)
+    return out
+
+
+def aligned_weight_geometry(layer_weights: Mapping[str, torch.Tensor]) -> dict[str, float] | None:
+    """Mean over member pairs i < j of the relative distance and cosine of the whole-network weights after aligning
+    member j's hidden units to member i's (``match_hidden_units``); ``None`` unless the layers form a dense chain.
+
+    What it can show: two independently initialised networks have raw cosine ≈ 0 whatever they compute, because their
+    hidden units are in arbitrary order; after alignment, the distance measures how different the members are *up to*
+    this symmetry, so it can rank Deep-Ensemble members against each other. What it cannot: it ignores other
+    symmetries (ReLU rescaling), the matching is a local optimum beyond one hidden layer (an upper bound), and a small
+    aligned distance is no proof of equal functions (function-space measures answer that)."""
+    if not is_dense_chain(layer_weights):
+        return None
+    stacked = [w.detach().to(torch.float64).cpu().numpy() for w in layer_weights.values()]
+    k = stacked[0].shape[0]
+    distances, cosines = [], []
+    for i in range(k):
+        for j in range(i + 1, k):
+            reference, other = [w[i] for w in stacked], [w[j] for w in stacked]
+            aligned = apply_hidden_permutations(other, match_hidden_units(reference, other))
+            a = np.concatenate([w.ravel() for w in reference])
+            b = np.concatenate([w.ravel() for w in aligned])
+            scale = math.sqrt((a @ a + b @ b) / 2)
+            distances.append(float(np.linalg.norm(a - b) / scale))
+            cosines.append(float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))))
+    return {"mean_relative_distance": float(np.mean(distances)), "mean_cosine": float(np.mean(cosines))}
 
 
 def layer_spec(weights: torch.Tensor, rank: int, variant: str) -> BatchEnsembleSpec:
@@ -211,6 +290,7 @@ PARAMETER_DIVERSITY = (
     ("weight relative distance", "weights/network/mean_relative_distance", lambda v: v),
     ("1 − weight cosine", "weights/network/mean_cosine", lambda v: 1.0 - v),
     ("distance to rank-1 BE set (relative)", "distance/network/rank1/relative_residual", lambda v: v),
+    ("aligned weight relative distance", "aligned/network/mean_relative_distance", lambda v: v),
 )
 FUNCTION_DIVERSITY = (
     ("mutual information (test)", "test/mutual_information", lambda v: v),
@@ -226,11 +306,18 @@ HEADLINE_LINK = ("weights/network/mean_relative_distance", "shift/mutual_informa
 RANK1_LINK = ("distance/network/rank1/relative_residual", "shift/mutual_information")  # the paper's open question
 
 
-def link_analysis(points: Sequence[Mapping[str, float]], seed: int = 0) -> dict:
-    """Spearman ρ (bootstrap CI) for every (parameter-space, function-space) diversity pair across runs × seeds.
+LINK_METHOD = ("Spearman rank correlation over runs × seeds; 95% CIs from a cluster (hierarchical) bootstrap that "
+               "resamples run configurations, then seeds within each (2000 resamples); between = ρ of configuration "
+               "means, within = ρ of the deviations from each configuration's mean (empirics.effects)")
 
-    ``points`` are the flat metrics of each finished run; runs without a measure (k = 1) are left out of its pairs.
-    The headline pair is ``HEADLINE_LINK``: weight relative distance vs mutual information under shift.
+
+def link_analysis(points: Sequence[Mapping[str, float]], seed: int = 0) -> dict:
+    """Spearman ρ for every (parameter-space, function-space) diversity pair across runs × seeds, with cluster-bootstrap
+    CIs and the between- and within-configuration ρ (``empirics.effects.cluster_bootstrap_spearman``).
+
+    ``points`` are the flat metrics of each finished run with its configuration name under ``"run"``; runs without a
+    measure (k = 1; the aligned distance outside MLPs or in older studies) are left out of its pairs. The headline
+    pair is ``HEADLINE_LINK``: weight relative distance vs mutual information under shift.
     """
     pairs = []
     for p_label, p_key, p_map in PARAMETER_DIVERSITY:
@@ -238,12 +325,12 @@ def link_analysis(points: Sequence[Mapping[str, float]], seed: int = 0) -> dict:
             usable = [point for point in points if p_key in point and f_key in point]
             x = [p_map(point[p_key]) for point in usable]
             y = [f_map(point[f_key]) for point in usable]
+            clusters = [point["run"] for point in usable]
             pairs.append({"parameter": p_label, "parameter_key": p_key, "function": f_label, "function_key": f_key,
-                          **spearman_with_ci(x, y, seed=seed)})
+                          **effects.cluster_bootstrap_spearman(x, y, clusters, seed=seed)})
     headline = next(pair for pair in pairs if pair["parameter_key"] == HEADLINE_LINK[0]
                     and pair["function_key"] == HEADLINE_LINK[1])
-    return {"method": "Spearman rank correlation, paired percentile bootstrap (2000 resamples, 95% CI)",
-            "headline": headline, "pairs": pairs}
+    return {"method": LINK_METHOD, "headline": headline, "pairs": pairs}
 
 
 # ---------------------------------------------------------------- one trained run -> diversity.json
@@ -322,6 +409,9 @@ def analyse_run(run_dir: str | Path, distance_ranks: Sequence[int] = (1,), start
                               for layer, entry in geometry.items()}
         scalars["distance"] = distance_to_be_sets(weights, sorted(set(distance_ranks)), config.variant,
                                                   starts=starts, max_iter=max_iter, seed=config.seed)
+        aligned = aligned_weight_geometry(weights)
+        if aligned is not None:
+            scalars["aligned"] = {NETWORK: aligned}
     function_matrices, scalars["features"] = _function_space(config, model, device, samples)
     payload = {"provenance": provenance(config.to_dict(), config.seed), "checkpoint_epoch": state["epoch"],
                "distance_fit": {"starts": starts, "max_iter": max_iter}, "function_space_samples": samples,
