@@ -6,14 +6,14 @@
   it reports the *between-configuration* ρ (of configuration means; what a study with a handful of methods mostly
   measures) and the *within-configuration* ρ (of the deviations from each configuration's mean: does the link hold
   among the seeds of one configuration?), each with its CI from the same resamples.
-* ``contrast`` — the effect size of a headline contrast between two runs: the ratio or difference of their means over
-  seeds, with a percentile bootstrap over seeds (paired by seed when both sides are the same run, e.g. one run at two
-  epochs; independent resampling otherwise), and the verdict of a pre-registered test "the CI lies above / below a
-  value".
+* ``contrast`` — the effect size of a headline contrast: the ratio or difference of two runs' means over seeds, or a
+  ratio of two such ratios, with a percentile bootstrap over seeds (paired by seed when two sides are the same run,
+  e.g. one run at two epochs; independent resampling otherwise), and the verdict of a pre-registered test "the CI
+  lies above / below a value".
 """
 from __future__ import annotations
 
-from typing import Any, Hashable, Sequence
+from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
 from scipy import stats
@@ -22,7 +22,6 @@ from theory.cli_support import BadInput
 
 N_RESAMPLES = 2000
 CONFIDENCE = 0.95
-STATISTICS = ("ratio", "difference")
 EXPECTATIONS = ("above", "below")
 
 
@@ -155,39 +154,56 @@ def excludes_zero(entry: dict[str, Any]) -> bool:
 
 # ---------------------------------------------------------------- headline contrasts
 
-def _statistic(a: np.ndarray, b: np.ndarray, statistic: str) -> np.ndarray:
-    """mean(a) / mean(b) or mean(a) − mean(b) along the last axis."""
-    mean_a, mean_b = a.mean(axis=-1), b.mean(axis=-1)
-    if statistic == "difference":
-        return mean_a - mean_b
+STATISTIC_SIDES = {"ratio": ("a", "b"), "difference": ("a", "b"), "ratio_of_ratios": ("a", "b", "c", "d")}
+
+
+def _statistic(means: Mapping[str, np.ndarray], statistic: str) -> np.ndarray:
+    """mean_a / mean_b (``ratio``), mean_a − mean_b (``difference``) or (mean_a / mean_b) / (mean_c / mean_d)
+    (``ratio_of_ratios``: e.g. BE's share of DE's diversity at one scale over its share at another); NaN where a
+    denominator is 0."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(mean_b != 0, mean_a / mean_b, np.nan)
+        if statistic == "difference":
+            return means["a"] - means["b"]
+        ratio = np.where(means["b"] != 0, means["a"] / means["b"], np.nan)
+        if statistic == "ratio":
+            return ratio
+        other = np.where(means["d"] != 0, means["c"] / means["d"], np.nan)
+        return np.where(other != 0, ratio / other, np.nan)
 
 
-def contrast(a: Sequence[float], b: Sequence[float], statistic: str = "ratio", paired: bool = False,
-             n_resamples: int = N_RESAMPLES, confidence: float = CONFIDENCE, seed: int = 0) -> dict[str, Any]:
-    """Effect size mean(a) / mean(b) (``ratio``) or mean(a) − mean(b) (``difference``) of two samples over seeds, with
-    a percentile bootstrap CI: ``paired`` resamples seed indices jointly (a and b measured on the same seeds, same
-    length), otherwise each sample independently. ``estimate`` is ``None`` when a side is empty or a ratio's
-    denominator mean is 0."""
-    if statistic not in STATISTICS:
-        raise BadInput(f"statistic={statistic!r} is unknown: expected one of {', '.join(STATISTICS)}")
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    base = {"statistic": statistic, "paired": paired, "n_a": int(len(a)), "n_b": int(len(b))}
-    if not len(a) or not len(b):
+def contrast(samples: Mapping[str, Sequence[float]], statistic: str = "ratio",
+             groups: Mapping[str, Hashable] | None = None, n_resamples: int = N_RESAMPLES,
+             confidence: float = CONFIDENCE, seed: int = 0) -> dict[str, Any]:
+    """Effect size of ``statistic`` over the means of the seed samples ``samples[side]`` (sides a, b[, c, d]), with a
+    percentile bootstrap CI over seeds. Sides in the same ``groups`` entry (the same run measured twice, e.g. at two
+    epochs) are paired: one draw of seed indices serves them all, so they need equal lengths; other sides are
+    resampled independently. ``estimate`` is ``None`` when a side is empty or a denominator mean is 0."""
+    if statistic not in STATISTIC_SIDES:
+        raise BadInput(f"statistic={statistic!r} is unknown: expected one of {', '.join(STATISTIC_SIDES)}")
+    sides = STATISTIC_SIDES[statistic]
+    missing = [side for side in sides if side not in samples]
+    if missing:
+        raise BadInput(f"statistic={statistic!r} needs samples {', '.join(sides)}; missing {', '.join(missing)}")
+    values = {side: np.asarray(samples[side], dtype=float) for side in sides}
+    groups = {side: (groups or {}).get(side, side) for side in sides}
+    base = {"statistic": statistic, "n": {side: int(len(values[side])) for side in sides},
+            "paired": sorted({g for g in groups.values() if list(groups.values()).count(g) > 1}, key=str)}
+    if any(not len(v) for v in values.values()):
         return {**base, "estimate": None, "ci_low": None, "ci_high": None, "n_boot": 0}
-    if paired and len(a) != len(b):
-        raise BadInput(f"a paired contrast needs the same seeds on both sides, got {len(a)} and {len(b)} values")
-    estimate = float(_statistic(a, b, statistic))
+    for group in set(groups.values()):
+        lengths = {len(values[side]) for side in sides if groups[side] == group}
+        if len(lengths) > 1:
+            raise BadInput(f"paired sides of {group!r} need the same seeds, got {sorted(lengths)} values")
+    estimate = float(_statistic({side: v.mean() for side, v in values.items()}, statistic))
     rng = np.random.default_rng(seed)
-    if paired:
-        index = rng.integers(0, len(a), size=(n_resamples, len(a)))
-        boot = _statistic(a[index], b[index], statistic)
-    else:
-        boot = _statistic(a[rng.integers(0, len(a), size=(n_resamples, len(a)))],
-                          b[rng.integers(0, len(b), size=(n_resamples, len(b)))], statistic)
+    draws = {}
+    for side in sides:
+        group = groups[side]
+        if group not in draws:
+            draws[group] = rng.integers(0, len(values[side]), size=(n_resamples, len(values[side])))
+    boot = _statistic({side: values[side][draws[groups[side]]].mean(axis=1) for side in sides}, statistic)
     low, high, kept = _interval(np.asarray(boot, dtype=float), confidence)
-    return {**base, "estimate": None if not np.isfinite(estimate) else estimate, "ci_low": low, "ci_high": high,
+    return {**base, "estimate": estimate if np.isfinite(estimate) else None, "ci_low": low, "ci_high": high,
             "n_boot": kept}
 
 

@@ -17,6 +17,7 @@ and ``member_weight_tuples(model) -> {layer name: (k, out, in[, h, w])}`` gives 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -419,3 +420,33 @@ def _dropout_weight_samples(layer: nn.Module, samples: int, generator: torch.Gen
         return weight.unsqueeze(0).expand(samples, *weight.shape).clone()
     keep = torch.empty(samples, 1, weight.shape[1], dtype=weight.dtype).bernoulli_(1 - rate, generator=generator)
     return weight.unsqueeze(0) * keep.view(samples, 1, weight.shape[1], *([1] * (weight.dim() - 2))) / (1 - rate)
+
+
+def count_parameters(spec: ModelSpec) -> int:
+    """Trainable parameters of the model of ``spec`` (slow and fast weights, biases, norms; every member)."""
+    return sum(parameter.numel() for parameter in build_model(spec).parameters())
+
+
+def matching_widths(spec: ModelSpec, target: int, search: int = 4) -> tuple[int, ...]:
+    """Hidden widths of ``spec``'s MLP scaled by one common factor, w_l' = round(w_l · w_0' / w_0), with w_0' the
+    integer in [w_0, search · w_0] whose parameter count is closest to ``target`` (ties: the smaller). Used for the
+    single model with as many parameters as a BatchEnsemble (the baseline of Abe et al. 2022, "Deep Ensembles Work,
+    But Are They Necessary?"): the count is quadratic in the scale, so the closest integer first width is exact to
+    within one unit of w_0'."""
+    if spec.arch != "mlp":
+        raise BadInput(f"matching widths needs arch='mlp', got {spec.arch!r}")
+    first = spec.widths[0]
+
+    def scaled(new_first: int) -> tuple[int, ...]:
+        return tuple(max(1, round(width * new_first / first)) for width in spec.widths)
+
+    def count(new_first: int) -> int:
+        return count_parameters(dataclasses.replace(spec, widths=scaled(new_first)))
+
+    low, high = first, search * first  # count is increasing in the first width: bisect for the first count >= target
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (middle + 1, high) if count(middle) < target else (low, middle)
+    best = min((candidate for candidate in (low - 1, low) if candidate >= first),
+               key=lambda candidate: (abs(count(candidate) - target), candidate))
+    return scaled(best)

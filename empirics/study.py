@@ -1,6 +1,7 @@
 """Studies: a preset (``empirics/presets/<name>.toml``) names a claim, the evidence it produces and a grid of runs.
 
-``python -m empirics study PRESET [--seeds N] [--resume | --rerun] [--jobs J] [--reuse DIR] [--out DIR] [--tiny]``
+``python -m empirics study PRESET [--seeds N] [--resume | --rerun] [--jobs J] [--reuse DIR] [--out DIR] [--tiny]
+[--summarise-only]``
 trains every (run, seed), evaluates it on test / shift / OOD data, measures its diversity geometry
 (``empirics.diversity``), then aggregates mean ± std over seeds and the parameter ↔ function-space link into
 ``<out>/summary.json`` and writes the report (``empirics.report``). PRESET is a name under ``empirics/presets/`` or the path of a preset ``.toml`` file.
@@ -9,6 +10,12 @@ Preset format::
 
     [study]   claim, evidence, seeds (count; seeds are 0..N−1), include (other presets, optional), and the
               distance-to-BE fit: distance_ranks, distance_starts, distance_max_iter (ALS starts and sweeps)
+    [study.headline]   optional pre-registered headline test, written before the study runs: hypothesis (text),
+              metric, a, b (run names), statistic ("ratio" = mean_a / mean_b or "difference"), expect ("above" or
+              "below") and value: supported when the bootstrap CI of the statistic lies entirely on that side of
+              value (``empirics.effects``); metric_b (optional) takes b's value from another metric, e.g. one run's
+              trajectory at two epochs (``traj/shift/mutual_information@30`` vs ``@1``; paired by seed when a = b)
+    [[study.contrasts]]  further contrasts in the same format, each with a name (reported, not pre-registered tests)
     [base]    Config fields shared by every run (``empirics.config``)
     [runs.NAME]  the Config fields of run NAME on top of [base]
     [tiny]    overrides for ``--tiny`` (CI smoke: every run on tiny training and evaluation subsets, ``n_train``
@@ -50,7 +57,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from empirics import diversity, report
+from empirics import diversity, effects, report
 from empirics.config import Config
 from empirics.diversity import DIVERSITY_FILE
 from empirics.report import SUMMARY_FILE
@@ -84,6 +91,8 @@ class Preset:
     distance_starts: int = 1
     distance_max_iter: int = 100
     includes: tuple[str, ...] = ()
+    headline: dict[str, Any] = field(default_factory=dict)
+    contrasts: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -142,11 +151,47 @@ def load_preset(name: str) -> Preset:
     reference.update(raw.get("reference", {}))
     if not runs:
         raise BadInput(f"preset {name!r} defines no runs: add [runs.NAME] tables or [study] include")
-    return Preset(name=preset_path(name).stem, claim=" ".join(study["claim"].split()),
+    headline = _checked_contrast(name, "headline", study["headline"], runs) if "headline" in study else {}
+    contrasts = tuple(_checked_contrast(name, f"contrasts[{index}]", entry, runs, named=True)
+                      for index, entry in enumerate(study.get("contrasts", [])))
+    return Preset(name=preset_path(name).stem, claim=" ".join(study["claim"].split()), headline=headline,
+                  contrasts=contrasts,
                   evidence=" ".join(study["evidence"].split()),
                   seeds=require_int_in_range("seeds", study["seeds"], 1), runs=runs, tiny=raw.get("tiny", {}),
                   reference=reference, distance_ranks=tuple(sorted(ranks)), includes=includes,
                   **_fit_settings(study, sources))
+
+
+CONTRAST_KEYS = ("hypothesis", "metric", "a", "b", "statistic", "expect", "value")
+CONTRAST_OPTIONAL = ("metric_a", "metric_b", "metric_c", "metric_d", "c", "d", "name")
+
+
+def _checked_contrast(preset: str, where: str, entry: Any, runs: dict[str, Any], named: bool = False) -> dict:
+    """A headline test or contrast of [study], its keys, run names and choices checked (a one-line BadInput)."""
+    if not isinstance(entry, dict):
+        raise BadInput(f"preset {preset!r}: [study] {where} must be a table with keys {', '.join(CONTRAST_KEYS)}")
+    required = CONTRAST_KEYS + (("name",) if named else ())
+    missing = [key for key in required if key not in entry]
+    unknown = sorted(set(entry) - set(CONTRAST_KEYS) - set(CONTRAST_OPTIONAL))
+    if missing or unknown:
+        raise BadInput(f"preset {preset!r}: [study] {where} " + (f"lacks {', '.join(missing)}" if missing else
+                       f"has unknown key(s) {', '.join(unknown)}") + f": expected {', '.join(required)} "
+                       f"(optional: {', '.join(CONTRAST_OPTIONAL)})")
+    if entry["statistic"] not in effects.STATISTIC_SIDES:
+        raise BadInput(f"preset {preset!r}: [study] {where} statistic={entry['statistic']!r} is unknown: expected "
+                       f"one of {', '.join(effects.STATISTIC_SIDES)}")
+    for side in effects.STATISTIC_SIDES[entry["statistic"]]:
+        if side not in entry:
+            raise BadInput(f"preset {preset!r}: [study] {where} statistic={entry['statistic']!r} needs run {side}")
+        if entry[side] not in runs:
+            raise BadInput(f"preset {preset!r}: [study] {where} {side}={entry[side]!r} is not a run: expected one of "
+                           f"{', '.join(runs)}")
+    if entry["expect"] not in effects.EXPECTATIONS:
+        raise BadInput(f"preset {preset!r}: [study] {where} expect={entry['expect']!r} is unknown: expected one of "
+                       f"{', '.join(effects.EXPECTATIONS)}")
+    if isinstance(entry["value"], bool) or not isinstance(entry["value"], (int, float)):
+        raise BadInput(f"preset {preset!r}: [study] {where} value={entry['value']!r} is not a number")
+    return {**entry, "hypothesis": " ".join(str(entry["hypothesis"]).split()), "value": float(entry["value"])}
 
 
 def _fit_settings(study: dict[str, Any], sources: list[Preset]) -> dict[str, int]:
@@ -252,9 +297,12 @@ def default_out(preset: str, tiny: bool) -> Path:
 
 def run_study(preset_name: str, out: Path | None = None, seeds: int | None = None, resume: bool = False,
               tiny: bool = False, rerun: bool = False, workers: int = 1,
-              reuse: list[Path] | None = None) -> dict[str, Any]:
+              reuse: list[Path] | None = None, summarise_only: bool = False) -> dict[str, Any]:
     """Run every unfinished (run, seed) of the preset (every one with ``rerun``), ``workers`` at a time, after copying
-    those with a reusable twin under a ``reuse`` folder; then write ``summary.json`` and the report; return it."""
+    those with a reusable twin under a ``reuse`` folder; then write ``summary.json`` and the report; return it.
+    ``summarise_only`` trains nothing: it rebuilds ``summary.json`` and the report from the finished run folders (the
+    current analyses on committed runs; a run folder's missing new config keys read as their defaults) and refuses
+    when a run is unfinished."""
     require_int_in_range("--jobs", workers, 1)
     preset = load_preset(preset_name)
     if tiny:
@@ -271,6 +319,9 @@ def run_study(preset_name: str, out: Path | None = None, seeds: int | None = Non
         if not Path(folder).is_dir():
             raise BadInput(f"--reuse {folder} is not a folder: expected a study's output folder (with runs/)")
     todo = [spec for spec in specs if rerun or not is_finished(out / spec.relative_dir)]
+    if summarise_only and (todo or rerun):
+        raise BadInput(f"--summarise-only: {len(todo)} run(s) of {preset.name} in {out} are unfinished (e.g. "
+                       f"{todo[0].relative_dir if todo else '--rerun'}): expected every run finished")
     reused = reuse_finished_runs(todo, [Path(folder) for folder in reuse or []], out, preset, tiny)
     todo = [spec for spec in todo if f"{spec.name}/seed{spec.seed}" not in reused]
     print(f"{preset.name}: {len(specs)} runs, {len(specs) - len(todo) - len(reused)} already finished, "
@@ -354,6 +405,38 @@ def run_metrics(run_dir: Path) -> dict[str, float]:
     return metrics
 
 
+def trajectory_metrics(run_dir: Path) -> dict[str, float]:
+    """``traj/<measure>@<epoch>`` for every ``traj/*`` value recorded in ``metrics.json`` (``empirics.trajectory``);
+    empty for a run without the trajectory."""
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return {}
+    with open(path, encoding="utf-8") as handle:
+        epochs = json.load(handle).get("epochs", [])
+    return {f"{key}@{entry['epoch']}": float(value) for entry in epochs for key, value in entry.items()
+            if key.startswith("traj/")}
+
+
+def evaluate_contrast(summary: dict[str, Any], entry: dict[str, Any], seed: int = 0) -> dict[str, Any]:
+    """The contrast ``entry`` (a headline or a [[study.contrasts]] table) on the summarised runs: the statistic with
+    its bootstrap CI over seeds (paired by seed when a = b) and the verdict of the pre-registered test."""
+    sides = effects.STATISTIC_SIDES[entry["statistic"]]
+    metric = {side: entry.get(f"metric_{side}", entry["metric"]) for side in sides}
+    by_seed = {}
+    for side in sides:
+        run = summary["runs"].get(entry[side], {})
+        found = run.get("metrics", {}).get(metric[side])
+        by_seed[side] = dict(zip(run.get("seeds", []), found["values"])) if found else {}
+    samples = {}
+    for side in sides:  # sides of one run keep only the seeds every such side has, in seed order (paired)
+        twins = [other for other in sides if entry[other] == entry[side]]
+        common = sorted(set.intersection(*(set(by_seed[other]) for other in twins)))
+        samples[side] = [by_seed[side][s] for s in common]
+    found = effects.contrast(samples, entry["statistic"], groups={side: entry[side] for side in sides}, seed=seed)
+    return {**entry, **{f"metric_{side}": metric[side] for side in sides}, **found,
+            "verdict": effects.verdict(found, entry["expect"], entry["value"])}
+
+
 def mean_std(values: list[float]) -> dict[str, Any]:
     """Mean and sample standard deviation (ddof = 1; 0 for one seed) over seeds, with the raw per-seed values."""
     array = np.asarray(values, dtype=float)
@@ -373,6 +456,7 @@ def summarise(preset: Preset, specs: list[RunSpec], out: Path, tiny: bool = Fals
             missing.append(str(spec.relative_dir))
             continue
         metrics = run_metrics(run_dir)
+        metrics.update(trajectory_metrics(run_dir))
         points.append({"run": spec.name, "seed": spec.seed, "method": build_config(spec).method, **metrics})
         seeds.setdefault(spec.name, []).append(spec.seed)
         for key, value in metrics.items():
@@ -380,10 +464,14 @@ def summarise(preset: Preset, specs: list[RunSpec], out: Path, tiny: bool = Fals
     runs = {name: {"fields": preset.runs[name], "seeds": seeds[name],
                    "metrics": {key: mean_std(values) for key, values in sorted(per_run[name].items())}}
             for name in preset.runs if name in per_run}
-    return {"preset": preset.name, "claim": preset.claim, "evidence": preset.evidence, "tiny": tiny,
-            "includes": list(preset.includes), "provenance": provenance({"preset": preset.name, "tiny": tiny,
-                                                                         "overrides": preset.tiny if tiny else {}}),
-            "runs": runs, "missing": missing, "reference": preset.reference, **link_analyses(points)}
+    summary = {"preset": preset.name, "claim": preset.claim, "evidence": preset.evidence, "tiny": tiny,
+               "includes": list(preset.includes), "provenance": provenance({"preset": preset.name, "tiny": tiny,
+                                                                            "overrides": preset.tiny if tiny else {}}),
+               "runs": runs, "missing": missing, "reference": preset.reference, **link_analyses(points)}
+    if preset.headline:
+        summary["headline"] = evaluate_contrast(summary, preset.headline)
+    summary["contrasts"] = [evaluate_contrast(summary, entry) for entry in preset.contrasts]
+    return summary
 
 
 def link_analyses(points: list[dict[str, Any]]) -> dict[str, Any]:
@@ -408,6 +496,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tiny", action="store_true", help="CI smoke mode: tiny subsets, one seed, seconds per run")
     parser.add_argument("--reuse", type=Path, action="append", metavar="DIR",
                         help="copy finished runs with the same config from another study's folder (repeatable)")
+    parser.add_argument("--summarise-only", action="store_true",
+                        help="train nothing: rebuild summary.json and the report from the finished runs")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs trained side by side, one process each (default 1; keep jobs x threads <= cores)")
     parser.set_defaults(handler=_handle)
@@ -415,5 +505,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _handle(args: argparse.Namespace) -> int:
     summary = run_study(args.preset, args.out, args.seeds, args.resume, args.tiny, args.rerun, args.jobs,
-                        args.reuse)
+                        args.reuse, args.summarise_only)
     return 1 if summary["missing"] else 0

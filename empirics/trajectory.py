@@ -4,7 +4,8 @@ With ``trajectory = true`` in a run's config, ``empirics.train`` calls ``Traject
 stores its values in that epoch's entry of ``metrics.json`` under ``traj/...`` keys:
 
 * ``traj/shift/mutual_information``, ``traj/shift/disagreement`` — on a fixed, seeded subset of ``trajectory_samples``
-  shifted test images (the run's corruption families at its severity; ``empirics.data.shifted_test_set``);
+  shifted test images (the run's corruption families at its severity, each applied to an evaluation subset of the
+  clean test set; ``empirics.data.shifted_test_set``);
 * ``traj/shift/members_mean/accuracy``, ``traj/shift/ensemble/accuracy`` — on the same images (accuracy next to
   diversity);
 * ``traj/weights/mean_cosine`` — mean pairwise cosine of the members' whole-network weights (``empirics.diversity``);
@@ -35,9 +36,12 @@ class TrajectoryProbe:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        # Each family corrupts only an evaluation subset of the clean test set (at most trajectory_samples images,
+        # within the run's n_eval subset when that is smaller), then trajectory_samples of the pooled images are kept.
+        per_family = min(config.n_eval, config.trajectory_samples) if config.n_eval else config.trajectory_samples
         images, labels, _ = data.shifted_test_set(config.dataset, data_root(config),
                                                   list(config.shift_families) or None, config.shift_severity,
-                                                  config.seed, config.download, config.n_eval)
+                                                  config.seed, config.download, per_family)
         chosen = torch.randperm(len(images), generator=torch.Generator().manual_seed(config.seed))
         chosen = chosen[:config.trajectory_samples]
         self.images, self.labels = images[chosen], labels[chosen]

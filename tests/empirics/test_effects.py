@@ -74,16 +74,23 @@ def test_between_is_undefined_with_fewer_than_three_configurations(rng):
 
 
 def test_contrast_is_visible_arithmetic_and_its_verdict_follows_the_ci():
-    """ratio of means 6/3 = 2 with no spread has CI [2, 2]; difference 6 − 3 = 3; a paired contrast resamples seed
-    indices jointly, so a constant per-seed ratio gives a zero-width CI; the verdict reads the CI against the value."""
+    """ratio of means 6/3 = 2 with no spread has CI [2, 2]; difference 6 − 3 = 3; (6/3)/(4/1) = 0.5; sides of one
+    run are paired (one draw of seed indices), so a constant per-seed ratio gives a zero-width CI; the verdict reads
+    the CI against the value."""
     a, b = [6.0, 6.0, 6.0], [3.0, 3.0, 3.0]
-    ratio = effects.contrast(a, b, "ratio")
+    ratio = effects.contrast({"a": a, "b": b}, "ratio")
     assert (ratio["estimate"], ratio["ci_low"], ratio["ci_high"]) == (2.0, 2.0, 2.0)
-    assert effects.contrast(a, b, "difference")["estimate"] == 3.0
-    paired = effects.contrast([2.0, 4.0, 8.0], [1.0, 2.0, 4.0], "ratio", paired=True)
+    assert effects.contrast({"a": a, "b": b}, "difference")["estimate"] == 3.0
+    both = effects.contrast({"a": a, "b": b, "c": [4.0, 4.0], "d": [1.0, 1.0]}, "ratio_of_ratios")
+    assert both["estimate"] == 0.5
+    paired = effects.contrast({"a": [2.0, 4.0, 8.0], "b": [1.0, 2.0, 4.0]}, "ratio", groups={"a": "run", "b": "run"})
     assert paired["ci_low"] == pytest.approx(2.0) and paired["ci_high"] == pytest.approx(2.0)
+    unpaired = effects.contrast({"a": [2.0, 4.0, 8.0], "b": [1.0, 2.0, 4.0]}, "ratio")
+    assert unpaired["ci_high"] - unpaired["ci_low"] > 1.0
     assert effects.verdict(ratio, "above", 1.0) == "supported"
     assert effects.verdict(ratio, "below", 1.0) == "contradicted"
     assert effects.verdict({"ci_low": 0.5, "ci_high": 1.5}, "above", 1.0) == "inconclusive"
     with pytest.raises(BadInput, match="statistic='mean'"):
-        effects.contrast(a, b, "mean")
+        effects.contrast({"a": a, "b": b}, "mean")
+    with pytest.raises(BadInput, match="missing c, d"):
+        effects.contrast({"a": a, "b": b}, "ratio_of_ratios")

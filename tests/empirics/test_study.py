@@ -214,3 +214,83 @@ def test_every_preset_runs_end_to_end_on_tiny_subsets(name, tmp_path, tiny_image
     summary = study.run_study(name, tmp_path / "out", tiny=True)
     assert summary["missing"] == [] and set(summary["runs"]) == set(preset.runs)
     assert (tmp_path / "out" / "report.md").is_file() and (tmp_path / "out" / "report.tex").is_file()
+
+
+# ---------------------------------------------------------------- MLP open-question presets and headline tests
+
+MLP_QUESTION_PRESETS = ("mlp-scale", "mlp-training-time", "mlp-init")
+
+
+@pytest.mark.parametrize("name", MLP_QUESTION_PRESETS)
+def test_mlp_question_presets_preregister_a_headline_test_with_at_least_three_seeds(name):
+    """Each states a headline hypothesis with its statistic, runs, direction and value, and has >= 3 seeds."""
+    preset = study.load_preset(name)
+    assert preset.seeds >= 3 and len(preset.headline["hypothesis"]) > 40
+    assert preset.headline["statistic"] in ("ratio", "difference", "ratio_of_ratios")
+    assert all(contrast["name"] for contrast in preset.contrasts)
+
+
+def test_mlp_scale_single_models_have_as_many_parameters_as_the_batchensemble():
+    """single-matched-X has the widths empirics.models.matching_widths gives for be-r1-X's parameter count (the
+    preset's literal widths cannot go stale), within 1% of it."""
+    from empirics.models import count_parameters, matching_widths
+    preset = study.load_preset("mlp-scale")
+    for name, fields in preset.runs.items():
+        if not name.startswith("single-matched-"):
+            continue
+        be = study.build_config(study.RunSpec(f"be-r1-{name.rsplit('-', 1)[1]}", 0,
+                                              preset.runs[f"be-r1-{name.rsplit('-', 1)[1]}"]))
+        single = study.build_config(study.RunSpec(name, 0, fields))
+        target = count_parameters(be.model_spec())
+        plain = dataclasses.replace(single.model_spec(), widths=be.widths)
+        assert single.widths == matching_widths(plain, target)
+        assert abs(count_parameters(single.model_spec()) - target) / target < 0.01
+
+
+def test_mlp_init_runs_shared_with_rank_ablation_have_its_configs():
+    """be-r1, be-r1-init-normal1, be-r1-init-sign and de are rank-ablation's configs, so `--reuse
+    results/rank-ablation` copies them instead of retraining."""
+    init, ablation = study.load_preset("mlp-init"), study.load_preset("rank-ablation")
+    for name in ("be-r1", "be-r1-init-normal1", "be-r1-init-sign", "de"):
+        ours = study.build_config(study.RunSpec(name, 0, init.runs[name]))
+        theirs = study.build_config(study.RunSpec(name, 0, ablation.runs[name]))
+        assert study.config_differences(theirs, ours) == []
+
+
+@pytest.mark.parametrize("headline,message", [
+    ({"statistic": "ratio"}, "lacks hypothesis"),
+    ({"hypothesis": "h", "metric": "m", "a": "x", "b": "be-r1", "statistic": "ratio", "expect": "above",
+      "value": 1}, "a='x' is not a run"),
+    ({"hypothesis": "h", "metric": "m", "a": "be-r1", "b": "be-r1", "statistic": "mean", "expect": "above",
+      "value": 1}, "statistic='mean' is unknown"),
+    ({"hypothesis": "h", "metric": "m", "a": "be-r1", "b": "be-r1", "statistic": "ratio_of_ratios",
+      "expect": "above", "value": 1}, "needs run c"),
+    ({"hypothesis": "h", "metric": "m", "a": "be-r1", "b": "be-r1", "statistic": "ratio", "expect": "up",
+      "value": 1}, "expect='up' is unknown"),
+])
+def test_a_malformed_headline_test_is_a_one_line_error(headline, message, tmp_path, monkeypatch):
+    lines = "\n".join(f"{key} = {json.dumps(value)}" for key, value in headline.items())
+    (tmp_path / "p.toml").write_text(f'[study]\nclaim = "c"\nevidence = "e"\nseeds = 1\n[study.headline]\n{lines}\n'
+                                     f'[runs.be-r1]\nmethod = "batchensemble"\n')
+    monkeypatch.setattr(study, "PRESET_DIR", tmp_path)
+    with pytest.raises(BadInput, match=message):
+        study.load_preset("p")
+
+
+def test_headline_contrast_pairs_sides_of_one_run_by_seed():
+    """evaluate_contrast reads each side's per-seed values from the summary; sides of the same run are paired on their
+    common seeds, so a run whose metric doubles on every seed gives ratio 2 with a zero-width CI."""
+    summary = {"runs": {"r": {"seeds": [0, 1, 2], "metrics": {"m@2": {"values": [2.0, 4.0, 6.0]},
+                                                              "m@1": {"values": [1.0, 2.0, 3.0]}}}}}
+    entry = {"hypothesis": "h", "metric": "m@2", "metric_b": "m@1", "a": "r", "b": "r", "statistic": "ratio",
+             "expect": "above", "value": 1.0}
+    found = study.evaluate_contrast(summary, entry)
+    assert found["estimate"] == pytest.approx(2.0) and found["ci_low"] == pytest.approx(2.0)
+    assert found["verdict"] == "supported" and found["paired"] == ["r"]
+
+
+def test_summarise_only_refuses_unfinished_runs(tmp_path):
+    preset_file = tmp_path / "two.toml"
+    preset_file.write_text(TWO_RUN_PRESET)
+    with pytest.raises(BadInput, match="--summarise-only: 2 run"):
+        study.run_study(str(preset_file), tmp_path / "out", summarise_only=True)
