@@ -24,13 +24,14 @@ FIGURES_DIR = Path(__file__).resolve().parent.parent / "paper_figs"
 MEMBER_KEY = re.compile(r"/member_\d+/")
 
 SPLIT_COLUMNS: dict[str, list[tuple[str, str]]] = {
-    split: [("accuracy", f"{split}/ensemble/accuracy"), ("NLL", f"{split}/ensemble/nll"),
+    split: [("ens. accuracy", f"{split}/ensemble/accuracy"), ("member accuracy", f"{split}/members_mean/accuracy"),
+            ("NLL", f"{split}/ensemble/nll"),
             ("ECE", f"{split}/ensemble/ece"), ("Brier", f"{split}/ensemble/brier"),
             ("MI", f"{split}/mutual_information"), ("JSD", f"{split}/pairwise_jsd"),
             ("disagreement", f"{split}/disagreement"), ("feature CKA", f"features/{split}/mean_cka")]
     for split in ("test", "shift")
 }
-SPLIT_COLUMNS["ood"] = [("AUROC", "ood/max_prob/auroc"), ("AUPR", "ood/max_prob/aupr"), ("FPR95", "ood/max_prob/fpr95"),
+SPLIT_COLUMNS["ood"] = [("test ens. acc.", "test/ensemble/accuracy"), ("AUROC", "ood/max_prob/auroc"), ("AUPR", "ood/max_prob/aupr"), ("FPR95", "ood/max_prob/fpr95"),
                         ("AUROC (MI)", "ood/mutual_information/auroc"), ("MI", "ood/mutual_information"),
                         ("JSD", "ood/pairwise_jsd"), ("disagreement", "ood/disagreement"),
                         ("feature CKA", "features/ood/mean_cka")]
@@ -39,8 +40,22 @@ SPLIT_TITLES = {"test": "test set", "shift": "shifted test set (corruptions)",
 DIVERSITY_COLUMNS = [("weight cosine", "weights/network/mean_cosine"),
                      ("centred cosine", "weights/network/mean_centered_cosine"),
                      ("relative distance", "weights/network/mean_relative_distance"),
+                     ("aligned rel. distance", "aligned/network/mean_relative_distance"),
                      ("dist. to rank-1 BE (rel.)", "distance/network/rank1/relative_residual"),
-                     ("reachable fraction (theory)", "theory/reachable_fraction")]
+                     ("reachable fraction (theory)", "theory/reachable_fraction"),
+                     ("shift MI", "shift/mutual_information"), ("shift disagreement", "shift/disagreement"),
+                     ("shift member acc.", "shift/members_mean/accuracy"),
+                     ("shift ens. acc.", "shift/ensemble/accuracy")]
+PARAMETER_MEASURES_NOTE = (
+    "Raw weight cosine compares members coordinate by coordinate: it is ≈ 0 for any two independently initialised "
+    "networks, whatever they compute, because their hidden units come in arbitrary order, so it separates BE (shared "
+    "slow weights, cosine near 1) from DE but cannot rank DE members against each other. The aligned relative distance "
+    "first matches each pair's hidden units by weight matching (Ainsworth et al. 2023; one linear assignment per "
+    "hidden layer, `empirics.diversity.aligned_weight_geometry`), so it measures distance up to that symmetry and can "
+    "compare independently initialised members; it ignores other symmetries (ReLU rescaling), is a local optimum (an "
+    "upper bound) beyond one hidden layer, and needs the trained weights, so it exists only for MLP runs analysed "
+    "after it was added (the committed paper-mnist, rank-ablation and quick runs have no checkpoints: '–'). Neither "
+    "says what the members compute: feature CKA, MI and disagreement do.")
 SHIFT_MI = "shift/mutual_information"
 WEIGHT_COSINE = "weights/network/mean_cosine"
 REACHABLE = "theory/reachable_fraction"
@@ -84,7 +99,8 @@ def runs_where(summary: dict, **fields: Any) -> list[str]:
             if all(run["fields"].get(key, DEFAULTS.get(key)) == value for key, value in fields.items())]
 
 
-DEFAULTS = {"rank": 1, "init": "normal", "init_std": 0.5, "variant": "channel-wise", "arch": "mlp"}
+DEFAULTS = {"rank": 1, "init": "normal", "init_std": 0.5, "variant": "channel-wise", "arch": "mlp", "members": 4,
+            "batch_regime": "repeat", "init_mean": 1.0}
 
 
 # ---------------------------------------------------------------- tables
@@ -126,16 +142,50 @@ def reference_table(summary: dict) -> tuple[list[str], list[list[str]]]:
     return ["run", "metric", "ours (mean ± std)", "seeds", "reference (PAPER.md)"], rows
 
 
+def rho_cell(entry: dict | None) -> str:
+    """'ρ [low, high]' of a correlation entry, '–' when undefined."""
+    if not entry or entry.get("rho") is None:
+        return "–"
+    return f"{fmt(entry['rho'], 2)} [{fmt(entry['ci_low'], 2)}, {fmt(entry['ci_high'], 2)}]"
+
+
 def link_table(summary: dict, key: str = "link") -> tuple[list[str], list[list[str]]]:
-    rows = [[pair["parameter"], pair["function"], fmt(pair["rho"], 3),
-             "–" if pair["rho"] is None else f"[{fmt(pair['ci_low'], 3)}, {fmt(pair['ci_high'], 3)}]",
-             fmt(pair["p_value"], 4), str(pair["n"])] for pair in summary[key]["pairs"]]
-    return ["parameter-space diversity", "function-space diversity", "Spearman ρ", "95% CI", "p", "runs"], rows
+    rows = [[pair["parameter"], pair["function"], rho_cell(pair), rho_cell(pair.get("between")),
+             rho_cell(pair.get("within")), str(pair.get("n_configs", "–")), str(pair["n"])]
+            for pair in summary[key]["pairs"] if pair["n"]]  # a measure no run has (older runs) is left out
+    return ["parameter-space diversity", "function-space diversity", "pooled ρ [cluster CI]",
+            "between configs ρ [CI]", "within configs ρ [CI]", "configs", "runs"], rows
+
+
+def effect_cell(entry: dict) -> str:
+    if entry.get("estimate") is None:
+        return "undefined (missing runs or epochs)"
+    return f"{fmt(entry['estimate'], 3)} [{fmt(entry['ci_low'], 3)}, {fmt(entry['ci_high'], 3)}]"
+
+
+def contrast_description(entry: dict) -> str:
+    """'a:metric / b:metric' (or the ratio of ratios / difference) of a contrast, in words."""
+    side = lambda s: f"{entry[s]}:{entry.get(f'metric_{s}', entry['metric'])}"  # noqa: E731
+    if entry["statistic"] == "difference":
+        return f"{side('a')} − {side('b')}"
+    if entry["statistic"] == "ratio":
+        return f"{side('a')} / {side('b')}"
+    return f"({side('a')} / {side('b')}) / ({side('c')} / {side('d')})"
+
+
+def contrast_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """The headline test (first) and the other contrasts: statistic, estimate [95% seed-bootstrap CI], test, verdict."""
+    entries = ([{**summary["headline"], "name": "headline (pre-registered)"}] if summary.get("headline") else []) + \
+        list(summary.get("contrasts", []))
+    rows = [[entry["name"], contrast_description(entry), effect_cell(entry),
+             f"CI {entry['expect']} {fmt(entry['value'], 2)}", entry["verdict"]] for entry in entries]
+    return ["contrast", "statistic", "estimate [95% CI]", "test", "verdict"], rows
 
 
 def every_metric_table(summary: dict) -> tuple[list[str], list[list[str]]]:
     """Every metric except per-member ones (``members_mean`` summarises them; ``summary.json`` keeps them all)."""
-    keys = sorted({key for run in summary["runs"].values() for key in run["metrics"] if not MEMBER_KEY.search(key)})
+    keys = sorted({key for run in summary["runs"].values() for key in run["metrics"]
+                   if not MEMBER_KEY.search(key) and not key.startswith("traj/")})
     runs = list(summary["runs"])
     return ["metric"] + runs, [[key] + [cell(summary, run, key) for run in runs] for key in keys]
 
@@ -153,6 +203,18 @@ def console_table(summary: dict) -> str:
 
 # ---------------------------------------------------------------- open questions (PAPER.md), generated text
 
+SHIFT_MEMBER_ACC = "shift/members_mean/accuracy"
+SHIFT_ENS_ACC = "shift/ensemble/accuracy"
+TRAJ_MI = "traj/shift/mutual_information"
+TRAJ_MEMBER_ACC = "traj/shift/members_mean/accuracy"
+BUDGETS = (1, 3, 10, 30)  # the fixed training budgets (epochs) the trajectory paragraph reads off
+PRIOR_PRACTICE = ("Random-sign fast weights are prior practice, not a finding of this project: edward2 / "
+                  "uncertainty-baselines initialise rank-1 BNN and BatchEnsemble fast weights with `random_sign_init`, "
+                  "and TabM uses random-sign adapters by default; the source paper's verdict (\"BE is a single model\") "
+                  "was measured at torch-uncertainty's N(1, 0.5) default, so what is tested here is whether that "
+                  "verdict depends on the init.")
+
+
 def _compare(summary: dict, runs: list[str], key: str, label: str) -> str:
     parts = [f"{run} {cell(summary, run, key)}" for run in runs if stat(summary, run, key)]
     return f"{label}: " + "; ".join(parts) if parts else ""
@@ -164,25 +226,182 @@ def _direction(a: float | None, b: float | None, more: str, less: str) -> str:
     return more if a > b else less
 
 
-def question_scale(summary: dict) -> str:
-    archs = ", ".join(sorted({run["fields"].get("arch", "mlp") for run in summary["runs"].values()}))
-    epochs = max(run["fields"].get("epochs", 0) for run in summary["runs"].values())
-    be, de = runs_where(summary, method="batchensemble", rank=1), runs_where(summary, method="deep-ensemble")
-    if not be or not de:
-        return (f"This study trains {archs} (at most {epochs} epochs) without both BE rank 1 and DE: no evidence on "
-                "scale. The ResNet-18 presets (`resnet18-mnist`, `resnet18-cifar10`) address it.")
-    ratio = _ratio(summary, be[0], de[0], SHIFT_MI)
-    return (f"Architecture(s) here: {archs}, at most {epochs} epochs. At this scale BE rank 1 keeps "
-            f"{fmt(ratio, 2)}× the Deep Ensemble's mutual information under shift "
-            f"({cell(summary, be[0], SHIFT_MI)} vs {cell(summary, de[0], SHIFT_MI)}) and a weight cosine of "
-            f"{cell(summary, be[0], WEIGHT_COSINE)} vs {cell(summary, de[0], WEIGHT_COSINE)}. Whether larger widths, "
-            f"depth or training time change this is answered by comparing this report with the ResNet-18 presets' "
-            f"reports; a single study cannot.")
-
-
 def _ratio(summary: dict, run: str, other: str, key: str) -> float | None:
     a, b = mean_of(summary, run, key), mean_of(summary, other, key)
     return None if a is None or not b else a / b
+
+
+def canonical(fields: dict[str, Any]) -> dict[str, Any]:
+    """A run's complete config (defaults filled in: run folders and presets written before a key existed read as its
+    default), without the seed and execution keys: two runs with equal canonical fields differ only by seed."""
+    from empirics.config import Config
+    from empirics.train import EXECUTION_KEYS
+    values = Config.from_dict({key: value for key, value in fields.items()}).to_dict()
+    return {key: value for key, value in values.items() if key not in EXECUTION_KEYS and key != "seed"}
+
+
+def partner(summary: dict, run: str, **changes: Any) -> str | None:
+    """The run whose config is ``run``'s with ``changes`` applied (and nothing else changed), if the study has it."""
+    wanted = {**canonical(summary["runs"][run]["fields"]), **changes}
+    wanted = canonical(wanted)
+    return next((name for name, entry in summary["runs"].items() if canonical(entry["fields"]) == wanted), None)
+
+
+def seed_values(summary: dict, run: str, key: str) -> dict[int, float]:
+    found = stat(summary, run, key)
+    return dict(zip(summary["runs"][run]["seeds"], found["values"])) if found else {}
+
+
+def effect(summary: dict, sides: dict[str, tuple[str, str]], statistic: str) -> dict[str, Any]:
+    """``empirics.effects.contrast`` of sides {a: (run, metric), ...}; sides of one run paired on common seeds."""
+    from empirics import effects
+    by_seed = {side: seed_values(summary, run, key) for side, (run, key) in sides.items()}
+    samples = {}
+    for side, (run, _) in sides.items():
+        twins = [other for other, (other_run, _) in sides.items() if other_run == run]
+        common = sorted(set.intersection(*(set(by_seed[other]) for other in twins)))
+        samples[side] = [by_seed[side][seed] for seed in common]
+    return effects.contrast(samples, statistic, groups={side: run for side, (run, _) in sides.items()})
+
+
+def ratio_text(summary: dict, a: str, b: str, key: str = SHIFT_MI) -> str:
+    """'0.10× [0.08, 0.13]': mean_a / mean_b of ``key`` with its 95% seed-bootstrap CI."""
+    found = effect(summary, {"a": (a, key), "b": (b, key)}, "ratio")
+    if found["estimate"] is None:
+        return "undefined"
+    return f"{fmt(found['estimate'], 2)}× [{fmt(found['ci_low'], 2)}, {fmt(found['ci_high'], 2)}]"
+
+
+def difference_text(summary: dict, a: str, b: str, key: str) -> str:
+    """'−0.039 [−0.05, −0.03]': mean_a − mean_b with its 95% seed-bootstrap CI."""
+    found = effect(summary, {"a": (a, key), "b": (b, key)}, "difference")
+    if found["estimate"] is None:
+        return "undefined"
+    return f"{found['estimate']:+.3f} [{found['ci_low']:+.3f}, {found['ci_high']:+.3f}]"
+
+
+def init_label(fields: dict[str, Any]) -> str:
+    config = canonical(fields)
+    if config["init"] == "random_sign":
+        return f"random signs p = {config['sign_prob']}"
+    return f"N({config['init_mean']:g}, {config['init_std']:g})"
+
+
+def reference_runs(summary: dict, **extra: Any) -> list[str]:
+    """BE rank-1 runs with the default k, regime, decay and fast LR (and ``extra`` fields), in the preset's order."""
+    base = {"method": "batchensemble", "rank": 1, "members": 4, "batch_regime": "repeat", "fast_weight_decay": True,
+            "fast_lr_mult": 1.0, **extra}
+    return [name for name, entry in summary["runs"].items()
+            if all(canonical(entry["fields"])[key] == value for key, value in base.items())]
+
+
+def _default_be_and_de(summary: dict, runs: list[str] | None = None) -> tuple[str | None, str | None]:
+    names = runs if runs is not None else list(summary["runs"])
+    be = next((run for run in names if run in reference_runs(summary, init="normal", init_std=0.5, init_mean=1.0)),
+              None)
+    de = next((run for run in names if canonical(summary["runs"][run]["fields"])["method"] == "deep-ensemble"), None)
+    return be, de
+
+
+def training_length(summary: dict) -> str:
+    """How long the runs actually trained: epochs run (median, range) against the configured maximum, and how many
+    stopped early (from metrics.json)."""
+    import statistics
+    runs = [entry["metrics"] for entry in summary["runs"].values() if "train/epochs_run" in entry["metrics"]]
+    if not runs:
+        return ""
+    epochs = [value for metrics in runs for value in metrics["train/epochs_run"]["values"]]
+    stopped = sum(value for metrics in runs for value in metrics["train/stopped_early"]["values"])
+    limit = max(canonical(entry["fields"])["epochs"] for entry in summary["runs"].values())
+    return (f"epochs trained: median {statistics.median(epochs):g} (range {min(epochs):g}–{max(epochs):g}) of at most "
+            f"{limit}; {stopped:g} of {len(epochs)} runs stopped early on validation NLL")
+
+
+def _architecture(fields: dict[str, Any]) -> str:
+    config = canonical(fields)
+    return "-".join(map(str, config["widths"])) if config["arch"] == "mlp" else f"{config['arch']}×{config['width_mult']}"
+
+
+def question_scale(summary: dict) -> str:
+    groups: dict[str, list[str]] = {}
+    for run, entry in summary["runs"].items():
+        groups.setdefault(_architecture(entry["fields"]), []).append(run)
+    pairs = {arch: _default_be_and_de(summary, runs) for arch, runs in groups.items()}
+    pairs = {arch: pair for arch, pair in pairs.items() if all(pair)}
+    length = training_length(summary)
+    if len(pairs) < 2:
+        be, de = _default_be_and_de(summary)
+        text = f"Architecture(s) here: {', '.join(groups)}" + (f"; {length}" if length else "") + "."
+        if be and de:
+            text += (f" BE rank 1 (N(1, 0.5)) has {ratio_text(summary, be, de)} the Deep Ensemble's mutual information "
+                     f"under shift ({cell(summary, be, SHIFT_MI)} vs {cell(summary, de, SHIFT_MI)}; 95% seed-bootstrap "
+                     f"CI of the ratio of means), with shift member accuracy {cell(summary, be, SHIFT_MEMBER_ACC)} vs "
+                     f"{cell(summary, de, SHIFT_MEMBER_ACC)}.")
+        return text + (" One architecture and early-stopped training cannot say whether width, depth or training "
+                       "time change this: `mlp-scale` (widths ×1, ×4, ×16; depths 2, 3, 5) and `mlp-training-time` "
+                       "(fixed budgets, per-epoch trajectory) test it.")
+    lines = []
+    for arch, (be, de) in pairs.items():
+        single = next((run for run in groups[arch]
+                       if canonical(summary["runs"][run]["fields"])["method"] == "single"), None)
+        sign = next((run for run in groups[arch] if run in reference_runs(summary, init="random_sign")), None)
+        line = (f"{arch}: BE N(1, 0.5) has {ratio_text(summary, be, de)} DE's MI under shift"
+                + (f", random signs {ratio_text(summary, sign, de)}" if sign else "")
+                + f"; shift ensemble accuracy BE {cell(summary, be, SHIFT_ENS_ACC)}, DE {cell(summary, de, SHIFT_ENS_ACC)}"
+                + (f", single model with as many parameters as the BE {cell(summary, single, SHIFT_ENS_ACC)}"
+                   if single else ""))
+        lines.append(line)
+    return ("Scale (ratios of means over seeds with 95% seed-bootstrap CIs) — " + "; ".join(lines) + "."
+            + (f" Training: {length}." if length else "") + _headline_sentence(summary))
+
+
+def _headline_sentence(summary: dict) -> str:
+    head = summary.get("headline")
+    if not head:
+        return ""
+    return (f" Pre-registered test: {head['hypothesis']} Estimate {effect_cell(head)}: {head['verdict']}.")
+
+
+def _trajectory_epochs(summary: dict, run: str) -> list[int]:
+    prefix = f"{TRAJ_MI}@"
+    return sorted(int(key[len(prefix):]) for key in summary["runs"][run]["metrics"] if key.startswith(prefix))
+
+
+def question_training_time(summary: dict) -> str:
+    runs = [run for run in summary["runs"] if _trajectory_epochs(summary, run)]
+    length = training_length(summary)
+    if not runs:
+        return ("This study records no per-epoch diversity trajectory" + (f" ({length})" if length else "") +
+                ", so it cannot say whether BE's diversity collapses with training; comparing studies trained for "
+                "different lengths (quick: at most 5 epochs on 10,000 images; paper-mnist: early stopping on full "
+                "MNIST) confounds length with data size and seeds. `mlp-training-time` tests it with fixed budgets.")
+    parts = []
+    for run in runs:
+        epochs = [e for e in BUDGETS if e in _trajectory_epochs(summary, run)]
+        values = ", ".join(f"{e}: {cell(summary, run, f'{TRAJ_MI}@{e}')}" for e in epochs)
+        accuracy = ", ".join(f"{e}: {cell(summary, run, f'{TRAJ_MEMBER_ACC}@{e}')}" for e in epochs)
+        parts.append(f"{run} — MI under shift by epoch {values}; member accuracy {accuracy}")
+    shares = []
+    for run in runs:
+        config = canonical(summary["runs"][run]["fields"])
+        if config["method"] != "batchensemble":
+            continue
+        de = next((other for other in runs if canonical(summary["runs"][other]["fields"])["method"] == "deep-ensemble"
+                   and canonical(summary["runs"][other]["fields"])["n_train"] == config["n_train"]), None)
+        epochs = _trajectory_epochs(summary, run)
+        if de is None or len(epochs) < 2:
+            continue
+        first, last = epochs[0], epochs[-1]
+        found = effect(summary, {"a": (run, f"{TRAJ_MI}@{last}"), "b": (run, f"{TRAJ_MI}@{first}"),
+                                 "c": (de, f"{TRAJ_MI}@{last}"), "d": (de, f"{TRAJ_MI}@{first}")}, "ratio_of_ratios")
+        shares.append(f"{run}: {effect_cell(found)}")
+    text = "Trajectory (1,000 fixed shifted test images, mean ± std over seeds) — " + "; ".join(parts) + "."
+    if shares:
+        text += (f" BE's share of DE's MI under shift at the last epoch over its share at the first (ratio of ratios, "
+                 f"runs paired by seed, 95% CI; below 1 = BE's relative diversity falls with training): "
+                 + "; ".join(shares) + ".")
+    return text + _headline_sentence(summary) if summary.get("headline", {}).get("metric", "").startswith("traj/") \
+        else text
 
 
 def question_other_models(summary: dict) -> str:
@@ -200,18 +419,25 @@ def question_link(summary: dict) -> str:
                     f"to the rank-1 set {cell(summary, be[0], DISTANCE_R1)}, zero by construction)")
     if de:
         text.append(f"the trained Deep Ensemble lies at relative distance {cell(summary, de[0], DISTANCE_R1)} from it")
-    analyses = [(summary["link"], "trained ensembles (runs × seeds)")]
+    analyses = [(summary["link"], "trained ensembles")]
     if LINK_WITHOUT_MCD in summary:
         analyses.append((summary[LINK_WITHOUT_MCD], f"ensembles without MC Dropout ({WITHOUT_MCD_REASON})"))
     heads = []
     for link, units in analyses:
         pairs = [pair for pair in (link["headline"], rank_one_link(link)) if pair is not None]
         heads += pairs
-        text.append(f"across {pairs[0]['n']} {units}: " + "; ".join(link_sentence(pair) for pair in pairs))
-    verdict = ("An association whose CI excludes 0 is empirical evidence for a link, not the formal proof the paper "
-               "asks for; with a handful of methods it largely reflects how the methods are ordered (the seeds of one "
-               "method cluster), and the tests above are not corrected for multiplicity." if any(
-                   link_established(head) for head in heads) else "So this study gives no evidence for such a link.")
+        text.append(f"across {pairs[0]['n']} {units} (runs × seeds in {pairs[0].get('n_configs', '?')} "
+                    f"configurations): " + "; ".join(link_sentence(pair) for pair in pairs))
+    across = any(link_established(head) for head in heads)
+    within = any(link_established(head.get("within") or {}) for head in heads)
+    verdict = ("CIs come from a cluster bootstrap over configurations, then seeds (runs of one configuration are not "
+               "independent). " + (
+                   "An association across configurations whose CI excludes 0 is not the formal link the paper asks "
+                   "for: with a handful of configurations it mostly reflects how the configurations are ordered (the "
+                   "between-configuration ρ), and these tests are not corrected for multiplicity. " if across else
+                   "This study establishes no association across configurations. ") + (
+                   "Within configurations, among seeds, an association's CI also excludes 0." if within else
+                   "Within configurations (among the seeds of one configuration) no association is established."))
     return "; ".join(text) + ". " + verdict
 
 
@@ -221,22 +447,25 @@ def rank_one_link(link: dict) -> dict | None:
 
 
 def link_established(head: dict) -> bool:
-    return head["rho"] is not None and (head["ci_low"] > 0 or head["ci_high"] < 0)
+    return head.get("rho") is not None and head.get("ci_low") is not None and (head["ci_low"] > 0 or
+                                                                                head["ci_high"] < 0)
 
 
 def link_sentence(head: dict) -> str:
-    """'<parameter> and <function> have Spearman ρ = … (CI, p): <what the CI says>'."""
+    """'<parameter> and <function>: pooled ρ … [cluster CI]; between …; within …' with what the pooled CI says."""
     if head["rho"] is None:
         return f"{head['parameter']} and {head['function']}: undefined (too few runs with both measures)"
-    return (f"{head['parameter']} and {head['function']} have Spearman ρ = {fmt(head['rho'], 3)} (95% bootstrap CI "
-            f"[{fmt(head['ci_low'], 3)}, {fmt(head['ci_high'], 3)}], p = {fmt(head['p_value'], 4)}): "
-            + ("a positive monotone association whose CI excludes 0" if head["ci_low"] > 0 else
-               "a negative association whose CI excludes 0" if head["ci_high"] < 0 else
-               "the CI includes 0, so no monotone association is established"))
+    return (f"{head['parameter']} and {head['function']} have pooled Spearman ρ = {rho_cell(head)} (95% cluster-"
+            f"bootstrap CI), between configurations {rho_cell(head.get('between'))}, within configurations "
+            f"{rho_cell(head.get('within'))}: "
+            + ("the pooled CI excludes 0 (positive)" if head["ci_low"] > 0 else
+               "the pooled CI excludes 0 (negative)" if head["ci_high"] < 0 else
+               "the pooled CI includes 0, so no monotone association is established"))
 
 
 def question_rank(summary: dict) -> str:
-    be = sorted(runs_where(summary, method="batchensemble", init="normal", init_std=0.5, variant="channel-wise"),
+    be = sorted(runs_where(summary, method="batchensemble", init="normal", init_std=0.5, variant="channel-wise",
+                           members=4, batch_regime="repeat"),
                 key=lambda run: _rank_order(summary["runs"][run]["fields"].get("rank", 1)))
     ranks = {summary["runs"][run]["fields"].get("rank", 1) for run in be}
     if len(ranks) < 2:
@@ -244,16 +473,18 @@ def question_rank(summary: dict) -> str:
     de = runs_where(summary, method="deep-ensemble")
     lines = [f"{run} (r = {summary['runs'][run]['fields'].get('rank', 1)}): MI under shift "
              f"{cell(summary, run, SHIFT_MI)}, weight cosine {cell(summary, run, WEIGHT_COSINE)}, reachable fraction "
-             f"{cell(summary, run, REACHABLE)}, test accuracy {cell(summary, run, TEST_ACCURACY)}" for run in be]
+             f"{cell(summary, run, REACHABLE)}, test accuracy {cell(summary, run, TEST_ACCURACY)}, shift member "
+             f"accuracy {cell(summary, run, SHIFT_MEMBER_ACC)}" for run in be]
     top = max(be, key=lambda run: _rank_order(summary["runs"][run]["fields"].get("rank", 1)))
-    verdict = ""
+    bottom = min(be, key=lambda run: _rank_order(summary["runs"][run]["fields"].get("rank", 1)))
+    verdict = (f" From {bottom} to {top} the MI under shift changes by {ratio_text(summary, top, bottom)} (ratio of "
+               f"means, 95% seed-bootstrap CI): a rise whose size is that ratio, not 'barely'.")
     if de:
-        ratio = _ratio(summary, top, de[0], SHIFT_MI)
         above = _direction(mean_of(summary, top, WEIGHT_COSINE), mean_of(summary, de[0], WEIGHT_COSINE), "above",
                            "at or below")
-        verdict = (f" The highest rank ({top}) reaches {fmt(ratio, 2)}× the Deep Ensemble's MI under shift "
-                   f"({cell(summary, de[0], SHIFT_MI)}) with a weight cosine {above} the Deep Ensemble's "
-                   f"({cell(summary, de[0], WEIGHT_COSINE)}).")
+        verdict += (f" The highest rank ({top}) reaches {ratio_text(summary, top, de[0])} the Deep Ensemble's MI under "
+                    f"shift ({cell(summary, de[0], SHIFT_MI)}) with a weight cosine {above} the Deep Ensemble's "
+                    f"({cell(summary, de[0], WEIGHT_COSINE)}).")
     spreads = ", ".join(f"r = {rank}: {output_factor_spread(rank, 2, *rank_one_moments('normal', 0.5, 0.5)):.3f}"
                         for rank in sorted(ranks, key=_rank_order) if rank != "full")
     init_note = (f" Init: the engine's rank-r init is variance-matched (empirics.layers.init_fast_factors): the output "
@@ -286,35 +517,97 @@ def question_variant(summary: dict) -> str:
         for variant, run in variants.items()) + "."
 
 
+CONTROLS = (  # (label, change from the reference run): the init controls of mlp-init
+    ("fast-weight decay off", {"fast_weight_decay": False}),
+    ("frozen fast weights (fast LR 0)", {"fast_lr_mult": 0.0}),
+    ("k = 2", {"members": 2}),
+    ("k = 8", {"members": 8}),
+    ("rank 4", {"rank": 4}),
+    ("each member sees 1/k of the batch", {"batch_regime": "split"}),
+)
+
+
 def question_init(summary: dict) -> str:
-    be = runs_where(summary, method="batchensemble", rank=1, variant="channel-wise")
-    inits = [(run, summary["runs"][run]["fields"]) for run in be]
-    labels = {run: (f"random signs p = {fields.get('sign_prob', 0.5)}" if fields.get("init") == "random_sign" else
-                    f"N(1, {fields.get('init_std', 0.5)})") for run, fields in inits}
+    be = [run for run in reference_runs(summary) if _architecture(summary["runs"][run]["fields"]) == "64-32-16"]
+    be = [run for run in be if canonical(summary["runs"][run]["fields"])["n_train"]
+          == canonical(summary["runs"][be[0]]["fields"])["n_train"]]  # one training-set size
+    labels = {run: init_label(summary["runs"][run]["fields"]) for run in be}
     if len(set(labels.values())) < 2:
-        return "This study uses one fast-weight init: `rank-ablation` (and `quick`) compare N(1, 0.5), N(1, 1) and " \
-               "random signs."
-    de = runs_where(summary, method="deep-ensemble")
-    verdict = ""
+        return ("This study uses one fast-weight init: `rank-ablation` compares N(1, 0.5), N(1, 1) and random signs, "
+                "and `mlp-init` separates sign, mean and spread. " + PRIOR_PRACTICE)
+    _, de = _default_be_and_de(summary)
+    rows = []
+    for run, label in labels.items():
+        row = (f"{label} ({run}): MI under shift {cell(summary, run, SHIFT_MI)}"
+               + (f" = {ratio_text(summary, run, de)} DE's" if de else "")
+               + f", shift member accuracy {cell(summary, run, SHIFT_MEMBER_ACC)}, shift ensemble accuracy "
+               f"{cell(summary, run, SHIFT_ENS_ACC)}, weight cosine {cell(summary, run, WEIGHT_COSINE)}")
+        rows.append(row)
+    text = "Fast-weight init at rank 1 (ratios of means with 95% seed-bootstrap CIs) — " + "; ".join(rows) + "."
     if de:
         top = max(labels, key=lambda run: mean_of(summary, run, SHIFT_MI) or 0.0)
-        verdict = (f" The most diverse init, {labels[top]} ({top}), reaches "
-                   f"{fmt(_ratio(summary, top, de[0], SHIFT_MI), 2)}× the Deep Ensemble's MI under shift "
-                   f"({cell(summary, de[0], SHIFT_MI)}), shift ECE {cell(summary, top, SHIFT_ECE)} vs "
-                   f"{cell(summary, de[0], SHIFT_ECE)}, while staying on the rank-1 BE set.")
-    return "Fast-weight init at rank 1 — " + "; ".join(
-        f"{labels[run]} ({run}): MI under shift {cell(summary, run, SHIFT_MI)}, weight cosine "
-        f"{cell(summary, run, WEIGHT_COSINE)}, test accuracy {cell(summary, run, TEST_ACCURACY)}"
-        for run in labels) + "." + verdict
+        single = next((run for run in summary["runs"] if canonical(summary["runs"][run]["fields"])["method"] == "single"
+                       and _architecture(summary["runs"][run]["fields"]) == "64-32-16"), None)
+        text += (f" The most diverse init, {labels[top]} ({top}), has {ratio_text(summary, top, de)} the Deep "
+                 f"Ensemble's MI under shift, but its shift ensemble accuracy is {cell(summary, top, SHIFT_ENS_ACC)} vs "
+                 f"DE {cell(summary, de, SHIFT_ENS_ACC)} (difference {difference_text(summary, top, de, SHIFT_ENS_ACC)})"
+                 + (f" and the single model's {cell(summary, single, SHIFT_ENS_ACC)}" if single else "")
+                 + f"; shift ECE {cell(summary, top, SHIFT_ECE)} vs DE {cell(summary, de, SHIFT_ECE)}. It stays on the "
+                 f"rank-1 BE set (relative distance {cell(summary, top, DISTANCE_R1)}): DE-like MI, not DE-like "
+                 f"accuracy.")
+    text += _init_factors(summary, labels)
+    controls = []
+    for run in be:
+        for label, change in CONTROLS:
+            other = partner(summary, run, **change)
+            if other:
+                controls.append(f"{label} at {labels[run]}: MI under shift {ratio_text(summary, other, run)} of "
+                                f"{run}'s, shift member accuracy {difference_text(summary, other, run, SHIFT_MEMBER_ACC)}")
+    if controls:
+        text += " Controls (run with the change over the run without, ratio of MI; accuracy difference) — " + \
+            "; ".join(controls) + "."
+    return text + " " + PRIOR_PRACTICE
+
+
+def _init_factors(summary: dict, labels: dict[str, str]) -> str:
+    """Sign vs mean vs spread, from the runs that isolate each (when the study has them)."""
+    by_label = {label: run for run, label in labels.items()}
+    checks = [("zero mean without the ±1 draw: N(0, 0.5) over random signs p = 0.5", "N(0, 0.5)",
+               "random signs p = 0.5"),
+              ("spread at mean 1: N(1, 2) over N(1, 0.5)", "N(1, 2)", "N(1, 0.5)"),
+              ("spread at mean 1: N(1, 1) over N(1, 0.5)", "N(1, 1)", "N(1, 0.5)"),
+              ("sign balance: p = 0.75 over p = 0.5", "random signs p = 0.75", "random signs p = 0.5")]
+    found = [f"{text} {ratio_text(summary, by_label[a], by_label[b])}" for text, a, b in checks
+             if a in by_label and b in by_label]
+    return (" What in the init matters (MI under shift, ratio of means, 95% CI) — " + "; ".join(found) + "."
+            if found else "")
+
+
+def question_batch_regime(summary: dict) -> str:
+    pairs = [(run, partner(summary, run, batch_regime="split")) for run in summary["runs"]
+             if canonical(summary["runs"][run]["fields"])["batch_regime"] == "repeat"]
+    pairs = [(run, other) for run, other in pairs if other]
+    if not pairs:
+        return ("Every run here feeds every member the whole batch (edward2's BatchEnsemble); torch-uncertainty (since "
+                "0.9) trains BatchEnsemble with each member seeing 1/k of the batch (repeat_strategy=\"paper\"), so "
+                "this study says nothing about that regime: `mlp-init` compares the two (config key batch_regime).")
+    return "Batch regime (each member sees 1/k of the batch vs the whole batch) — " + "; ".join(
+        f"{other} over {run}: MI under shift {ratio_text(summary, other, run)}, disagreement under shift "
+        f"{ratio_text(summary, other, run, 'shift/disagreement')}, shift member accuracy "
+        f"{difference_text(summary, other, run, SHIFT_MEMBER_ACC)}, shift ensemble accuracy "
+        f"{difference_text(summary, other, run, SHIFT_ENS_ACC)}" for run, other in pairs) + \
+        " (ratios / differences of means, 95% seed-bootstrap CIs)."
 
 
 OPEN_QUESTIONS = (
-    ("Does scale (width, depth, training time) restore diversity?", question_scale),
+    ("Does scale (width, depth) restore diversity?", question_scale),
+    ("Does BE's diversity collapse with training?", question_training_time),
     ("Do the limits hold for Transformers and regression?", question_other_models),
     ("Is there a link from the rank-1 parametrisation to functional diversity?", question_link),
     ("Does rank > 1 reach distinct modes while staying efficient?", question_rank),
     ("Kernel-wise vs channel-wise fast weights?", question_variant),
-    ("Init scale N(1, 0.5) vs N(1, 1) or random signs?", question_init),
+    ("What in the fast-weight init matters (sign, mean, spread)?", question_init),
+    ("What does the batch regime do?", question_batch_regime),
 )
 
 
@@ -337,7 +630,18 @@ def build_markdown(summary: dict, out: Path) -> str:
         parts += ["", "## Ours vs reference (PAPER.md)", "", markdown_table(*reference_table(summary))]
     for split, title in SPLIT_TITLES.items():
         parts += ["", f"## {title.capitalize()}", "", markdown_table(*split_table(summary, split))]
-    parts += ["", "## Parameter-space diversity (whole network)", "", markdown_table(*diversity_table(summary)),
+    if summary.get("headline") or summary.get("contrasts"):
+        parts += ["", "## Pre-registered headline test and contrasts", ""]
+        if summary.get("headline"):
+            parts += [f"**Headline (written in the preset before the study ran).** {summary['headline']['hypothesis']}",
+                      ""]
+        parts += ["Estimates are ratios or differences of means over seeds with 95% percentile-bootstrap CIs over seeds "
+                  "(sides from the same run paired by seed); a test is *supported* when the CI lies on the stated side "
+                  "of the value, *contradicted* when it lies on the other side, *inconclusive* otherwise. The "
+                  "contrasts after the headline are reported, not pre-registered as the study's test.", "",
+                  markdown_table(*contrast_table(summary))]
+    parts += ["", "## Parameter-space diversity (whole network), with diversity and accuracy under shift", "",
+              markdown_table(*diversity_table(summary)), "", PARAMETER_MEASURES_NOTE,
               "", "## Parameter ↔ function-space link", "", summary["link"]["method"] + ".", "",
               markdown_table(*link_table(summary))]
     if LINK_WITHOUT_MCD in summary:
@@ -361,6 +665,9 @@ def build_latex(summary: dict) -> str:
         tables.append(latex_table(*reference_table(summary), f"{preset}: ours vs the reference numbers of PAPER.md"))
     for split, title in SPLIT_TITLES.items():
         tables.append(latex_table(*split_table(summary, split), f"{preset}: {title}, mean ± std over seeds"))
+    if summary.get("headline") or summary.get("contrasts"):
+        tables.append(latex_table(*contrast_table(summary), f"{preset}: headline test and contrasts, 95% seed-bootstrap "
+                                                            f"CIs"))
     tables.append(latex_table(*diversity_table(summary), f"{preset}: parameter-space diversity"))
     tables.append(latex_table(*link_table(summary), f"{preset}: {summary['link']['method']}"))
     if LINK_WITHOUT_MCD in summary:

@@ -405,16 +405,20 @@ def run_metrics(run_dir: Path) -> dict[str, float]:
     return metrics
 
 
-def trajectory_metrics(run_dir: Path) -> dict[str, float]:
-    """``traj/<measure>@<epoch>`` for every ``traj/*`` value recorded in ``metrics.json`` (``empirics.trajectory``);
-    empty for a run without the trajectory."""
+def training_record(run_dir: Path) -> dict[str, float]:
+    """From ``metrics.json``: ``train/epochs_run``, ``train/best_epoch``, ``train/stopped_early`` (1 or 0), and
+    ``traj/<measure>@<epoch>`` for every ``traj/*`` value recorded per epoch (``empirics.trajectory``)."""
     path = run_dir / "metrics.json"
     if not path.is_file():
         return {}
     with open(path, encoding="utf-8") as handle:
-        epochs = json.load(handle).get("epochs", [])
-    return {f"{key}@{entry['epoch']}": float(value) for entry in epochs for key, value in entry.items()
-            if key.startswith("traj/")}
+        record = json.load(handle)
+    epochs = record.get("epochs", [])
+    out = {"train/epochs_run": float(len(epochs)), "train/best_epoch": float(record.get("best_epoch", 0)),
+           "train/stopped_early": float(bool(record.get("stopped_early")))}
+    out.update({f"{key}@{entry['epoch']}": float(value) for entry in epochs for key, value in entry.items()
+                if key.startswith("traj/")})
+    return out
 
 
 def evaluate_contrast(summary: dict[str, Any], entry: dict[str, Any], seed: int = 0) -> dict[str, Any]:
@@ -456,7 +460,7 @@ def summarise(preset: Preset, specs: list[RunSpec], out: Path, tiny: bool = Fals
             missing.append(str(spec.relative_dir))
             continue
         metrics = run_metrics(run_dir)
-        metrics.update(trajectory_metrics(run_dir))
+        metrics.update(training_record(run_dir))
         points.append({"run": spec.name, "seed": spec.seed, "method": build_config(spec).method, **metrics})
         seeds.setdefault(spec.name, []).append(spec.seed)
         for key, value in metrics.items():
