@@ -242,8 +242,10 @@ def canonical(fields: dict[str, Any]) -> dict[str, Any]:
 
 def partner(summary: dict, run: str, **changes: Any) -> str | None:
     """The run whose config is ``run``'s with ``changes`` applied (and nothing else changed), if the study has it."""
-    wanted = {**canonical(summary["runs"][run]["fields"]), **changes}
-    wanted = canonical(wanted)
+    try:
+        wanted = canonical({**canonical(summary["runs"][run]["fields"]), **changes})
+    except BadInput:  # the change is not valid for this run (e.g. the split regime for a single model)
+        return None
     return next((name for name, entry in summary["runs"].items() if canonical(entry["fields"]) == wanted), None)
 
 

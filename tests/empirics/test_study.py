@@ -247,16 +247,6 @@ def test_mlp_scale_single_models_have_as_many_parameters_as_the_batchensemble():
         assert abs(count_parameters(single.model_spec()) - target) / target < 0.01
 
 
-def test_mlp_init_runs_shared_with_rank_ablation_have_its_configs():
-    """be-r1, be-r1-init-normal1, be-r1-init-sign and de are rank-ablation's configs, so `--reuse
-    results/rank-ablation` copies them instead of retraining."""
-    init, ablation = study.load_preset("mlp-init"), study.load_preset("rank-ablation")
-    for name in ("be-r1", "be-r1-init-normal1", "be-r1-init-sign", "de"):
-        ours = study.build_config(study.RunSpec(name, 0, init.runs[name]))
-        theirs = study.build_config(study.RunSpec(name, 0, ablation.runs[name]))
-        assert study.config_differences(theirs, ours) == []
-
-
 @pytest.mark.parametrize("headline,message", [
     ({"statistic": "ratio"}, "lacks hypothesis"),
     ({"hypothesis": "h", "metric": "m", "a": "x", "b": "be-r1", "statistic": "ratio", "expect": "above",
