@@ -222,7 +222,8 @@ def reachable_fraction(config: Config) -> float | None:
         return 1.0
     if config.method != "batchensemble":
         return None
-    plain = build_model(Config.from_dict({**config.to_dict(), "method": "single"}).model_spec()).net
+    plain = build_model(Config.from_dict({**config.to_dict(), "method": "single",
+                                          "batch_regime": "repeat"}).model_spec()).net  # the architecture only
     counts = network_counts(plain, config.members, rank=FULL_RANK if config.rank == "full" else config.rank,
                             variant=config.variant, bias="shared" if config.bias == "shared" else "per-member",
                             norm=config.batchnorm, shortcuts="shared" if config.shortcut == "plain" else "perturbed",

@@ -177,7 +177,8 @@ def contrast(samples: Mapping[str, Sequence[float]], statistic: str = "ratio",
     """Effect size of ``statistic`` over the means of the seed samples ``samples[side]`` (sides a, b[, c, d]), with a
     percentile bootstrap CI over seeds. Sides in the same ``groups`` entry (the same run measured twice, e.g. at two
     epochs) are paired: one draw of seed indices serves them all, so they need equal lengths; other sides are
-    resampled independently. ``estimate`` is ``None`` when a side is empty or a denominator mean is 0."""
+    resampled independently. ``estimate`` is ``None`` when a side is empty or a denominator mean is 0; the CI is
+    ``None`` when a side has fewer than 2 seeds."""
     if statistic not in STATISTIC_SIDES:
         raise BadInput(f"statistic={statistic!r} is unknown: expected one of {', '.join(STATISTIC_SIDES)}")
     sides = STATISTIC_SIDES[statistic]
@@ -195,6 +196,9 @@ def contrast(samples: Mapping[str, Sequence[float]], statistic: str = "ratio",
         if len(lengths) > 1:
             raise BadInput(f"paired sides of {group!r} need the same seeds, got {sorted(lengths)} values")
     estimate = float(_statistic({side: v.mean() for side, v in values.items()}, statistic))
+    estimate = estimate if np.isfinite(estimate) else None
+    if any(len(v) < 2 for v in values.values()):  # one seed: no spread to resample, so no CI (and no verdict)
+        return {**base, "estimate": estimate, "ci_low": None, "ci_high": None, "n_boot": 0}
     rng = np.random.default_rng(seed)
     draws = {}
     for side in sides:
@@ -203,8 +207,7 @@ def contrast(samples: Mapping[str, Sequence[float]], statistic: str = "ratio",
             draws[group] = rng.integers(0, len(values[side]), size=(n_resamples, len(values[side])))
     boot = _statistic({side: values[side][draws[groups[side]]].mean(axis=1) for side in sides}, statistic)
     low, high, kept = _interval(np.asarray(boot, dtype=float), confidence)
-    return {**base, "estimate": estimate if np.isfinite(estimate) else None, "ci_low": low, "ci_high": high,
-            "n_boot": kept}
+    return {**base, "estimate": estimate, "ci_low": low, "ci_high": high, "n_boot": kept}
 
 
 def verdict(found: dict[str, Any], expect: str, value: float) -> str:

@@ -160,6 +160,8 @@ def link_table(summary: dict, key: str = "link") -> tuple[list[str], list[list[s
 def effect_cell(entry: dict) -> str:
     if entry.get("estimate") is None:
         return "undefined (missing runs or epochs)"
+    if entry.get("ci_low") is None:
+        return f"{fmt(entry['estimate'], 3)} (one seed: no CI)"
     return f"{fmt(entry['estimate'], 3)} [{fmt(entry['ci_low'], 3)}, {fmt(entry['ci_high'], 3)}]"
 
 
@@ -271,6 +273,8 @@ def ratio_text(summary: dict, a: str, b: str, key: str = SHIFT_MI) -> str:
     found = effect(summary, {"a": (a, key), "b": (b, key)}, "ratio")
     if found["estimate"] is None:
         return "undefined"
+    if found["ci_low"] is None:
+        return f"{fmt(found['estimate'], 2)}× (one seed: no CI)"
     return f"{fmt(found['estimate'], 2)}× [{fmt(found['ci_low'], 2)}, {fmt(found['ci_high'], 2)}]"
 
 
@@ -279,6 +283,8 @@ def difference_text(summary: dict, a: str, b: str, key: str) -> str:
     found = effect(summary, {"a": (a, key), "b": (b, key)}, "difference")
     if found["estimate"] is None:
         return "undefined"
+    if found["ci_low"] is None:
+        return f"{found['estimate']:+.3f} (one seed: no CI)"
     return f"{found['estimate']:+.3f} [{found['ci_low']:+.3f}, {found['ci_high']:+.3f}]"
 
 
@@ -555,8 +561,13 @@ def question_init(summary: dict) -> str:
                  f"DE {cell(summary, de, SHIFT_ENS_ACC)} (difference {difference_text(summary, top, de, SHIFT_ENS_ACC)})"
                  + (f" and the single model's {cell(summary, single, SHIFT_ENS_ACC)}" if single else "")
                  + f"; shift ECE {cell(summary, top, SHIFT_ECE)} vs DE {cell(summary, de, SHIFT_ECE)}. It stays on the "
-                 f"rank-1 BE set (relative distance {cell(summary, top, DISTANCE_R1)}): DE-like MI, not DE-like "
-                 f"accuracy.")
+                 f"rank-1 BE set (relative distance {cell(summary, top, DISTANCE_R1)}) with "
+                 + _versus_de(effect(summary, {"a": (top, SHIFT_MI), "b": (de, SHIFT_MI)}, "ratio"), 1.0,
+                              "more MI under shift than DE", "MI under shift not distinguishable from DE's",
+                              "less MI under shift than DE") + " and "
+                 + _versus_de(effect(summary, {"a": (top, SHIFT_ENS_ACC), "b": (de, SHIFT_ENS_ACC)}, "difference"),
+                              0.0, "higher shift accuracy than DE", "shift accuracy not distinguishable from DE's",
+                              "lower shift accuracy than DE") + " (95% CIs).")
     text += _init_factors(summary, labels)
     controls = []
     for run in be:
@@ -569,6 +580,13 @@ def question_init(summary: dict) -> str:
         text += " Controls (run with the change over the run without, ratio of MI; accuracy difference) — " + \
             "; ".join(controls) + "."
     return text + " " + PRIOR_PRACTICE
+
+
+def _versus_de(found: dict[str, Any], value: float, above: str, overlap: str, below: str) -> str:
+    """The wording that a CI supports: entirely above ``value``, entirely below, or overlapping it."""
+    if found.get("ci_low") is None:
+        return "no CI (one seed)"
+    return above if found["ci_low"] > value else below if found["ci_high"] < value else overlap
 
 
 def _init_factors(summary: dict, labels: dict[str, str]) -> str:

@@ -220,3 +220,10 @@ def test_aligned_distance_is_at_most_the_raw_distance_and_needs_a_dense_chain(ge
     raw = diversity.mean_off_diagonal(diversity.pairwise_relative_distance(diversity.network_weights(weights)))
     assert diversity.aligned_weight_geometry(weights)["mean_relative_distance"] <= raw + 1e-12
     assert diversity.aligned_weight_geometry({"conv": torch.randn(2, 4, 3, 3, 3, generator=generator)}) is None
+
+
+def test_reachable_fraction_does_not_depend_on_the_batch_regime():
+    """The split training regime changes how members see batches, not the parametrisation: same fraction."""
+    fields = {"widths": [8, 4], "members": 3, "method": "batchensemble"}
+    repeat = diversity.reachable_fraction(Config.from_dict(fields))
+    assert diversity.reachable_fraction(Config.from_dict({**fields, "batch_regime": "split"})) == repeat

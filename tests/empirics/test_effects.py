@@ -90,6 +90,9 @@ def test_contrast_is_visible_arithmetic_and_its_verdict_follows_the_ci():
     assert effects.verdict(ratio, "above", 1.0) == "supported"
     assert effects.verdict(ratio, "below", 1.0) == "contradicted"
     assert effects.verdict({"ci_low": 0.5, "ci_high": 1.5}, "above", 1.0) == "inconclusive"
+    one_seed = effects.contrast({"a": [6.0], "b": [3.0]}, "ratio")
+    assert one_seed["estimate"] == 2.0 and one_seed["ci_low"] is None
+    assert effects.verdict(one_seed, "above", 1.0) == "undefined"
     with pytest.raises(BadInput, match="statistic='mean'"):
         effects.contrast({"a": a, "b": b}, "mean")
     with pytest.raises(BadInput, match="missing c, d"):

@@ -123,6 +123,7 @@ def test_the_init_paragraph_gives_the_most_diverse_init_its_ratio_to_de_and_its_
     assert "The most diverse init, random signs p = 0.5 (be-r1-init-sign), has 1.50× [1.50, 1.50]" in paragraph
     assert "(difference -0.040 [-0.040, -0.040])" in paragraph
     assert "shift ECE 0.1200 ± 0.0000 vs DE 0.0900 ± 0.0000" in paragraph and "random_sign_init" in paragraph
+    assert "with more MI under shift than DE and lower shift accuracy than DE (95% CIs)" in paragraph
 
 
 def test_rank_paragraph_quantifies_the_rise_instead_of_calling_it_barely():
