@@ -29,6 +29,7 @@ import torch
 from scipy import optimize, stats
 
 from empirics import data, effects, metrics
+from empirics.effects import rowwise_spearman
 from empirics.config import Config
 from empirics.evaluate import apply_execution_settings, data_root, load_run, predict_member_probs
 from empirics.models import build_model, member_weight_tuples
@@ -254,21 +255,11 @@ def pairwise_cka(member_features: torch.Tensor) -> torch.Tensor:
     return matrix
 
 
-def rowwise_spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Spearman's ρ of each row pair of (R, n) arrays: the Pearson correlation of average ranks (ties averaged, as
-    ``scipy.stats.spearmanr``); NaN for a row with a constant coordinate."""
-    rank_x = stats.rankdata(x, axis=1)
-    rank_y = stats.rankdata(y, axis=1)
-    rank_x -= rank_x.mean(axis=1, keepdims=True)
-    rank_y -= rank_y.mean(axis=1, keepdims=True)
-    scale = np.sqrt((rank_x ** 2).sum(axis=1) * (rank_y ** 2).sum(axis=1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(scale > 0, (rank_x * rank_y).sum(axis=1) / scale, np.nan)
-
-
 def spearman_with_ci(x: Sequence[float], y: Sequence[float], confidence: float = 0.95, n_resamples: int = 2000,
                      seed: int = 0) -> dict[str, float | int | None]:
-    """Spearman's ρ of paired samples and a paired percentile-bootstrap CI: runs are resampled with replacement and
+    """Spearman's ρ of paired samples and a naive paired percentile-bootstrap CI that treats every run as independent
+    (kept for comparison: the link analyses use ``empirics.effects.cluster_bootstrap_spearman``): runs are resampled
+    with replacement and
     the CI is the (α/2, 1 − α/2) quantiles of ρ over resamples (resamples with a constant coordinate have no ρ and
     are dropped; ``n_boot`` says how many were kept). ρ is ``None`` for fewer than 3 runs or constant inputs."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)

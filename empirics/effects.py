@@ -25,7 +25,7 @@ CONFIDENCE = 0.95
 EXPECTATIONS = ("above", "below")
 
 
-def _rowwise_spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def rowwise_spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Spearman's ρ of each row pair of (R, n) arrays (average ranks for ties, as ``scipy.stats.spearmanr``); NaN for
     a row with a constant coordinate."""
     rank_x = stats.rankdata(x, axis=1)
@@ -41,7 +41,7 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float | None:
     """ρ of two samples, ``None`` for fewer than 3 points or a constant coordinate."""
     if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return None
-    return float(_rowwise_spearman(x[None], y[None])[0])
+    return float(rowwise_spearman(x[None], y[None])[0])
 
 
 def cluster_means(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -89,7 +89,7 @@ def _batched_spearman(xs: list[np.ndarray], ys: list[np.ndarray]) -> np.ndarray:
     result = np.full(len(xs), np.nan)
     for length, positions in _by_length(xs).items():
         if length >= 3:
-            result[positions] = _rowwise_spearman(np.stack([xs[p] for p in positions]),
+            result[positions] = rowwise_spearman(np.stack([xs[p] for p in positions]),
                                                   np.stack([ys[p] for p in positions]))
     return result
 
@@ -208,6 +208,23 @@ def contrast(samples: Mapping[str, Sequence[float]], statistic: str = "ratio",
     boot = _statistic({side: values[side][draws[groups[side]]].mean(axis=1) for side in sides}, statistic)
     low, high, kept = _interval(np.asarray(boot, dtype=float), confidence)
     return {**base, "estimate": estimate, "ci_low": low, "ci_high": high, "n_boot": kept}
+
+
+def contrast_of_runs(runs: Mapping[str, Any], sides: Mapping[str, tuple[str, str]], statistic: str,
+                     seed: int = 0) -> dict[str, Any]:
+    """``contrast`` of a study's summarised runs (``summary["runs"]``: per run its ``seeds`` and per metric its
+    per-seed ``values``): side s is (run, metric); sides of the same run are paired on the seeds they all have."""
+    by_seed = {}
+    for side, (run, key) in sides.items():
+        entry = runs.get(run, {})
+        found = entry.get("metrics", {}).get(key)
+        by_seed[side] = dict(zip(entry.get("seeds", []), found["values"])) if found else {}
+    samples = {}
+    for side, (run, _) in sides.items():
+        twins = [other for other, (other_run, _) in sides.items() if other_run == run]
+        common = sorted(set.intersection(*(set(by_seed[other]) for other in twins)))
+        samples[side] = [by_seed[side][s] for s in common]
+    return contrast(samples, statistic, groups={side: run for side, (run, _) in sides.items()}, seed=seed)
 
 
 def verdict(found: dict[str, Any], expect: str, value: float) -> str:

@@ -11,11 +11,15 @@ import argparse
 import json
 import os
 import re
+import statistics
 from pathlib import Path
 from typing import Any
 
+from empirics import effects
+from empirics.config import Config
 from empirics.diversity import LINK_WITHOUT_MCD, RANK1_LINK, WITHOUT_MCD_REASON
 from empirics.layers import output_factor_spread, rank_one_moments
+from empirics.train import EXECUTION_KEYS
 from theory.cli_support import BadInput
 from theory.records import atomic_write_text
 
@@ -236,8 +240,6 @@ def _ratio(summary: dict, run: str, other: str, key: str) -> float | None:
 def canonical(fields: dict[str, Any]) -> dict[str, Any]:
     """A run's complete config (defaults filled in: run folders and presets written before a key existed read as its
     default), without the seed and execution keys: two runs with equal canonical fields differ only by seed."""
-    from empirics.config import Config
-    from empirics.train import EXECUTION_KEYS
     values = Config.from_dict({key: value for key, value in fields.items()}).to_dict()
     return {key: value for key, value in values.items() if key not in EXECUTION_KEYS and key != "seed"}
 
@@ -251,21 +253,9 @@ def partner(summary: dict, run: str, **changes: Any) -> str | None:
     return next((name for name, entry in summary["runs"].items() if canonical(entry["fields"]) == wanted), None)
 
 
-def seed_values(summary: dict, run: str, key: str) -> dict[int, float]:
-    found = stat(summary, run, key)
-    return dict(zip(summary["runs"][run]["seeds"], found["values"])) if found else {}
-
-
 def effect(summary: dict, sides: dict[str, tuple[str, str]], statistic: str) -> dict[str, Any]:
-    """``empirics.effects.contrast`` of sides {a: (run, metric), ...}; sides of one run paired on common seeds."""
-    from empirics import effects
-    by_seed = {side: seed_values(summary, run, key) for side, (run, key) in sides.items()}
-    samples = {}
-    for side, (run, _) in sides.items():
-        twins = [other for other, (other_run, _) in sides.items() if other_run == run]
-        common = sorted(set.intersection(*(set(by_seed[other]) for other in twins)))
-        samples[side] = [by_seed[side][seed] for seed in common]
-    return effects.contrast(samples, statistic, groups={side: run for side, (run, _) in sides.items()})
+    """``empirics.effects.contrast_of_runs`` of sides {a: (run, metric), ...} of this study."""
+    return effects.contrast_of_runs(summary["runs"], sides, statistic)
 
 
 def ratio_text(summary: dict, a: str, b: str, key: str = SHIFT_MI) -> str:
@@ -314,7 +304,6 @@ def _default_be_and_de(summary: dict, runs: list[str] | None = None) -> tuple[st
 def training_length(summary: dict) -> str:
     """How long the runs actually trained: epochs run (median, range) against the configured maximum, and how many
     stopped early (from metrics.json)."""
-    import statistics
     runs = [entry["metrics"] for entry in summary["runs"].values() if "train/epochs_run" in entry["metrics"]]
     if not runs:
         return ""

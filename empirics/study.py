@@ -11,10 +11,12 @@ Preset format::
     [study]   claim, evidence, seeds (count; seeds are 0..N−1), include (other presets, optional), and the
               distance-to-BE fit: distance_ranks, distance_starts, distance_max_iter (ALS starts and sweeps)
     [study.headline]   optional pre-registered headline test, written before the study runs: hypothesis (text),
-              metric, a, b (run names), statistic ("ratio" = mean_a / mean_b or "difference"), expect ("above" or
-              "below") and value: supported when the bootstrap CI of the statistic lies entirely on that side of
-              value (``empirics.effects``); metric_b (optional) takes b's value from another metric, e.g. one run's
-              trajectory at two epochs (``traj/shift/mutual_information@30`` vs ``@1``; paired by seed when a = b)
+              metric, a, b (run names), statistic ("ratio" = mean_a / mean_b, "difference", or "ratio_of_ratios" =
+              (mean_a / mean_b) / (mean_c / mean_d) with runs c, d), expect ("above" or "below") and value:
+              supported when the bootstrap CI of the statistic lies entirely on that side of value
+              (``empirics.effects``); metric_a..metric_d (optional) take a side's value from another metric, e.g.
+              one run's trajectory at two epochs (``traj/shift/mutual_information@30`` vs ``@1``; sides of the same
+              run are paired by seed)
     [[study.contrasts]]  further contrasts in the same format, each with a name (reported, not pre-registered tests)
     [base]    Config fields shared by every run (``empirics.config``)
     [runs.NAME]  the Config fields of run NAME on top of [base]
@@ -426,17 +428,8 @@ def evaluate_contrast(summary: dict[str, Any], entry: dict[str, Any], seed: int 
     its bootstrap CI over seeds (paired by seed when a = b) and the verdict of the pre-registered test."""
     sides = effects.STATISTIC_SIDES[entry["statistic"]]
     metric = {side: entry.get(f"metric_{side}", entry["metric"]) for side in sides}
-    by_seed = {}
-    for side in sides:
-        run = summary["runs"].get(entry[side], {})
-        found = run.get("metrics", {}).get(metric[side])
-        by_seed[side] = dict(zip(run.get("seeds", []), found["values"])) if found else {}
-    samples = {}
-    for side in sides:  # sides of one run keep only the seeds every such side has, in seed order (paired)
-        twins = [other for other in sides if entry[other] == entry[side]]
-        common = sorted(set.intersection(*(set(by_seed[other]) for other in twins)))
-        samples[side] = [by_seed[side][s] for s in common]
-    found = effects.contrast(samples, entry["statistic"], groups={side: entry[side] for side in sides}, seed=seed)
+    found = effects.contrast_of_runs(summary["runs"], {side: (entry[side], metric[side]) for side in sides},
+                                     entry["statistic"], seed=seed)
     return {**entry, **{f"metric_{side}": metric[side] for side in sides}, **found,
             "verdict": effects.verdict(found, entry["expect"], entry["value"])}
 
