@@ -52,8 +52,10 @@ def numbered_sections(markdown: str) -> set[int]:
 
 
 def scanned_texts() -> dict[str, str]:
+    """Every scanned file but this one, whose test input names missing documents on purpose."""
+    this = Path(__file__).resolve().relative_to(ROOT).as_posix()
     return {name: (ROOT / name).read_text(encoding="utf-8") for name in repository_files()
-            if name.endswith(SCANNED_SUFFIXES)}
+            if name.endswith(SCANNED_SUFFIXES) and name != this}
 
 
 def test_every_markdown_document_named_in_the_repository_exists():
