@@ -111,7 +111,7 @@ def _mark_input_dropout(layer: nn.Module, rate: float) -> nn.Module:
 
 class MLP(nn.Module):
     """``in → widths[0] → … → widths[-1] → classes``; each hidden layer Linear → activation, dropout before every
-    Linear but the first (PAPER.md's MNIST MLP 784-64-32-16-10, dropout 0.05)."""
+    Linear but the first (the MNIST MLP 784-64-32-16-10 of docs/paper.md §4, dropout 0.05)."""
 
     def __init__(self, factory: LayerFactory, in_features: int, widths: Sequence[int], num_classes: int,
                  activation: str = "relu") -> None:

@@ -88,7 +88,7 @@ def test_distance_is_non_increasing_in_rank(generator):
 
 def test_reachable_fraction_of_a_rank1_mlp_matches_the_closed_form():
     """MLP 784-64-10, k = 4, rank 1, per-member biases: each dense layer reaches mn + (k−1)(m+n−1) of kmn
-    dimensions (THEORY.md §1) and its biases all k·m, so the fraction is their sums' ratio."""
+    dimensions (docs/theory.md §2) and its biases all k·m, so the fraction is their sums' ratio."""
     config = Config.from_dict({"method": "batchensemble", "arch": "mlp", "widths": [64], "members": 4, "rank": 1})
     k, layers = 4, [(64, 784), (10, 64)]
     reached = sum(m * n + (k - 1) * (m + n - 1) + k * m for m, n in layers)
