@@ -4,7 +4,16 @@ Layers are independent, so dimensions and codimensions add. Every ``Linear``/``C
 row: ``perturbed`` (a BatchEnsemble layer), ``shared`` (one plain layer for all members) or ``per-member``.
 Biases and BatchNorm affine parameters are per-member (cost nothing) or shared (codim (k−1)·m and 2(k−1)·c).
 The torch-uncertainty convention, the default: shared BatchNorm, per-member biases, and the plain 1×1 shortcut
-convs of BasicBlocks (``downsample``/``shortcut`` in the module name) counted as shared layers.
+convs of BasicBlocks (``downsample``/``shortcut`` in the module name) counted as shared layers. A shared layer is one
+plain layer applied to every member, so its bias is one vector too: counted shared (codim (k−1)·m) whatever ``bias``.
+
+A model that already *is* a BatchEnsemble is counted as it is (``batch_layer``): torch-uncertainty's ``BatchLinear`` /
+``BatchConv2d`` (a plain bias-free ``linear``/``conv`` child, ``r_group`` (k, in), ``s_group`` (k, out), optional
+``bias`` (k, out)), recognised by that parameter layout without importing the package, and this project's
+``empirics.layers`` BatchEnsemble layers (a ``spec`` and ``fast_factors``). Their rank, variant and bias come from the
+layer, every plain Linear/Conv2d beside them is a shared layer (the same kernel for every member's rows), and
+``members`` must equal the layers' k. Then the BE parameter count equals the model's ``numel`` sum (tested on
+torch-uncertainty's own ``batched_resnet``).
 
 Example (THEORY.md §4): MLP 784-400-400-10, k = 4, per-member biases: DE dim 1,913,640, BE params 490,416,
 BE image dim 488,013, codim 1,425,627.
@@ -118,10 +127,73 @@ def _kernel_shape(module: nn.Module) -> tuple[int, ...]:
     return (module.out_channels, module.in_channels, *module.kernel_size)
 
 
-def _layer_role(name: str, roles: dict[str, str], shortcuts: str) -> str:
+def _layer_role(name: str, roles: dict[str, str], shortcuts: str, batched: bool = False) -> str:
+    """``roles`` first; in a model that already has BatchEnsemble layers a plain kernel is shared; else shortcuts
+    follow ``shortcuts`` and every other kernel is perturbed."""
     if name in roles:
         return roles[name]
+    if batched:
+        return "shared"
     return "shared" if shortcuts == "shared" and is_shortcut(name) else "perturbed"
+
+
+@dataclass(frozen=True)
+class BatchLayer:
+    """A BatchEnsemble layer found in a model: its spec, the module holding its slow weight, and its bias mode."""
+
+    spec: BatchEnsembleSpec
+    kernel: nn.Module
+    bias: str
+
+
+def _own_parameters(module: nn.Module) -> dict[str, torch.Tensor]:
+    return dict(module.named_parameters(recurse=False))
+
+
+def batch_layer(module: nn.Module) -> BatchLayer | None:
+    """The BatchEnsemble layer ``module`` is, or ``None`` for any other module.
+
+    torch-uncertainty (``BatchLinear``/``BatchConv2d``, rank 1 channel-wise W ∘ s_i r_iᵀ): own parameters exactly
+    ``r_group`` (k, in), ``s_group`` (k, out) and optionally ``bias`` (k, out), one child ``linear``/``conv`` that is a
+    bias-free ``nn.Linear``/``nn.Conv2d`` of groups 1. This project's layers: a ``spec`` (``BatchEnsembleSpec``),
+    ``weight`` and ``fast_factors``. A module with ``r_group``/``s_group`` in any other layout is a ``BadInput``."""
+    own = _own_parameters(module)
+    if isinstance(getattr(module, "spec", None), BatchEnsembleSpec) and hasattr(module, "fast_factors"):
+        bias = getattr(module, "bias", None)
+        mode = "none" if bias is None else ("per-member" if bias.dim() == 2 else "shared")
+        return BatchLayer(module.spec, module, mode)
+    if not {"r_group", "s_group"} <= set(own):
+        return None
+    children = dict(module.named_children())
+    kernel = children.get("conv", children.get("linear"))
+    r_group, s_group, bias = own["r_group"], own["s_group"], own.get("bias")
+    if (set(own) - {"r_group", "s_group", "bias"} or len(children) != 1
+            or not isinstance(kernel, (nn.Linear, nn.Conv2d)) or kernel.bias is not None):
+        raise BadInput(f"layer of type {type(module).__name__} has r_group/s_group but not torch-uncertainty's "
+                       "BatchLinear/BatchConv2d layout (one bias-free linear/conv child, r_group, s_group, bias)")
+    shape = _kernel_shape(kernel)
+    members = r_group.shape[0]
+    expected = {"r_group": (members, shape[1]), "s_group": (members, shape[0]), "bias": (members, shape[0])}
+    for name, tensor in own.items():
+        if tuple(tensor.shape) != expected[name]:
+            raise BadInput(f"{type(module).__name__}.{name} has shape {tuple(tensor.shape)}: expected "
+                           f"{expected[name]} for a ({shape[0]}, {shape[1]}, ...) kernel and k={members}")
+    return BatchLayer(BatchEnsembleSpec(shape, members, 1, "channel-wise"), kernel,
+                      "none" if bias is None else "per-member")
+
+
+def batch_layers(module: nn.Module) -> dict[str, BatchLayer]:
+    """{name: BatchLayer} of every BatchEnsemble layer of ``module`` (``batch_layer``)."""
+    found = {}
+    for name, layer in module.named_modules():
+        described = batch_layer(layer)
+        if described is not None:
+            found[name] = described
+    return found
+
+
+def _inside(name: str, parents: Sequence[str]) -> bool:
+    return any(parent == "" or name.startswith(parent + ".") for parent in parents)
 
 
 def network_counts(module: nn.Module, members: int, rank: int = 1, variant: str = "channel-wise",
@@ -144,10 +216,26 @@ def network_counts(module: nn.Module, members: int, rank: int = 1, variant: str 
         if value not in accepted:
             raise BadInput(f"{option}={value!r} is unknown: expected one of {', '.join(accepted)}")
     rows = []
+    found = batch_layers(module)
+    for name, described in found.items():
+        if described.spec.members != members:
+            raise BadInput(f"layer {name!r} ({type(module.get_submodule(name)).__name__}) has k="
+                           f"{described.spec.members} members: expected members={members}")
+    counted: list[str] = []  # modules whose children are counted in their own row
     for name, layer in module.named_modules():
-        if isinstance(layer, (nn.Linear, nn.Conv2d)):
+        if _inside(name, counted):
+            continue  # the slow weight of a BatchEnsemble layer or the k·C norm of a per-member BatchNorm
+        if name in found:
+            rows.append(_batch_row(name, layer, found[name], certify_route, seed))
+            counted.append(name)
+        elif _member_norm_features(layer) is not None:
+            features = _member_norm_features(layer)
+            counts = dimension.vector_counts(2 * features, members, "per-member")
+            rows.append(LayerRow(name, type(layer).__name__, (features,), "per-member", counts))
+            counted.append(name)
+        elif isinstance(layer, (nn.Linear, nn.Conv2d)):
             rows.append(_kernel_row(name, layer, members, rank, variant, bias,
-                                    _layer_role(name, roles, shortcuts), certify_route, seed))
+                                    _layer_role(name, roles, shortcuts, bool(found)), certify_route, seed))
         elif isinstance(layer, NORM_TYPES) and layer.affine:
             counts = dimension.vector_counts(2 * layer.num_features, members, norm)
             rows.append(LayerRow(name, type(layer).__name__, (layer.num_features,), norm, counts))
@@ -165,7 +253,7 @@ def _kernel_row(name: str, layer: nn.Module, members: int, rank: int, variant: s
     layer_variant = variant if len(shape) == 4 or variant in DENSE_VARIANTS else "channel-wise"
     top = BatchEnsembleSpec(shape, members, 1, layer_variant).max_rank
     spec = BatchEnsembleSpec(shape, members, min(rank, top), layer_variant)
-    bias_mode = bias if layer.bias is not None else "none"
+    bias_mode = "none" if layer.bias is None else {"shared": "shared", "per-member": "per-member"}.get(role, bias)
     bias_counts = dimension.vector_counts(shape[0], members, bias_mode)
     kernel = dimension.kernel_counts(spec, role)
     counts = kernel + bias_counts
@@ -174,6 +262,27 @@ def _kernel_row(name: str, layer: nn.Module, members: int, rank: int, variant: s
         certificate = certify_cached(spec, route, seed)
     kind = f"{type(layer).__name__}[{spec.variant}, r={spec.rank}]" if role == "perturbed" else type(layer).__name__
     return LayerRow(name, kind, shape, role, counts, certificate, kernel.image_dim)
+
+
+def _batch_row(name: str, layer: nn.Module, described: BatchLayer, route: str, seed: int) -> LayerRow:
+    """A BatchEnsemble layer counted with its own spec and bias (``batch_layer``)."""
+    spec = described.spec
+    kernel = dimension.kernel_counts(spec, "perturbed")
+    counts = kernel + dimension.vector_counts(spec.kernel_shape[0], spec.members, described.bias)
+    kind = f"{type(layer).__name__}[{spec.variant}, r={spec.rank}]"
+    return LayerRow(name, kind, spec.kernel_shape, "perturbed", counts, certify_cached(spec, route, seed),
+                    kernel.image_dim)
+
+
+def _member_norm_features(layer: nn.Module) -> int | None:
+    """C for a per-member BatchNorm over k·C channels (``empirics.layers.MemberBatchNorm``: ``members``,
+    ``num_features`` and an affine ``norm`` child of k·C features); ``None`` for any other module."""
+    inner = getattr(layer, "norm", None)
+    features, members = getattr(layer, "num_features", None), getattr(layer, "members", None)
+    if (isinstance(inner, NORM_TYPES) and isinstance(features, int) and isinstance(members, int)
+            and inner.affine and inner.num_features == members * features):
+        return features
+    return None
 
 
 # ---------------------------------------------------------------- architectures

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from torch import nn
 from torchvision.models import resnet18 as torchvision_resnet18
 
@@ -75,3 +76,76 @@ def test_bad_network_input_raises(call):
     """Unknown archs, too few widths, k < 1, unsupported layers and unknown modes raise BadInput."""
     with pytest.raises(BadInput):
         call()
+
+
+# ---------------------------------------------------------------- foreign BatchEnsemble models, counted as they are
+
+
+def _plain_twin(model: nn.Module) -> nn.Module:
+    """``model`` with every torch-uncertainty Batch layer swapped for a plain layer of its kernel shape (bias kept
+    when the Batch layer has one): the architecture counted by the role convention instead of as it is."""
+    for name, child in list(model.named_children()):
+        inner = getattr(child, "conv", getattr(child, "linear", None))
+        if hasattr(child, "r_group") and isinstance(inner, nn.Conv2d):
+            plain = nn.Conv2d(inner.in_channels, inner.out_channels, inner.kernel_size, inner.stride, inner.padding,
+                              bias=child.bias is not None)
+        elif hasattr(child, "r_group") and isinstance(inner, nn.Linear):
+            plain = nn.Linear(inner.in_features, inner.out_features, bias=child.bias is not None)
+        else:
+            _plain_twin(child)
+            continue
+        setattr(model, name, plain)
+    return model
+
+
+@pytest.mark.parametrize("conv_bias", [True, False])
+def test_torch_uncertainty_resnet18_counted_as_it_is_matches_its_parameter_count(torch_uncertainty, conv_bias):
+    """torch-uncertainty's own ``batched_resnet(18, style="cifar", k=4)``, passed as it is: the BE parameter count
+    equals the model's numel sum; the layers counted as plain ones by the role convention give the same totals, so
+    the shortcut's bias (shared by all members) is counted shared. Codim with ``conv_bias=True``: 33,501,135 (the
+    issue's hand count: 3 shortcut biases of 128 + 256 + 512 entries add (k−1)·896 = 2,688 over conv_bias=False)."""
+    model = torch_uncertainty.batched_resnet(in_channels=3, num_classes=10, arch=18, num_estimators=4,
+                                             style="cifar", conv_bias=conv_bias)
+    counts = network_counts(model, 4, certify_route="none")
+    assert counts.be_params == sum(parameter.numel() for parameter in model.parameters())
+    twin = network_counts(_plain_twin(model), 4, certify_route="none")
+    assert (twin.be_params, twin.codim, twin.de_dim) == (counts.be_params, counts.codim, counts.de_dim)
+    assert counts.codim == (33_501_135 if conv_bias else 33_501_135 - 3 * 896)
+    shortcuts = [row for row in counts.rows if "shortcut.0" in row.name]
+    assert len(shortcuts) == 3 and all(row.role == "shared" for row in shortcuts)
+    batch_rows = [row for row in counts.rows if row.role == "perturbed"]
+    assert len(batch_rows) == 18 and batch_rows[-1].kind.startswith("BatchLinear")
+
+
+def test_torch_uncertainty_layers_certified(torch_uncertainty):
+    """A small torch-uncertainty net (BatchConv2d → BatchLinear) counted as it is is certified layer by layer, and
+    its perturbed rows are rank-1 channel-wise: codim (k−1)(D − out − in + 1) per kernel (proved closed form)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(torch_uncertainty.BatchConv2d(2, 3, 3, num_estimators=4), nn.Flatten(),
+                          torch_uncertainty.BatchLinear(3, 5, num_estimators=4))
+    counts = network_counts(model, 4)
+    assert counts.certified and counts.be_params == sum(p.numel() for p in model.parameters())
+    assert [row.counts.codim for row in counts.rows] == [3 * (3 * 2 * 9 - 3 - 2 + 1), 3 * (5 * 3 - 5 - 3 + 1)]
+
+
+def test_members_must_match_the_batch_layers(torch_uncertainty):
+    """k given ≠ the layers' num_estimators: a BadInput naming the layer and both counts."""
+    model = nn.Sequential(torch_uncertainty.BatchLinear(3, 5, num_estimators=4))
+    with pytest.raises(BadInput, match=r"layer '0' \(BatchLinear\) has k=4 members: expected members=2"):
+        network_counts(model, 2)
+
+
+def test_project_batchensemble_model_counted_as_it_is():
+    """This project's BE model (BE layers, per-member BatchNorm, plain shortcut) counted as it is equals its
+    parameter count and the plain architecture counted with the matching options."""
+    from empirics.models import LayerFactory, ModelSpec, build_model
+
+    factory = LayerFactory(method="batchensemble", members=3, batchnorm="per-member")
+    spec = ModelSpec(arch="resnet18", in_shape=(1, 8, 8), width_mult=0.0625, method="batchensemble", members=3,
+                     factory=factory)
+    model = build_model(spec)
+    counts = network_counts(model.net, 3, certify_route="none")
+    assert counts.be_params == sum(p.numel() for p in model.net.parameters())
+    plain = build_model(ModelSpec(arch="resnet18", in_shape=(1, 8, 8), width_mult=0.0625, method="single")).net
+    reference = network_counts(plain, 3, norm="per-member", certify_route="none")
+    assert (counts.codim, counts.de_dim) == (reference.codim, reference.de_dim)
