@@ -349,20 +349,41 @@ def _check_rank_used(model: BatchEnsembleModel, rank: int | str) -> None:
                        f"(the largest layer's max rank) or 'full'")
 
 
+KERNEL_KINDS = (nn.Linear, nn.Conv2d, BatchEnsembleLinear, BatchEnsembleConv2d)
+PARAMETER_KINDS = (*KERNEL_KINDS, nn.BatchNorm1d, nn.BatchNorm2d, MemberBatchNorm)
+
+
 def _kernel_layers(net: nn.Module) -> dict[str, nn.Module]:
-    kinds = (nn.Linear, nn.Conv2d, BatchEnsembleLinear, BatchEnsembleConv2d)
-    return {name: module for name, module in net.named_modules() if isinstance(module, kinds)}
+    """Every kernel layer of one of this project's nets; a module with parameters of any other type (a foreign layer
+    such as torch-uncertainty's ``BatchConv2d``, whose plain ``conv`` child holds only the slow weight) is a
+    ``BadInput`` naming it, so no member tuple is made from a weight that is not the members' own."""
+    for name, module in net.named_modules():
+        owner = name.rpartition(".")[0]
+        if name and isinstance(net.get_submodule(owner), (BatchEnsembleLinear, BatchEnsembleConv2d, MemberBatchNorm)):
+            continue  # the fast-factor list of a BE layer, the k·C norm of a per-member BatchNorm
+        if isinstance(module, PARAMETER_KINDS):
+            continue
+        if any(True for _ in module.parameters(recurse=False)):
+            raise BadInput(f"layer {name!r} of type {type(module).__name__} is not one of this project's layers "
+                           f"({', '.join(kind.__name__ for kind in PARAMETER_KINDS)}): its member weights are "
+                           "unknown here (empirics.diagnose reads torch-uncertainty and TabM layers)")
+    return {name: module for name, module in net.named_modules() if isinstance(module, KERNEL_KINDS)}
 
 
 def member_weight_tuples(model: EnsembleModel, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """{layer name: (k, out, in[, h, w])} — each layer's per-member kernel, detached.
 
-    BE: ``effective_weights()`` (layers shared by members, such as plain shortcuts, repeated k times); DE: the
+    BE: ``effective_weights()`` (layers shared by members, such as plain shortcuts, repeated k times: one kernel that
+    every member applies); a model that is not one of this module's, or holds a layer of a foreign type, is a
+    ``BadInput`` (never the slow weight repeated as if it were the members'); DE: the
     members' stacked kernels; single: k = 1. MC Dropout: Gal & Ghahramani's reading of dropout as Bernoulli masks on
     the input columns of the next kernel: member i's kernel is ``W ∘ z_i / (1 - p)`` with z_i ~ Bernoulli(1 - p) per
     input channel (drawn from ``generator``), for every layer whose input passes through dropout; the actual forward
     draws a fresh mask per example, so these are k samples of the weight distribution, not the test-time passes.
     """
+    if not isinstance(model, (SingleModel, BatchEnsembleModel, MCDropoutModel, DeepEnsembleModel)):
+        raise BadInput(f"model of type {type(model).__name__} is not one of this project's ensemble models: "
+                       "member_weight_tuples reads only those (empirics.diagnose reads foreign ensembles)")
     with torch.no_grad():
         if isinstance(model, DeepEnsembleModel):
             if model.mode == "sequential":

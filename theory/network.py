@@ -249,19 +249,25 @@ def network_counts(module: nn.Module, members: int, rank: int = 1, variant: str 
 
 def _kernel_row(name: str, layer: nn.Module, members: int, rank: int, variant: str, bias: str, role: str,
                 route: str, seed: int) -> LayerRow:
-    shape = _kernel_shape(layer)
+    bias_mode = "none" if layer.bias is None else {"shared": "shared", "per-member": "per-member"}.get(role, bias)
+    return kernel_row(name, _kernel_shape(layer), members, role, rank, variant, bias_mode, route, seed,
+                      type(layer).__name__)
+
+
+def kernel_row(name: str, shape: Sequence[int], members: int, role: str, rank: int = 1,
+               variant: str = "channel-wise", bias_mode: str = "none", route: str = "auto", seed: int = 0,
+               kind: str = "kernel") -> LayerRow:
+    """One row for a kernel of ``shape`` (and a bias over its ``out`` channels): a perturbed kernel gets the rank-r
+    BE counts (rank capped at the layer's largest; dense layers fall back to channel-wise) and its certificate."""
+    shape = tuple(shape)
     layer_variant = variant if len(shape) == 4 or variant in DENSE_VARIANTS else "channel-wise"
     top = BatchEnsembleSpec(shape, members, 1, layer_variant).max_rank
     spec = BatchEnsembleSpec(shape, members, min(rank, top), layer_variant)
-    bias_mode = "none" if layer.bias is None else {"shared": "shared", "per-member": "per-member"}.get(role, bias)
-    bias_counts = dimension.vector_counts(shape[0], members, bias_mode)
     kernel = dimension.kernel_counts(spec, role)
-    counts = kernel + bias_counts
-    certificate = None
-    if role == "perturbed":
-        certificate = certify_cached(spec, route, seed)
-    kind = f"{type(layer).__name__}[{spec.variant}, r={spec.rank}]" if role == "perturbed" else type(layer).__name__
-    return LayerRow(name, kind, shape, role, counts, certificate, kernel.image_dim)
+    counts = kernel + dimension.vector_counts(shape[0], members, bias_mode)
+    certificate = certify_cached(spec, route, seed) if role == "perturbed" else None
+    label = f"{kind}[{spec.variant}, r={spec.rank}]" if role == "perturbed" else kind
+    return LayerRow(name, label, shape, role, counts, certificate, kernel.image_dim)
 
 
 def _batch_row(name: str, layer: nn.Module, described: BatchLayer, route: str, seed: int) -> LayerRow:
