@@ -4,6 +4,7 @@
 
     python -m empirics train --config FILE.toml --set key=value [key=value ...] [--run-dir DIR] [--resume]
     python -m empirics evaluate RUN_DIR
+    python -m empirics diagnose PATH [PATH ...] [--members K] [--dataset NAME|FILE]   (empirics.diagnose)
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from empirics.evaluate import CONFIG_FILE, evaluate_run
 from empirics.train import train
 from theory.cli_support import BadInput, OneLineParser, add_subcommands, dispatch, run_cli
 
-SUBCOMMAND_MODULES: list[str] = ["empirics.study", "empirics.report"]
+SUBCOMMAND_MODULES: list[str] = ["empirics.study", "empirics.report", "empirics.diagnose"]
 RUNS_DIR = Path("results") / "runs"
 SUMMARY_KEYS = ("accuracy", "nll", "ece")
 
