@@ -1,6 +1,7 @@
 """Studies: a preset (``empirics/presets/<name>.toml``) names a claim, the evidence it produces and a grid of runs.
 
-``python -m empirics study PRESET [--seeds N] [--resume | --rerun] [--jobs J] [--reuse DIR] [--out DIR] [--tiny]``
+``python -m empirics study PRESET [--seeds N] [--resume | --rerun] [--jobs J] [--reuse DIR] [--out DIR] [--tiny]
+[--executor local|slurm [--partition P] [--timeout-min M]]``
 trains every (run, seed), evaluates it on test / shift / OOD data, measures its diversity geometry
 (``empirics.diversity``), then aggregates mean ± std over seeds and the parameter ↔ function-space link into
 ``<out>/summary.json`` and writes the report (``empirics.report``). PRESET is a name under ``empirics/presets/`` or the path of a preset ``.toml`` file.
@@ -20,6 +21,8 @@ and configuration in several of them is trained once) and applies its own [base]
 
 Parallel runs: ``--jobs J`` trains J runs side by side, each in its own process with its config's ``threads``
 (keep J × threads within the machine's cores). Every run seeds itself, so the numbers do not depend on J.
+
+Cluster: ``--executor slurm`` (or ``local``) submits one submitit job per run instead (``empirics.executors``).
 
 Reuse: ``--reuse DIR`` (repeatable) copies, instead of training, every unfinished run whose twin in another study's
 folder ``DIR/runs/NAME/seedS`` is finished with the same config (execution keys aside) and the same analysis settings
@@ -50,7 +53,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from empirics import diversity, report
+from empirics import diversity, executors, report
 from empirics.config import Config
 from empirics.diversity import DIVERSITY_FILE
 from empirics.report import SUMMARY_FILE
@@ -252,10 +255,13 @@ def default_out(preset: str, tiny: bool) -> Path:
 
 def run_study(preset_name: str, out: Path | None = None, seeds: int | None = None, resume: bool = False,
               tiny: bool = False, rerun: bool = False, workers: int = 1,
-              reuse: list[Path] | None = None) -> dict[str, Any]:
+              reuse: list[Path] | None = None, executor: str | None = None,
+              cluster: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run every unfinished (run, seed) of the preset (every one with ``rerun``), ``workers`` at a time, after copying
     those with a reusable twin under a ``reuse`` folder; then write ``summary.json`` and the report; return it."""
     require_int_in_range("--jobs", workers, 1)
+    if executor is not None:
+        executors.check_executor(executor)
     preset = load_preset(preset_name)
     if tiny:
         preset = dataclasses.replace(preset, distance_max_iter=min(preset.distance_max_iter, TINY_DISTANCE_MAX_ITER))
@@ -278,8 +284,18 @@ def run_study(preset_name: str, out: Path | None = None, seeds: int | None = Non
     jobs = [(spec, out / spec.relative_dir, resume, preset, rerun, tiny) for spec in todo]
     earlier = {} if rerun else _earlier_records(out)
     timings = {key: value for key, value in earlier.get("timings_s", {}).items() if key not in reused}
-    timings.update(_run_all(jobs, workers, preset.name))
+    failures: dict[str, str] = {}
+    if executor is None:
+        timings.update(_run_all(jobs, workers, preset.name))
+    else:  # one submitit job per run (empirics.executors)
+        devices = [build_config(spec).device for spec in todo]
+        done, failures = executors.submit_runs(jobs, _timed_run, executor, out, preset.name, workers,
+                                               executors.wants_gpu(devices), max(1, build_config(specs[0]).threads),
+                                               **(cluster or {}))
+        timings.update(done)
     summary = summarise(preset, specs, out, tiny)
+    if failures:
+        summary["failures"] = failures
     summary["timings_s"] = timings
     summary["reused"] = {**{key: value for key, value in earlier.get("reused", {}).items() if key not in timings},
                          **reused}
@@ -410,10 +426,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="copy finished runs with the same config from another study's folder (repeatable)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs trained side by side, one process each (default 1; keep jobs x threads <= cores)")
+    parser.add_argument("--executor", choices=executors.EXECUTORS,
+                        help="one submitit job per run: 'local' processes or 'slurm' jobs (empirics.executors); "
+                             "--jobs then caps the runs at once")
+    parser.add_argument("--partition", help="SLURM partition for --executor slurm")
+    parser.add_argument("--timeout-min", type=int, default=executors.DEFAULT_TIMEOUT_MIN,
+                        help="time limit of one run's job in minutes (default %(default)s)")
     parser.set_defaults(handler=_handle)
 
 
 def _handle(args: argparse.Namespace) -> int:
+    cluster = {"timeout_min": require_int_in_range("--timeout-min", args.timeout_min, 1), "partition": args.partition}
     summary = run_study(args.preset, args.out, args.seeds, args.resume, args.tiny, args.rerun, args.jobs,
-                        args.reuse)
+                        args.reuse, args.executor, cluster if args.executor else None)
     return 1 if summary["missing"] else 0
