@@ -19,7 +19,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from empirics.corruptions import CORRUPTIONS, SEVERITIES
-from empirics.data import DATASETS, input_shape, num_classes, ood_dataset_for
+from empirics.data import CIFAR10_C_FAMILIES, DATASETS, input_shape, num_classes, ood_dataset_for
 from empirics.layers import BIASES, INITS
 from empirics.models import (ACTIVATIONS, ARCHS, BATCHNORMS, DE_MODES, METHODS, SHORTCUTS, LayerFactory,
                              ModelSpec)
@@ -84,7 +84,8 @@ class Config:
     grad_clip: float = field(default=0.0, metadata={"unit": "max global gradient L2 norm; 0 = off"})
     seed: int = field(default=0, metadata={"unit": "seeds init, split, shuffling, dropout, corruptions"})
     # ---- evaluation and execution -----------------------------------------------------------------------------------
-    shift_families: tuple[str, ...] = field(default=(), metadata={"unit": "corruption families; () = all"})
+    shift_families: tuple[str, ...] = field(default=(), metadata={"unit": "corruption families; () = all (CIFAR-10: "
+                                                                   "the CIFAR-10-C files present, else generated)"})
     shift_severity: int = field(default=3, metadata={"unit": "corruption severity 1..5"})
     num_workers: int = field(default=0, metadata={"unit": "DataLoader worker processes"})
     threads: int = field(default=0, metadata={"unit": "torch CPU threads; 0 = PyTorch's default (on a loaded "
@@ -154,8 +155,10 @@ class Config:
         _in_range("grad_clip", self.grad_clip, 0, None)
         _in_range("seed", self.seed, 0, None)
         for family in self.shift_families:
-            if family not in CORRUPTIONS:
-                raise BadInput(f"shift_families contains {family!r}: expected families from {', '.join(CORRUPTIONS)}")
+            if family not in CORRUPTIONS and not (self.dataset == "cifar10" and family in CIFAR10_C_FAMILIES):
+                raise BadInput(f"shift_families contains {family!r}: expected families from {', '.join(CORRUPTIONS)}"
+                               + (f" or the CIFAR-10-C release's {', '.join(CIFAR10_C_FAMILIES)}"
+                                  if self.dataset == "cifar10" else ""))
         if self.shift_severity not in SEVERITIES:
             raise BadInput(f"shift_severity={self.shift_severity} is out of range: expected one of "
                            f"{', '.join(map(str, SEVERITIES))}")

@@ -25,7 +25,6 @@ from tqdm import tqdm
 
 from empirics import data, metrics
 from empirics.config import Config
-from empirics.corruptions import CORRUPTIONS
 from empirics.models import EnsembleModel, build_model
 from theory.cli_support import BadInput
 from theory.records import atomic_write_json, provenance
@@ -137,7 +136,7 @@ def shift_metrics(config: Config, model: EnsembleModel, device: torch.device) ->
                                                          config.n_eval)
     probs = predict_member_probs(model, images, config.eval_batch_size, device, "shift")
     out = metrics.member_and_ensemble_metrics(probs, labels, "shift")
-    for position, family in enumerate(families or CORRUPTIONS):
+    for position, family in enumerate(data.resolve_shift_families(config.dataset, data_root(config), families)):
         rows = family_index == position
         out.update(metrics.member_and_ensemble_metrics(probs[:, rows], labels[rows], f"shift/{family}"))
     return out
@@ -163,5 +162,9 @@ def evaluate_run(run_dir: str | Path, data_root_override: str | None = None) -> 
     results.update(ood_metrics(config, model, device, test_probs))
     atomic_write_json(run_dir / EVAL_FILE, {"provenance": provenance(config.to_dict(), config.seed),
                                             "checkpoint_epoch": state["epoch"], "ood_dataset": config.ood_name,
-                                            "complete": (run_dir / COMPLETE_MARKER).is_file(), "metrics": results})
+                                            "complete": (run_dir / COMPLETE_MARKER).is_file(),
+                                            "shift_sources": data.shift_sources(
+                                                config.dataset, data_root(config), list(config.shift_families) or None,
+                                                config.shift_severity),
+                                            "metrics": results})
     return results
