@@ -556,6 +556,9 @@ def _handle(args: argparse.Namespace) -> int:
         raise BadInput(f"--samples {args.samples}, --starts {args.starts}, --max-iter {args.max_iter}: each must "
                        "be an integer >= 1")
     ensemble = ensemble_from_paths(args.paths, args.members)
+    if args.dataset and ensemble.runner is None:
+        raise BadInput(f"--dataset needs a model to run, and {ensemble.source} holds only weights: give a run folder "
+                       "here, or live modules to empirics.diagnose.ensemble_from_modules in Python")
     images = load_inputs(args.dataset, args.data_root, args.samples) if args.dataset else None
     payload = diagnose(ensemble, images, args.starts, args.max_iter, args.certify)
     out = args.out or RESULTS_DIR / args.paths[0].stem

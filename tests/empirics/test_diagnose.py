@@ -190,3 +190,42 @@ def test_project_models_read_through_member_weight_tuples():
     deep = build_model(ModelSpec(arch="mlp", in_shape=(1, 4, 4), widths=(6,), method="deep-ensemble", members=K))
     rows = layer_rows(ensemble_from_modules(deep), certify="none")
     assert all(row["role"] == "independent" and row["rank1_relative_residual"] > 0.1 for row in rows[:-1])
+
+
+@pytest.mark.slow
+def test_cli_on_our_run_folder_with_dataset_and_tensor_file(tiny_mnist_root, tmp_path):
+    """A trained BE run folder with --dataset mnist: the layer rows are those of member_weight_tuples, and the
+    function-space measures equal empirics.metrics on the run's own member probabilities over the same inputs; a
+    tensor file of the same inputs gives the same numbers."""
+    from empirics.config import Config
+    from empirics.data import load_split
+    from empirics.evaluate import load_run
+    from empirics.train import train
+
+    config = Config.from_dict({"dataset": "mnist", "arch": "mlp", "widths": [8], "method": "batchensemble",
+                               "members": K, "epochs": 1, "n_train": 48, "patience": 0, "threads": 1,
+                               "data_root": str(tiny_mnist_root), "shift_families": ["rotate"]})
+    train(config, tmp_path / "run")
+    images = load_split("mnist", "test", tiny_mnist_root, n_eval=16)[0]
+    torch.save(images, tmp_path / "inputs.pt")
+    payloads = []
+    for dataset in ("mnist", str(tmp_path / "inputs.pt")):
+        out = tmp_path / f"out-{len(payloads)}"
+        assert main(["diagnose", str(tmp_path / "run"), "--dataset", dataset, "--data-root", str(tiny_mnist_root),
+                     "--samples", "16", "--out", str(out), "--certify", "none"]) == 0
+        payloads.append(json.loads((out / "diagnose.json").read_text()))
+    assert payloads[0]["function_space"] == payloads[1]["function_space"]
+    _, model, _ = load_run(tmp_path / "run")
+    with torch.no_grad():
+        probs = model.member_logits(images).double().softmax(-1)
+    expected = metrics.label_free_metrics(probs, "x")
+    for key in ("mutual_information", "pairwise_jsd", "disagreement"):
+        assert payloads[0]["function_space"][key] == pytest.approx(expected[f"x/{key}"], abs=1e-9)
+    assert [row["layer"] for row in payloads[0]["layers"]] == [*member_weight_tuples(model), "network"]
+
+
+def test_dataset_with_a_weights_only_file_is_a_clear_error(torch_uncertainty, tmp_path):
+    """A torch-uncertainty state_dict cannot be run: --dataset is refused before any measurement, naming the file."""
+    torch.save(nn.Sequential(torch_uncertainty.BatchLinear(3, 2, num_estimators=K)).state_dict(), tmp_path / "be.pt")
+    with pytest.raises(BadInput, match=r"--dataset needs a model to run, and .*be\.pt holds only weights"):
+        main(["diagnose", str(tmp_path / "be.pt"), "--dataset", "mnist"])
