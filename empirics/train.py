@@ -13,10 +13,10 @@
 Loss: the mean cross-entropy over all k·B member rows (each member sees the whole batch of B examples), as edward2
 trains BatchEnsemble (the batch repeated k times) and as torch-uncertainty did up to 0.8; since 0.9 torch-uncertainty
 splits the batch across members in training instead (``repeat_strategy="paper"``, the ``batched_resnet`` default:
-member i trains on B/k examples, the input is repeated only at evaluation), so at equal batch size its members see k
-times fewer examples per step than ours. The jointly trained Deep Ensembles use the same mean (for SGD this gives each
-DE member the gradient of its own loss divided by k; torch-uncertainty's DE recipe raises the learning rate by k
-accordingly).
+member i trains on B/k examples, the input is repeated only at evaluation; docs/peers.md §1), so at equal batch size
+its members see k times fewer examples per step than ours. The jointly trained Deep Ensembles use the same mean (for
+SGD this gives each DE member the gradient of its own loss divided by k; torch-uncertainty's DE recipe raises the
+learning rate by k accordingly).
 
 Determinism: deterministic algorithms on; the epoch's shuffling comes from a generator seeded with (seed, epoch), the
 dropout masks from torch's global generator whose state is checkpointed, so a resumed run — from an epoch end or

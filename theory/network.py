@@ -1,4 +1,4 @@
-"""Whole-network dimension accounting of a k-member BatchEnsemble against the k-member Deep Ensemble (THEORY.md §4).
+"""Whole-network dimension accounting of a k-member BatchEnsemble vs the k-member Deep Ensemble (docs/theory.md §5).
 
 Layers are independent, so dimensions and codimensions add. Every ``Linear``/``Conv2d`` of a torch module is one
 row: ``perturbed`` (a BatchEnsemble layer), ``shared`` (one plain layer for all members) or ``per-member``.
@@ -15,7 +15,7 @@ layer, every plain Linear/Conv2d beside them is a shared layer (the same kernel 
 ``members`` must equal the layers' k. Then the BE parameter count equals the model's ``numel`` sum (tested on
 torch-uncertainty's own ``batched_resnet``).
 
-Example (THEORY.md §4): MLP 784-400-400-10, k = 4, per-member biases: DE dim 1,913,640, BE params 490,416,
+Example (docs/theory.md §5): MLP 784-400-400-10, k = 4, per-member biases: DE dim 1,913,640, BE params 490,416,
 BE image dim 488,013, codim 1,425,627.
 """
 from __future__ import annotations
