@@ -195,6 +195,11 @@ def plain_kernels(groups: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str,
     return kernels
 
 
+def plain_kind(kernel: torch.Tensor) -> str:
+    """A plain kernel's layer type as its state_dict shows it: (out, in) Linear, (out, in, h, w) Conv2d."""
+    return "Linear" if kernel.dim() == 2 else "Conv2d"
+
+
 def _check_members(found: int, members: int | None, source: str) -> int:
     if members is not None and members != found:
         raise BadInput(f"--members {members} does not match {source}: it holds k={found} members")
@@ -215,7 +220,7 @@ def ensemble_from_state_dict(state: Mapping[str, torch.Tensor], members: int | N
     if len(set(counts.values())) != 1:
         raise BadInput(f"{source}: its BatchEnsemble layers disagree on k ({counts})")
     k = _check_members(next(iter(counts.values())), members, source)
-    shared = [LayerTuple(name, "plain kernel", "shared", kernel.unsqueeze(0).expand(k, *kernel.shape).clone())
+    shared = [LayerTuple(name, plain_kind(kernel), "shared", kernel.unsqueeze(0).expand(k, *kernel.shape).clone())
               for name, kernel in plain_kernels(groups).items()]
     return Ensemble(source, "batchensemble", k, _in_state_order(state, perturbed + shared))
 
@@ -242,8 +247,8 @@ def ensemble_from_state_dicts(states: Sequence[Mapping[str, torch.Tensor]], memb
         if shapes != reference:
             differing = sorted(set(shapes.items()) ^ set(reference.items()))[:3]
             raise BadInput(f"member {index} of {source} is not the architecture of member 0 (differs in {differing})")
-    layers = [LayerTuple(name, "plain kernel", "independent", torch.stack([kernels[name] for kernels in per_member]))
-              for name in per_member[0]]
+    layers = [LayerTuple(name, plain_kind(per_member[0][name]), "independent",
+                         torch.stack([kernels[name] for kernels in per_member])) for name in per_member[0]]
     return Ensemble(source, "deep-ensemble", k, layers)
 
 
@@ -301,7 +306,7 @@ def ensemble_from_modules(modules: nn.Module | Sequence[nn.Module], members: int
                   for name, weights in own.items()]
         groups = _group(state)
         layers += _batch_layers(groups)
-        layers += [LayerTuple(name, "plain kernel", "shared", kernel.unsqueeze(0).expand(k, *kernel.shape).clone())
+        layers += [LayerTuple(name, plain_kind(kernel), "shared", kernel.unsqueeze(0).expand(k, *kernel.shape).clone())
                    for name, kernel in plain_kernels(groups).items()]
         ensemble = Ensemble(source, "batchensemble", _check_members(k, members, source), layers)
     else:
