@@ -166,7 +166,7 @@ def batch_layer(module: nn.Module) -> BatchLayer | None:
         return None
     children = dict(module.named_children())
     kernel = children.get("conv", children.get("linear"))
-    r_group, s_group, bias = own["r_group"], own["s_group"], own.get("bias")
+    r_group, bias = own["r_group"], own.get("bias")
     if (set(own) - {"r_group", "s_group", "bias"} or len(children) != 1
             or not isinstance(kernel, (nn.Linear, nn.Conv2d)) or kernel.bias is not None):
         raise BadInput(f"layer of type {type(module).__name__} has r_group/s_group but not torch-uncertainty's "
@@ -186,7 +186,10 @@ def batch_layers(module: nn.Module) -> dict[str, BatchLayer]:
     """{name: BatchLayer} of every BatchEnsemble layer of ``module`` (``batch_layer``)."""
     found = {}
     for name, layer in module.named_modules():
-        described = batch_layer(layer)
+        try:
+            described = batch_layer(layer)
+        except BadInput as error:
+            raise BadInput(f"layer {name!r}: {error}") from None
         if described is not None:
             found[name] = described
     return found
