@@ -149,3 +149,12 @@ def test_project_batchensemble_model_counted_as_it_is():
     plain = build_model(ModelSpec(arch="resnet18", in_shape=(1, 8, 8), width_mult=0.0625, method="single")).net
     reference = network_counts(plain, 3, norm="per-member", certify_route="none")
     assert (counts.codim, counts.de_dim) == (reference.codim, reference.de_dim)
+
+
+def test_r_group_s_group_in_another_layout_is_named_not_guessed():
+    """A module with torch-uncertainty's factor names but no bias-free linear/conv child: a BadInput naming the layer,
+    never a count from a guessed layout."""
+    odd = nn.Module()
+    odd.r_group, odd.s_group = nn.Parameter(torch.ones(2, 3)), nn.Parameter(torch.ones(2, 4))
+    with pytest.raises(BadInput, match=r"layer '0': layer of type Module has r_group/s_group but not"):
+        network_counts(nn.Sequential(odd), 2)
