@@ -3,7 +3,7 @@
 ``--executor slurm`` submits one SLURM job per run through submitit (``submitit.AutoExecutor(cluster="slurm")``),
 with a GPU per job when the run's config asks for CUDA (``device = "cuda"`` or ``"auto"``), ``threads`` CPUs (at
 least 1), the partition and time limit given on the command line, and at most ``--jobs`` runs at once when ``--jobs``
-is given (SLURM's array throttle). ``--executor local`` runs the same jobs as local processes
+is above 1 (SLURM's array throttle; otherwise the queue decides). ``--executor local`` runs the same jobs as local processes
 (``submitit.LocalExecutor``: real processes, real pickling), at most ``--jobs`` at a time: what CI tests.
 
 Each job calls the study's own ``execute_run`` on the study's run folder, so jobs write the same resumable folders as
@@ -81,6 +81,8 @@ def submit_runs(jobs: Sequence[tuple], run: Callable[..., tuple[str, float]], ki
     Returns ``({name/seedS: wall seconds}, {name/seedS: error})``. The local executor keeps at most ``parallel`` jobs
     running; SLURM gets them all at once (``slurm_array_parallelism`` throttles them there)."""
     require_int_in_range("--jobs", parallel, 1)
+    if kind == "slurm" and parallel == 1:
+        parallel = max(1, len(jobs))  # --jobs left at 1: no cap on the cluster (SLURM's queue decides)
     executor = make_executor(kind, out / SUBMITIT_DIR, parallel, gpu, max(1, cpus), timeout_min, partition)
     task = RunJob(run)
     timings: dict[str, float] = {}
