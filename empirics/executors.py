@@ -29,6 +29,7 @@ EXECUTORS = ("local", "slurm")
 SUBMITIT_DIR = "submitit"
 DEFAULT_TIMEOUT_MIN = 24 * 60  # submitit's local default is 2 minutes: far too short for a training run
 CUDA_DEVICES = ("cuda", "auto")
+SLURM_TOOLS = ("sbatch", "srun")  # submitit submits with sbatch and starts each task with srun
 
 
 class RunJob(submitit.helpers.Checkpointable):
@@ -48,12 +49,14 @@ class RunJob(submitit.helpers.Checkpointable):
 
 
 def check_executor(kind: str) -> None:
-    """``kind`` is one of ``EXECUTORS``; ``slurm`` needs SLURM's ``sbatch`` on this machine."""
+    """``kind`` is one of ``EXECUTORS``; ``slurm`` needs SLURM's ``sbatch`` and ``srun`` on this machine."""
     if kind not in EXECUTORS:
         raise BadInput(f"--executor {kind!r} is unknown: expected one of {', '.join(EXECUTORS)}")
-    if kind == "slurm" and shutil.which("sbatch") is None:
-        raise BadInput("--executor slurm needs SLURM, but sbatch is not on this machine's PATH: run the study on a "
-                       "SLURM login node, or here with --executor local or --jobs N")
+    missing = [tool for tool in SLURM_TOOLS if shutil.which(tool) is None] if kind == "slurm" else []
+    if missing:
+        raise BadInput(f"--executor slurm needs SLURM, but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+                       "not on this machine's PATH: run the study on a SLURM login node, or here with --executor local "
+                       "or --jobs N")
 
 
 def make_executor(kind: str, folder: Path, parallel: int, gpu: bool, cpus: int, timeout_min: int,

@@ -90,14 +90,15 @@ def test_a_failing_run_is_reported_by_name_and_the_summary_still_built(two_run_p
 
 
 def test_slurm_without_sbatch_is_a_one_line_error_exit_2(tmp_path, monkeypatch, capsys):
-    """`study quick --tiny --executor slurm` where SLURM is absent (no sbatch on PATH): exit 2, one line saying so,
+    """`study quick --tiny --executor slurm` where SLURM is absent (no sbatch, srun on PATH): exit 2, one line saying so,
     before anything is trained or written."""
     monkeypatch.setenv("PATH", str(tmp_path))  # a PATH without sbatch
     with pytest.raises(SystemExit) as stopped:
         run_cli(main, ["study", "quick", "--tiny", "--executor", "slurm", "--out", str(tmp_path / "out")])
     assert stopped.value.code == 2
     error = capsys.readouterr().err.strip()
-    assert len(error.splitlines()) == 1 and "--executor slurm needs SLURM, but sbatch is not" in error
+    assert len(error.splitlines()) == 1
+    assert "--executor slurm needs SLURM, but sbatch, srun are not on this machine's PATH" in error
     assert not (tmp_path / "out").exists()
 
 
@@ -117,3 +118,18 @@ def test_preempted_job_is_requeued_with_resume():
 def test_gpu_requested_only_when_a_run_asks_for_cuda():
     assert executors.wants_gpu(["cpu", "auto"]) and executors.wants_gpu(["cuda"])
     assert not executors.wants_gpu(["cpu", "cpu"])
+
+
+def test_slurm_executor_asks_one_gpu_per_run_job_with_the_given_limits(tmp_path, monkeypatch):
+    """With sbatch and srun present (stand-in scripts on PATH; nothing is submitted), the SLURM executor's parameters are one
+    GPU, the run's CPUs, the partition, the time limit and the array throttle given."""
+    (tmp_path / "bin").mkdir()
+    for tool in executors.SLURM_TOOLS:
+        (tmp_path / "bin" / tool).write_text("#!/bin/sh\nexit 1\n")
+        (tmp_path / "bin" / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    executor = executors.make_executor("slurm", tmp_path / "submitit", parallel=3, gpu=True, cpus=4, timeout_min=90,
+                                       partition="gpu")
+    parameters = executor._executor.parameters
+    assert (parameters["gpus_per_node"], parameters["cpus_per_task"], parameters["partition"],
+            parameters["time"], parameters["array_parallelism"]) == (1, 4, "gpu", 90, 3)
