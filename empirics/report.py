@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from empirics import paper_claims
+from empirics import paper_claims, parity
 from empirics.diversity import LINK_WITHOUT_MCD, RANK1_LINK, WITHOUT_MCD_REASON
 from empirics.layers import output_factor_spread, rank_one_moments
 from theory.cli_support import BadInput
@@ -339,6 +339,9 @@ def build_markdown(summary: dict, out: Path) -> str:
         parts += ["", "## Ours vs reference (docs/paper.md §4)", "", markdown_table(*reference_table(summary))]
     for split, title in SPLIT_TITLES.items():
         parts += ["", f"## {title.capitalize()}", "", markdown_table(*split_table(summary, split))]
+    parity_rows = parity.parity_rows(summary)
+    if parity_rows:
+        parts += ["", "## Precision parity: bf16 against fp32 (empirics.parity)", "", parity.parity_markdown(parity_rows)]
     claims = paper_claims.claims_table(summary)
     if claims[1]:
         parts += ["", "## The paper's claims at this scale (docs/paper.md §2 claim 2), one by one", "",
