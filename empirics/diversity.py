@@ -34,7 +34,7 @@ from empirics.evaluate import apply_execution_settings, data_root, load_run, pre
 from empirics.models import build_model, member_weight_tuples
 from theory.batchensemble import DENSE_VARIANTS, BatchEnsembleSpec
 from theory.cli_support import BadInput
-from theory.network import network_counts
+from theory.network import attention_roles, network_counts
 from theory.records import atomic_write_json, provenance
 from theory.distance import DEFAULT_MAX_ITER, distance_by_rank
 
@@ -147,8 +147,17 @@ def reachable_fraction(config: Config) -> float | None:
     counts = network_counts(plain, config.members, rank=FULL_RANK if config.rank == "full" else config.rank,
                             variant=config.variant, bias="shared" if config.bias == "shared" else "per-member",
                             norm=config.batchnorm, shortcuts="shared" if config.shortcut == "plain" else "perturbed",
-                            certify_route="none")
+                            certify_route="none", **transformer_counting(config, plain))
     return counts.fraction_reached
+
+
+def transformer_counting(config: Config, plain) -> dict[str, Any]:
+    """The ``network_counts`` options of a ViT run: attention projections shared under ``be_scope="mlp"``, its
+    LayerNorm sharing, class token and position embedding shared by the members; nothing for other architectures."""
+    if config.arch != "vit":
+        return {}
+    roles = attention_roles(plain) if config.be_scope == "mlp" else {}
+    return {"roles": roles, "layernorm": config.layernorm, "embeddings": "shared"}
 
 
 def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
