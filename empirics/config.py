@@ -20,7 +20,8 @@ except ModuleNotFoundError:  # Python 3.10
 
 from empirics.attention import BE_SCOPES, LAYERNORMS, POOLINGS
 from empirics.corruptions import CORRUPTIONS, SEVERITIES
-from empirics.data import DATASETS, input_shape, num_classes, ood_dataset_for
+from empirics.data import DATASETS, input_shape, num_classes, ood_dataset_for, task_of
+from empirics.regression import REGRESSION_DATASETS
 from empirics.layers import BIASES, INITS
 from empirics.models import (ACTIVATIONS, ARCHS, BATCHNORMS, DE_MODES, METHODS, SHORTCUTS, LayerFactory,
                              ModelSpec)
@@ -39,7 +40,8 @@ def _choice(choices: Iterable[str], unit: str = "") -> dict[str, Any]:
 @dataclass(frozen=True)
 class Config:
     # ---- data -------------------------------------------------------------------------------------------------------
-    dataset: str = field(default="mnist", metadata=_choice(DATASETS))
+    dataset: str = field(default="mnist", metadata=_choice((*DATASETS, *REGRESSION_DATASETS),
+                                                           "image classification, or regression (Gaussian head)"))
     ood_dataset: str = field(default="", metadata={"unit": "'' = the dataset's OOD pair (mnist↔fashion-mnist, "
                                                            "cifar10→svhn)", "choices": ("", *DATASETS)})
     data_root: str = field(default="", metadata={"unit": "'' = --data-root, else $EGEO_DATA_ROOT, else the cache"})
@@ -174,10 +176,21 @@ class Config:
         if self.shift_severity not in SEVERITIES:
             raise BadInput(f"shift_severity={self.shift_severity} is out of range: expected one of "
                            f"{', '.join(map(str, SEVERITIES))}")
+        if self.task == "regression" and self.arch != "mlp":
+            raise BadInput(f"arch={self.arch!r} is not valid for the regression data set {self.dataset!r}: expected "
+                           f"'mlp' (inputs are feature vectors)")
+        if self.task == "regression" and self.ood_dataset:
+            raise BadInput(f"ood_dataset={self.ood_dataset!r} is not valid for regression: expected '' (the shift "
+                           f"split is the out-of-distribution probe)")
         _in_range("num_workers", self.num_workers, 0, None)
         _in_range("threads", self.threads, 0, None)
 
     # ------------------------------------------------------------------------------------------------------------------
+    @property
+    def task(self) -> str:
+        """``classification`` or ``regression``: decided by the data set (``data.task_of``)."""
+        return task_of(self.dataset)
+
     @property
     def ood_name(self) -> str:
         return self.ood_dataset or ood_dataset_for(self.dataset)

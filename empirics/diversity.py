@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from empirics import data, metrics
+from empirics import data, metrics, regression, tasks
 from empirics.config import Config
 from empirics.evaluate import apply_execution_settings, data_root, load_run, predict_member_probs
 from empirics.models import build_model, member_weight_tuples
@@ -227,11 +227,14 @@ FUNCTION_DIVERSITY = (
     ("mutual information (OOD)", "ood/mutual_information", lambda v: v),
     ("disagreement (test)", "test/disagreement", lambda v: v),
     ("1 − feature CKA (test)", "features/test/mean_cka", lambda v: 1.0 - v),
+    ("epistemic variance (test)", "test/epistemic_variance", lambda v: v),
+    ("epistemic variance (shift)", "shift/epistemic_variance", lambda v: v),
 )
 
 LINK_WITHOUT_MCD = "link_without_mc_dropout"  # summary key of the link over the studies' ensembles other than MCD
 WITHOUT_MCD_REASON = "its members are dropout masks of one weight set, drawn at test time"
 HEADLINE_LINK = ("weights/network/mean_relative_distance", "shift/mutual_information")
+REGRESSION_HEADLINE_LINK = ("weights/network/mean_relative_distance", "shift/epistemic_variance")
 RANK1_LINK = ("distance/network/rank1/relative_residual", "shift/mutual_information")  # the paper's open question
 
 
@@ -239,18 +242,25 @@ def link_analysis(points: Sequence[Mapping[str, float]], seed: int = 0) -> dict:
     """Spearman ρ (bootstrap CI) for every (parameter-space, function-space) diversity pair across runs × seeds.
 
     ``points`` are the flat metrics of each finished run; runs without a measure (k = 1) are left out of its pairs.
-    The headline pair is ``HEADLINE_LINK``: weight relative distance vs mutual information under shift.
+    The headline pair is ``HEADLINE_LINK``: weight relative distance vs mutual information under shift (for a
+    regression study, ``REGRESSION_HEADLINE_LINK``: vs the epistemic variance under shift). Function-space measures
+    that no run has are left out (classification runs have no epistemic variance, regression runs no mutual
+    information).
     """
+    regression_only = any(REGRESSION_HEADLINE_LINK[1] in point for point in points) and not any(
+        HEADLINE_LINK[1] in point for point in points)
+    wanted = REGRESSION_HEADLINE_LINK if regression_only else HEADLINE_LINK
     pairs = []
     for p_label, p_key, p_map in PARAMETER_DIVERSITY:
         for f_label, f_key, f_map in FUNCTION_DIVERSITY:
+            if f_key != wanted[1] and not any(f_key in point for point in points):
+                continue  # a measure no run has (the other task's: mutual information vs epistemic variance)
             usable = [point for point in points if p_key in point and f_key in point]
             x = [p_map(point[p_key]) for point in usable]
             y = [f_map(point[f_key]) for point in usable]
             pairs.append({"parameter": p_label, "parameter_key": p_key, "function": f_label, "function_key": f_key,
                           **spearman_with_ci(x, y, seed=seed)})
-    headline = next(pair for pair in pairs if pair["parameter_key"] == HEADLINE_LINK[0]
-                    and pair["function_key"] == HEADLINE_LINK[1])
+    headline = next(pair for pair in pairs if (pair["parameter_key"], pair["function_key"]) == wanted)
     return {"method": "Spearman rank correlation, paired percentile bootstrap (2000 resamples, 95% CI)",
             "headline": headline, "pairs": pairs}
 
@@ -310,6 +320,31 @@ def _function_space(config: Config, model, device: torch.device, samples: int) -
     return {"cka": matrices, **curves}, scalars
 
 
+def _regression_function_space(config: Config, model, device: torch.device, samples: int) -> tuple[dict, dict]:
+    """Regression: the CKA matrix of penultimate features and the ensemble's coverage curve on ``samples`` seeded
+    inputs of the test and shift sets, and for a data set with a grid (the 1-D toy) every member's predictive mean and
+    variance on it (the figure of predictive bands). The metrics on the full sets are ``evaluate_run``'s."""
+    task = tasks.REGRESSION
+    torch.manual_seed(config.seed)  # MC Dropout's test-time masks, as in evaluate_run
+    curves: dict[str, Any] = {"coverage": {}}
+    matrices, scalars = {}, {}
+    for split in ("test", "shift"):
+        inputs, targets = task.evaluation_set(config, split)
+        chosen = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(config.seed))[:samples]
+        predicted = task.predict(model, inputs[chosen], config.eval_batch_size, device, split)
+        curves["coverage"][split] = regression.coverage_curve(predicted[..., 0], predicted[..., 1], targets[chosen])
+        if predicted.shape[0] >= 2:
+            cka = pairwise_cka(_member_features(model, inputs[chosen], config.eval_batch_size, device))
+            matrices[split] = cka.tolist()
+            scalars[split] = {"mean_cka": mean_off_diagonal(cka)}
+    grid = regression.load(config.dataset).grid
+    if grid is not None:
+        predicted = task.predict(model, grid, config.eval_batch_size, device, "grid")
+        curves["bands"] = {"x": grid[:, 0].tolist(), "member_mean": predicted[..., 0].tolist(),
+                           "member_variance": predicted[..., 1].tolist()}
+    return {"cka": matrices, **curves}, scalars
+
+
 def analyse_run(run_dir: str | Path, distance_ranks: Sequence[int] = (1,), starts: int = 1,
                 max_iter: int = DEFAULT_MAX_ITER, samples: int = FEATURE_SAMPLES) -> dict:
     """Measure the diversity geometry of a trained run and write ``diversity.json`` (atomically) into ``run_dir``.
@@ -331,7 +366,8 @@ def analyse_run(run_dir: str | Path, distance_ranks: Sequence[int] = (1,), start
                               for layer, entry in geometry.items()}
         scalars["distance"] = distance_to_be_sets(weights, sorted(set(distance_ranks)), config.variant,
                                                   starts=starts, max_iter=max_iter, seed=config.seed)
-    function_matrices, scalars["features"] = _function_space(config, model, device, samples)
+    function_space = _regression_function_space if config.task == "regression" else _function_space
+    function_matrices, scalars["features"] = function_space(config, model, device, samples)
     payload = {"provenance": provenance(config.to_dict(), config.seed), "checkpoint_epoch": state["epoch"],
                "distance_fit": {"starts": starts, "max_iter": max_iter}, "function_space_samples": samples,
                "scalars": scalars,
