@@ -341,7 +341,8 @@ def _regression_function_space(config: Config, model, device: torch.device, samp
     if grid is not None:
         predicted = task.predict(model, grid, config.eval_batch_size, device, "grid")
         curves["bands"] = {"x": grid[:, 0].tolist(), "member_mean": predicted[..., 0].tolist(),
-                           "member_variance": predicted[..., 1].tolist()}
+                           "member_variance": predicted[..., 1].tolist(),
+                           "truth": regression.toy_function(grid[:, 0]).tolist()}
     return {"cka": matrices, **curves}, scalars
 
 

@@ -17,7 +17,8 @@ disagreement, 0 for identical members. Central intervals at level c use the mome
 
 Flat keys (``prefix`` = split): ``{prefix}/{model}/{nll|rmse|coverage_<pct>|interval_calibration_error}`` with
 model ∈ {``ensemble``, ``member_i``, ``members_mean``} and ``{prefix}/{aleatoric_variance|epistemic_variance|
-epistemic_fraction}`` (means over inputs; fraction = mean epistemic / mean total). Units: the standardised target.
+epistemic_fraction}`` (means over inputs; fraction = mean epistemic / mean total). Units: the target as stored
+(diamonds: standardised log price; toy-gap: raw y).
 
 Data (``REGRESSION_DATASETS``; inputs are feature vectors (F,), targets floats):
 
