@@ -177,3 +177,19 @@ def test_spearman_is_undefined_for_constant_or_too_few_runs():
     """Constant inputs or fewer than three runs give no ρ (None), never a misleading number."""
     assert diversity.spearman_with_ci([1.0, 1.0, 1.0, 1.0], [1.0, 2.0, 3.0, 4.0])["rho"] is None
     assert diversity.spearman_with_ci([1.0, 2.0], [2.0, 1.0])["rho"] is None
+
+
+def test_vit_reachable_fraction_counts_attention_scope_and_shared_embeddings():
+    """A BE ViT's reachable fraction equals theory's count of its shape-only twin (class token and position embedding
+    shared); with BE in the MLP blocks only (attention projections shared) it is smaller; a DE reaches 1."""
+    from theory.network import attention_roles, build_arch, network_counts
+
+    base = dict(arch="vit", method="batchensemble", patch_size=7, vit_width=16, depth=2, heads=2, mlp_ratio=2)
+    reachable_fraction = diversity.reachable_fraction
+    everywhere = reachable_fraction(Config(**base))
+    shapes = build_arch("vit", 1, 10, patch_size=7, width=16, depth=2, heads=2, mlp_ratio=2)
+    assert everywhere == network_counts(shapes, 4, embeddings="shared", certify_route="none").fraction_reached
+    mlp_only = reachable_fraction(Config(**base, be_scope="mlp"))
+    assert mlp_only == network_counts(shapes, 4, embeddings="shared", roles=attention_roles(shapes),
+                                      certify_route="none").fraction_reached
+    assert mlp_only < everywhere < 1 == reachable_fraction(Config(**{**base, "method": "deep-ensemble"}))
