@@ -164,6 +164,12 @@ class VisionTransformer(nn.Module):
     def input_layer(self) -> nn.Module:
         return self.patch_embed
 
+    def stage_outputs(self) -> dict[str, nn.Module]:
+        """Modules whose outputs ``empirics.diversity`` pools per stage (none: block outputs are token sequences
+        (N, T, d), not the (N, C, H, W) maps its per-stage CKA averages over space; the pooled features are compared
+        by the penultimate-feature CKA)."""
+        return {}
+
     def patchify(self, images: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, T, C·p·p): non-overlapping p×p patches in row-major order, each flattened (C, p, p)."""
         p = self.patch_size

@@ -23,6 +23,7 @@ from empirics.corruptions import CORRUPTIONS, SEVERITIES
 from empirics.data import DATASETS, input_shape, num_classes, ood_dataset_for, task_of
 from empirics.regression import REGRESSION_DATASETS
 from empirics.layers import BIASES, INITS
+from empirics.precision import PRECISIONS
 from empirics.models import (ACTIVATIONS, ARCHS, BATCHNORMS, DE_MODES, METHODS, SHORTCUTS, LayerFactory,
                              ModelSpec)
 from theory.batchensemble import VARIANTS
@@ -78,6 +79,9 @@ class Config:
     dropout: float = field(default=0.05, metadata={"unit": "dropout rate, [0, 1); MC Dropout needs > 0"})
     mc_samples: int = field(default=4, metadata={"unit": "MC Dropout passes at test time (its k)"})
     de_mode: str = field(default="vectorised", metadata=_choice(DE_MODES, "Deep-Ensemble execution"))
+    precision: str = field(default="fp32", metadata=_choice(PRECISIONS, "compute precision: 'bf16' = bfloat16 autocast, "
+                                                                       "channels-last; weights, optimiser, loss and "
+                                                                       "metrics stay float32 (empirics.precision)"))
     # ---- optimisation -----------------------------------------------------------------------------------------------
     optimizer: str = field(default="adam", metadata=_choice(OPTIMIZERS))
     lr: float = field(default=1e-3, metadata={"unit": "learning rate"})
@@ -204,7 +208,8 @@ class Config:
                          shortcut=self.shortcut, patch_size=self.patch_size, vit_width=self.vit_width,
                          depth=self.depth, heads=self.heads, mlp_ratio=self.mlp_ratio, pooling=self.pooling,
                          be_scope=self.be_scope, layernorm=self.layernorm, method=self.method, members=self.members,
-                         mc_samples=self.mc_samples, de_mode=self.de_mode, factory=factory)
+                         mc_samples=self.mc_samples, de_mode=self.de_mode, precision=self.precision,
+                         factory=factory)
 
 
 FIELDS: dict[str, dataclasses.Field] = {item.name: item for item in dataclasses.fields(Config)}
