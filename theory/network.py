@@ -130,7 +130,8 @@ def network_counts(module: nn.Module, members: int, rank: int = 1, variant: str 
                    layernorm: str = "shared", embeddings: str | None = None) -> NetworkCounts:
     """Per-layer and total counts of ``module`` as a k-member BatchEnsemble.
 
-    ``roles`` overrides the role of named Linear/Conv2d layers (``perturbed``, ``shared``, ``per-member``);
+    ``roles`` overrides the role of named Linear/Conv2d layers (``perturbed``, ``shared``, ``per-member``; a shared
+    layer's bias is shared with it, whatever ``bias`` says);
     ``shortcuts`` (``shared`` or ``perturbed``) sets the default role of 1×1 shortcut convs; ``bias`` and ``norm``
     are ``per-member`` or ``shared``. Each distinct perturbed shape is certified once per process (``certify_route``).
     Dense layers accept only the dense variants; for them ``variant`` falls back to ``channel-wise``.
@@ -181,7 +182,8 @@ def _kernel_row(name: str, layer: nn.Module, members: int, rank: int, variant: s
     layer_variant = variant if len(shape) == 4 or variant in DENSE_VARIANTS else "channel-wise"
     top = BatchEnsembleSpec(shape, members, 1, layer_variant).max_rank
     spec = BatchEnsembleSpec(shape, members, min(rank, top), layer_variant)
-    bias_mode = bias if layer.bias is not None else "none"
+    # one plain layer for every member (role "shared") has one bias too
+    bias_mode = ("shared" if role == "shared" else bias) if layer.bias is not None else "none"
     bias_counts = dimension.vector_counts(shape[0], members, bias_mode)
     kernel = dimension.kernel_counts(spec, role)
     counts = kernel + bias_counts

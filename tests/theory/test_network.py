@@ -116,8 +116,8 @@ def test_vit_counts_every_projection_as_a_certified_dense_layer():
 
 
 def test_vit_be_in_mlp_blocks_only_shares_the_attention_projections():
-    """uncertainty-baselines' scope: attention projections shared (codim (k−1)·(d² + d) each, per-member biases
-    aside), so BE reaches a smaller fraction than with BE everywhere."""
+    """uncertainty-baselines' scope: attention projections are plain layers shared by the members, kernel and bias
+    (codim (k−1)·(d² + d) each), so BE reaches a smaller fraction than with BE everywhere."""
     from theory.network import attention_roles
 
     model = build_arch("vit", **VIT_SMALL)
@@ -125,6 +125,7 @@ def test_vit_be_in_mlp_blocks_only_shares_the_attention_projections():
     mlp_only = network_counts(model, 3, embeddings="shared", roles=attention_roles(model))
     shared = [row for row in mlp_only.rows if row.role == "shared" and ".attention." in row.name]
     assert len(shared) == 8 and mlp_only.fraction_reached < everywhere.fraction_reached
+    assert all(row.counts.codim == (3 - 1) * (8 * 8 + 8) and row.counts.image_dim == 8 * 8 + 8 for row in shared)
 
 
 def test_parameters_outside_known_layers_are_rejected_without_embeddings_option():
