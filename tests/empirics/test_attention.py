@@ -144,6 +144,7 @@ def test_vit_rejects_patch_size_and_heads_that_do_not_divide() -> None:
         Config(arch="vit", vit_width=10, heads=4)
 
 
+@pytest.mark.filterwarnings("ignore:There is a performance drop")  # vmap of SDPA falls back to a loop on the CPU
 def test_deep_ensemble_vit_vectorised_equals_sequential() -> None:
     """The vmapped Deep-Ensemble ViT gives the loop's outputs (same members)."""
     torch.manual_seed(SEED)
@@ -156,6 +157,7 @@ def test_deep_ensemble_vit_vectorised_equals_sequential() -> None:
         assert torch.allclose(vectorised.member_logits(images), sequential.member_logits(images), atol=TOL, rtol=0)
 
 
+@pytest.mark.filterwarnings("ignore:There is a performance drop")
 def test_config_builds_every_method_of_the_vit() -> None:
     """arch='vit' gives (k, B, classes) logits for every method through the one factory."""
     for method, members in (("single", 1), ("batchensemble", 4), ("deep-ensemble", 4), ("mc-dropout", 4)):
