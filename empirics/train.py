@@ -42,7 +42,7 @@ from empirics.config import Config
 from empirics.evaluate import (CHECKPOINT_FILE, COMPLETE_MARKER, CONFIG_FILE, EVAL_FILE, checkpoint_bytes,
                                apply_execution_settings, evaluate_run, load_checkpoint, read_config)
 from empirics.models import EnsembleModel, build_model
-from empirics.tasks import CLASSIFICATION, Task, task_for
+from empirics.tasks import CLASSIFICATION, task_for
 from theory.cli_support import BadInput
 from theory.records import atomic_write_bytes, atomic_write_json, provenance
 
@@ -129,10 +129,10 @@ def build_scheduler(config: Config, optimizer: torch.optim.Optimizer) -> torch.o
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
 
 
-def ensemble_loss(member_logits: torch.Tensor, labels: torch.Tensor, task: Task = CLASSIFICATION) -> torch.Tensor:
-    """The task's training loss over the k·B member-major rows: classification, mean over members i and rows b of
-    CE(logits[i, b], y_b); regression, the Gaussian NLL (``empirics.regression.gaussian_nll_loss``)."""
-    return task.loss(member_logits, labels)
+def ensemble_loss(member_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """mean over members i and rows b of CE(logits[i, b], y_b) — the mean over the k·B member-major rows (the
+    classification task's loss; a regression run trains on ``Task.loss``, the Gaussian NLL)."""
+    return CLASSIFICATION.loss(member_logits, labels)
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
@@ -197,7 +197,7 @@ def _train_epoch(config: Config, model: EnsembleModel, optimizer, train_set: Ten
         images, labels = images.to(device), labels.to(device)
         optimizer.zero_grad(set_to_none=True)
         logits = model.member_logits(images)
-        loss = ensemble_loss(logits, labels, task)
+        loss = (ensemble_loss if task is CLASSIFICATION else task.loss)(logits, labels)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"loss is {loss.item()} at epoch {state['epoch'] + 1}, batch {state['batch'] + 1}: training stopped; "
