@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 from pathlib import Path
 from typing import Any
 
-from scipy import stats
-
+from empirics import paper_claims
 from empirics.data import task_of
 from empirics.diversity import LINK_WITHOUT_MCD, RANK1_LINK, WITHOUT_MCD_REASON
 from empirics.layers import output_factor_spread, rank_one_moments
@@ -232,24 +230,17 @@ def question_other_models(summary: dict) -> str:
 
 # ---------------------------------------------------------------- attention and regression (issue 15), generated text
 
-def seed_values(summary: dict, run: str, key: str) -> list[float]:
-    found = stat(summary, run, key)
-    return [] if found is None else list(found["values"])
-
-
 def difference_text(summary: dict, run: str, other: str, key: str) -> tuple[str, int]:
-    """'difference +d (95% Welch CI [lo, hi])' of the seed means of ``key`` (run − other) and its sign: +1 / −1 when
-    the CI excludes 0 above / below, 0 otherwise (or when there are too few seeds for a CI)."""
-    a, b = seed_values(summary, run, key), seed_values(summary, other, key)
-    if not a or not b:
+    """'difference +d (95% Welch CI [lo, hi])' of the seed means of ``key`` (run − other,
+    ``paper_claims.welch_difference``) and its sign: +1 / −1 when the CI excludes 0 above / below, 0 otherwise (or
+    when there are too few seeds or no spread for a CI)."""
+    a, b = paper_claims.seed_values(summary, run, key), paper_claims.seed_values(summary, other, key)
+    if a is None or b is None:
         return "difference not measured", 0
-    delta = sum(a) / len(a) - sum(b) / len(b)
-    if len(a) < 2 or len(b) < 2:
-        return f"difference {delta:+.4f} (one seed: no CI)", 0
-    interval = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
-    low, high = float(interval.low), float(interval.high)
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return f"difference {delta:+.4f} (CI undefined: no spread over seeds)", 0
+    difference = paper_claims.welch_difference(a, b)
+    delta, low, high = difference["delta"], difference["ci_low"], difference["ci_high"]
+    if low is None or high is None:
+        return f"difference {delta:+.4f} (no CI: fewer than 2 seeds or no spread)", 0
     sign = 1 if low > 0 else -1 if high < 0 else 0
     return f"difference {delta:+.4f} (95% Welch CI [{low:.4f}, {high:.4f}], n = {len(a)} and {len(b)} seeds)", sign
 
@@ -522,6 +513,10 @@ def build_markdown(summary: dict, out: Path) -> str:
         parts += ["", "## Ours vs reference (docs/paper.md §4)", "", markdown_table(*reference_table(summary))]
     for split, title in split_sections(summary)[1].items():
         parts += ["", f"## {title.capitalize()}", "", markdown_table(*split_table(summary, split))]
+    claims = paper_claims.claims_table(summary)
+    if claims[1]:
+        parts += ["", "## The paper's claims at this scale (docs/paper.md §2 claim 2), one by one", "",
+                  paper_claims.METHOD, "", markdown_table(*claims)]
     parts += ["", "## Parameter-space diversity (whole network)", "", markdown_table(*diversity_table(summary)),
               "", "## Parameter ↔ function-space link", "", summary["link"]["method"] + ".", "",
               markdown_table(*link_table(summary))]
@@ -546,6 +541,9 @@ def build_latex(summary: dict) -> str:
         tables.append(latex_table(*reference_table(summary), f"{preset}: ours vs the reference (docs/paper.md §4)"))
     for split, title in split_sections(summary)[1].items():
         tables.append(latex_table(*split_table(summary, split), f"{preset}: {title}, mean ± std over seeds"))
+    claims = paper_claims.claims_table(summary)
+    if claims[1]:
+        tables.append(latex_table(*claims, f"{preset}: the paper's claims, Welch 95 percent intervals over seeds"))
     tables.append(latex_table(*diversity_table(summary), f"{preset}: parameter-space diversity"))
     tables.append(latex_table(*link_table(summary), f"{preset}: {summary['link']['method']}"))
     if LINK_WITHOUT_MCD in summary:

@@ -182,13 +182,13 @@ def test_vit_report_answers_the_attention_question_with_scope_and_init(tmp_path)
     init comparison and the BE-in-MLP-only scope, from the numbers."""
     def seeds(values):
         return [{"shift/mutual_information": value, "test/ensemble/accuracy": 0.9} for value in values]
-    fake_issue15_study(tmp_path, "vit-mnist", {"be-r1": seeds([0.01, 0.011, 0.012]),
-                                               "be-r1-sign": seeds([0.1, 0.11, 0.12]),
-                                               "be-r1-sign-mlp": seeds([0.05, 0.051, 0.052]),
+    fake_issue15_study(tmp_path, "vit-mnist", {"be-r1-channel": seeds([0.01, 0.011, 0.012]),
+                                               "be-r1-signs": seeds([0.1, 0.11, 0.12]),
+                                               "be-r1-signs-mlp": seeds([0.05, 0.051, 0.052]),
                                                "de": seeds([0.2, 0.21, 0.22])})
     answer = report.question_other_models(report.load_summary(tmp_path))
     assert answer.startswith("Attention (ViT")
-    assert "be-r1 0.0110 ± 0.0010 vs de 0.2100 ± 0.0100 (ratio 0.05)" in answer
+    assert "be-r1-channel 0.0110 ± 0.0010 vs de 0.2100 ± 0.0100 (ratio 0.05)" in answer
     assert "the MLP studies' init finding carries over" in answer
     assert "Scope: MI under shift, BE in the MLP blocks only vs everywhere" in answer
     assert "MLP-only BE is below BE everywhere (the CI excludes 0)" in answer
