@@ -19,7 +19,7 @@ from theory.cli_support import BadInput, OneLineParser, add_subcommands, dispatc
 
 SUBCOMMAND_MODULES: list[str] = ["empirics.study", "empirics.report", "empirics.diagnose"]
 RUNS_DIR = Path("results") / "runs"
-SUMMARY_KEYS = ("accuracy", "nll", "ece")
+SUMMARY_KEYS = ("accuracy", "rmse", "nll", "ece", "coverage_90")  # those a run has (classification or regression)
 
 
 def default_run_dir(config) -> Path:

@@ -40,6 +40,7 @@ from scipy.io.matlab import MatReadError
 from torchvision.datasets.mnist import read_image_file, read_label_file
 from tqdm import tqdm
 
+from empirics import regression
 from empirics.corruptions import CORRUPTIONS, corrupt
 from theory.cli_support import BadInput, require
 from theory.records import atomic_write_bytes
@@ -76,13 +77,29 @@ def _check_split(split: str) -> str:
     return split
 
 
-def num_classes(name: str) -> int:
+TASKS = ("classification", "regression")
+
+
+def task_of(name: str) -> str:
+    """The task a data set poses: ``regression`` for ``regression.REGRESSION_DATASETS``, else ``classification``
+    (the one place the pipeline learns it; ``empirics.tasks.task_for``)."""
+    if name in regression.REGRESSION_DATASETS:
+        return "regression"
     _check_dataset(name)
+    return "classification"
+
+
+def num_classes(name: str) -> int:
+    """Network outputs: 10 classes, or a regression data set's (mean, variance) pair."""
+    if task_of(name) == "regression":
+        return regression.OUTPUTS
     return 10
 
 
-def input_shape(name: str) -> tuple[int, int, int]:
-    """``(C, H, W)`` of one image."""
+def input_shape(name: str) -> tuple[int, ...]:
+    """``(C, H, W)`` of one image, or ``(F,)`` of a regression data set's feature vector."""
+    if task_of(name) == "regression":
+        return regression.input_shape(name)
     return INPUT_SHAPES[_check_dataset(name)]
 
 

@@ -15,15 +15,13 @@ from __future__ import annotations
 import io
 import json
 import pickle
-import sys
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
-from empirics import data, metrics
+from empirics import data, metrics, tasks
 from empirics.config import Config
 from empirics.models import EnsembleModel, build_model
 from theory.cli_support import BadInput
@@ -57,18 +55,7 @@ def data_root(config: Config) -> Path:
 def predict_member_probs(model: EnsembleModel, images: torch.Tensor, batch_size: int, device: torch.device,
                          desc: str = "predict") -> torch.Tensor:
     """softmax(member_logits) in eval mode, in chunks of ``batch_size`` images: (k, N, C) float32 on the CPU."""
-    model.eval()
-    chunks = []
-    with torch.no_grad():
-        for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", leave=False,
-                          disable=not _interactive()):
-            logits = model.member_logits(images[start:start + batch_size].to(device))
-            chunks.append(torch.softmax(logits.float(), dim=-1).cpu())
-    return torch.cat(chunks, dim=1)
-
-
-def _interactive() -> bool:
-    return sys.stderr.isatty()
+    return tasks.CLASSIFICATION.predict(model, images, batch_size, device, desc)
 
 
 def read_config(run_dir: Path) -> Config:
@@ -157,14 +144,18 @@ def evaluate_run(run_dir: str | Path, data_root_override: str | None = None) -> 
         config = Config.from_dict({**config.to_dict(), "data_root": data_root_override})
     device = apply_execution_settings(config)
     torch.manual_seed(config.seed)  # MC Dropout's test-time masks
-    results, test_probs = test_metrics(config, model, device)
-    results.update(shift_metrics(config, model, device))
-    results.update(ood_metrics(config, model, device, test_probs))
+    if config.task == "regression":
+        results = tasks.REGRESSION.evaluate(config, model, device)
+    else:
+        results, test_probs = test_metrics(config, model, device)
+        results.update(shift_metrics(config, model, device))
+        results.update(ood_metrics(config, model, device, test_probs))
+    ood_name = config.ood_name if config.task == "classification" else ""
     atomic_write_json(run_dir / EVAL_FILE, {"provenance": provenance(config.to_dict(), config.seed),
-                                            "checkpoint_epoch": state["epoch"], "ood_dataset": config.ood_name,
+                                            "checkpoint_epoch": state["epoch"], "ood_dataset": ood_name,
                                             "complete": (run_dir / COMPLETE_MARKER).is_file(),
                                             "shift_sources": data.shift_sources(
                                                 config.dataset, data_root(config), list(config.shift_families) or None,
-                                                config.shift_severity),
+                                                config.shift_severity) if config.task == "classification" else {},
                                             "metrics": results})
     return results

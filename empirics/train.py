@@ -38,16 +38,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
-from empirics import data, metrics
 from empirics.config import Config
-from empirics.evaluate import (CHECKPOINT_FILE, COMPLETE_MARKER, CONFIG_FILE, EVAL_FILE, checkpoint_bytes, data_root,
-                               apply_execution_settings, evaluate_run, load_checkpoint, predict_member_probs,
-                               read_config)
+from empirics.evaluate import (CHECKPOINT_FILE, COMPLETE_MARKER, CONFIG_FILE, EVAL_FILE, checkpoint_bytes,
+                               apply_execution_settings, evaluate_run, load_checkpoint, read_config)
 from empirics.models import EnsembleModel, build_model
+from empirics.tasks import CLASSIFICATION, task_for
 from theory.cli_support import BadInput
 from theory.records import atomic_write_bytes, atomic_write_json, provenance
 
@@ -107,8 +105,8 @@ def _close_logger(logger: logging.Logger) -> None:
 
 
 def load_training_data(config: Config) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    images, labels = data.load_split(config.dataset, "train", data_root(config), config.download)
-    return data.train_val_split(images, labels, config.val_fraction, config.seed, config.n_train or None)
+    """(train, validation) pairs of the run's task (``empirics.tasks``)."""
+    return task_for(config).training_data(config)
 
 
 def build_optimizer(config: Config, model: EnsembleModel) -> torch.optim.Optimizer:
@@ -135,9 +133,9 @@ def build_scheduler(config: Config, optimizer: torch.optim.Optimizer) -> torch.o
 
 
 def ensemble_loss(member_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """mean over members i and rows b of CE(logits[i, b], y_b) — the mean over the k·B member-major rows."""
-    k, _, classes = member_logits.shape
-    return F.cross_entropy(member_logits.reshape(-1, classes), labels.repeat(k))
+    """mean over members i and rows b of CE(logits[i, b], y_b) — the mean over the k·B member-major rows (the
+    classification task's loss; a regression run trains on ``Task.loss``, the Gaussian NLL)."""
+    return CLASSIFICATION.loss(member_logits, labels)
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
@@ -194,6 +192,7 @@ def _train_epoch(config: Config, model: EnsembleModel, optimizer, train_set: Ten
     loader = DataLoader(train_set, sampler=batches[state["batch"]:], batch_size=None, num_workers=config.num_workers,
                         generator=torch.Generator().manual_seed(config.seed * _SHUFFLE_STRIDE + state["epoch"]))
     model.train()
+    task = task_for(config)
     running = state["running"]
     bar = tqdm(loader, desc=f"epoch {state['epoch'] + 1}", unit="batch", leave=False, initial=state["batch"],
                total=len(batches), disable=not sys.stderr.isatty())
@@ -201,7 +200,7 @@ def _train_epoch(config: Config, model: EnsembleModel, optimizer, train_set: Ten
         images, labels = images.to(device), labels.to(device)
         optimizer.zero_grad(set_to_none=True)
         logits = model.member_logits(images)
-        loss = ensemble_loss(logits, labels)
+        loss = (ensemble_loss if task is CLASSIFICATION else task.loss)(logits, labels)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"loss is {loss.item()} at epoch {state['epoch'] + 1}, batch {state['batch'] + 1}: training stopped; "
@@ -212,7 +211,7 @@ def _train_epoch(config: Config, model: EnsembleModel, optimizer, train_set: Ten
         optimizer.step()
         rows = logits.shape[0] * logits.shape[1]
         running["loss"] += loss.item() * rows
-        running["correct"] += (logits.argmax(-1) == labels).sum().item()
+        running["correct"] += task.score_sum(logits, labels)  # the task's score (accuracy: correct rows)
         running["rows"] += rows
         state["batch"] += 1
         bar.set_postfix(loss=f"{running['loss'] / running['rows']:.4f}")
@@ -231,8 +230,8 @@ def _validate(config: Config, model: EnsembleModel, val_set: tuple[torch.Tensor,
               device: torch.device) -> dict[str, float]:
     if len(val_set[1]) == 0:
         return {}
-    probs = predict_member_probs(model, val_set[0], config.eval_batch_size, device, "val")
-    return metrics.member_and_ensemble_metrics(probs, val_set[1], "val")
+    task = task_for(config)
+    return task.split_metrics(task.predict(model, val_set[0], config.eval_batch_size, device, "val"), val_set[1], "val")
 
 
 def _end_epoch(config: Config, model: EnsembleModel, optimizer, scheduler, state: dict[str, Any],
@@ -240,7 +239,8 @@ def _end_epoch(config: Config, model: EnsembleModel, optimizer, scheduler, state
     """Record the epoch, step the schedule, update early stopping (on ``val/ensemble/nll``)."""
     running = state["running"]
     entry = {"epoch": state["epoch"] + 1, "lr": optimizer.param_groups[0]["lr"],
-             "train/loss": running["loss"] / running["rows"], "train/accuracy": running["correct"] / running["rows"],
+             "train/loss": running["loss"] / running["rows"],
+             f"train/{task_for(config).score}": running["correct"] / running["rows"],
              **val}
     state["history"].append(entry)
     scheduler.step()
@@ -335,13 +335,13 @@ def _run(config: Config, run_dir: Path, model, optimizer, scheduler, state: dict
         logger.info("early stop after epoch %d; best epoch %d", state["epoch"], state["best_epoch"])
     if state["best_model"] is not None and config.patience > 0:
         model.load_state_dict(state["best_model"])
-    test_images, test_labels = data.load_split(config.dataset, "test", data_root(config), config.download,
-                                               n_eval=config.n_eval)
-    final = metrics.member_and_ensemble_metrics(
-        predict_member_probs(model, test_images, config.eval_batch_size, device, "test"), test_labels, "test")
+    task = task_for(config)
+    test_inputs, test_targets = task.test_data(config)
+    final = task.split_metrics(task.predict(model, test_inputs, config.eval_batch_size, device, "test"), test_targets,
+                               "test")
     save()
     _write_metrics(run_dir, config, state, final)
     atomic_write_bytes(run_dir / COMPLETE_MARKER, b"")
-    logger.info("complete: test/ensemble/accuracy %.4f, test/ensemble/nll %.4f", final["test/ensemble/accuracy"],
-                final["test/ensemble/nll"])
+    logger.info("complete: %s", ", ".join(f"test/ensemble/{name} {final[f'test/ensemble/{name}']:.4f}"
+                                          for name in task.headline))
     return final

@@ -11,7 +11,7 @@ from theory import dimension
 from theory.batchensemble import DENSE_VARIANTS, VARIANTS, BatchEnsembleSpec
 from theory.certificate import ROUTES, certify
 from theory.cli_support import BadInput, require_int_in_range
-from theory.network import ARCHS, build_arch, network_counts
+from theory.network import ARCHS, attention_roles, build_arch, network_counts
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -66,6 +66,20 @@ def run_dim(args) -> int:
     return 0
 
 
+VIT_FLAGS = ("image_size", "patch_size", "width", "depth", "heads", "mlp_ratio")
+
+
+def _vit_options(args) -> dict:
+    """The ViT shape flags that were given (``--image-size`` … ``--mlp-ratio``, ``--pooling``); an error off --arch vit."""
+    given = {name: getattr(args, name) for name in VIT_FLAGS if getattr(args, name) is not None}
+    if args.arch != "vit":
+        if given or args.be_scope != "all" or args.layernorm != "shared" or args.pooling != "cls":
+            raise BadInput(f"the ViT options are only valid for --arch vit (got --arch {args.arch})")
+        return {}
+    options = {name: require_int_in_range(f"--{name.replace('_', '-')}", value, 1) for name, value in given.items()}
+    return {**options, "pooling": args.pooling}
+
+
 def run_network(args) -> int:
     members = require_int_in_range("--members", args.members, 1)
     widths = [require_int_in_range("--widths", width, 1) for width in args.widths] if args.widths else None
@@ -75,9 +89,15 @@ def run_network(args) -> int:
     if channels is not None and args.arch == "mlp":
         raise BadInput("--in-channels is not valid for --arch mlp: the input width is the first of --widths")
     classes = require_int_in_range("--num-classes", args.num_classes, 1) if args.num_classes is not None else None
-    model = build_arch(args.arch, channels, classes, widths)
+    vit_options = _vit_options(args)
+    model = build_arch(args.arch, channels, classes, widths, **vit_options)
+    transformer = {}
+    if args.arch == "vit":
+        roles = attention_roles(model) if args.be_scope == "mlp" else {}
+        transformer = {"roles": roles, "layernorm": args.layernorm, "embeddings": "shared"}
     counts = network_counts(model, members, rank=require_int_in_range("--rank", args.rank, 1), bias=args.bias,
-                            norm=args.norm, shortcuts=args.shortcuts, certify_route=args.route, seed=args.seed)
+                            norm=args.norm, shortcuts=args.shortcuts, certify_route=args.route, seed=args.seed,
+                            **transformer)
     if args.json:
         print(json.dumps({"arch": args.arch, **counts.as_dict()}, indent=2))
         return 0
@@ -124,4 +144,14 @@ def register(subparsers) -> None:
     network.add_argument("--route", default="auto", choices=ROUTES)
     network.add_argument("--seed", type=int, default=0)
     network.add_argument("--json", action="store_true")
+    vit_group = network.add_argument_group("--arch vit (each projection Q, K, V, O is one dense layer)")
+    for flag, meaning in (("image-size", "image side, pixels (default 28)"), ("patch-size", "patch side p (default 7)"),
+                          ("width", "token width d (default 64)"), ("depth", "transformer blocks (default 4)"),
+                          ("heads", "attention heads (default 4)"), ("mlp-ratio", "MLP hidden = ratio · d (default 2)")):
+        vit_group.add_argument(f"--{flag}", help=meaning)
+    vit_group.add_argument("--pooling", choices=("cls", "mean"), default="cls", help="class token or mean pooling")
+    vit_group.add_argument("--be-scope", choices=("all", "mlp"), default="all",
+                           help="'mlp': attention projections plain and shared (uncertainty-baselines' BE ViT)")
+    vit_group.add_argument("--layernorm", choices=("shared", "per-member"), default="shared",
+                           help="LayerNorm scale and shift shared or per member")
     network.set_defaults(handler=run_network)

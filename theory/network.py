@@ -31,7 +31,7 @@ from theory.batchensemble import DENSE_VARIANTS, BatchEnsembleSpec
 from theory.certificate import Certificate, certify_cached
 from theory.cli_support import BadInput, require_int_in_range
 
-ARCHS = ("resnet18", "resnet18-cifar", "mlp")
+ARCHS = ("resnet18", "resnet18-cifar", "mlp", "vit")
 SHORTCUT_NAMES = ("downsample", "shortcut")
 NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d)
 
@@ -201,13 +201,18 @@ def _inside(name: str, parents: Sequence[str]) -> bool:
 
 def network_counts(module: nn.Module, members: int, rank: int = 1, variant: str = "channel-wise",
                    bias: str = "per-member", norm: str = "shared", shortcuts: str = "shared",
-                   roles: dict[str, str] | None = None, certify_route: str = "auto", seed: int = 0) -> NetworkCounts:
+                   roles: dict[str, str] | None = None, certify_route: str = "auto", seed: int = 0,
+                   layernorm: str = "shared", embeddings: str | None = None) -> NetworkCounts:
     """Per-layer and total counts of ``module`` as a k-member BatchEnsemble.
 
-    ``roles`` overrides the role of named Linear/Conv2d layers (``perturbed``, ``shared``, ``per-member``);
+    ``roles`` overrides the role of named Linear/Conv2d layers (``perturbed``, ``shared``, ``per-member``; a shared
+    layer's bias is shared with it, whatever ``bias`` says);
     ``shortcuts`` (``shared`` or ``perturbed``) sets the default role of 1×1 shortcut convs; ``bias`` and ``norm``
     are ``per-member`` or ``shared``. Each distinct perturbed shape is certified once per process (``certify_route``).
     Dense layers accept only the dense variants; for them ``variant`` falls back to ``channel-wise``.
+    Transformers: ``nn.LayerNorm`` scale and shift are one vector of 2·d entries, ``per-member`` or ``shared``
+    (``layernorm``); parameters held directly by another module (a ViT's class token and position embedding) are one
+    vector each with sharing ``embeddings`` (``None``: such parameters are an error, as for any unknown layer).
     """
     members = require_int_in_range("members", members, 1)
     roles = dict(roles or {})
@@ -215,7 +220,9 @@ def network_counts(module: nn.Module, members: int, rank: int = 1, variant: str 
         if role not in dimension.ROLES:
             raise BadInput(f"role {role!r} for layer {name!r} is unknown: expected one of {', '.join(dimension.ROLES)}")
     for option, value, accepted in (("bias", bias, ("per-member", "shared")), ("norm", norm, ("per-member", "shared")),
-                                    ("shortcuts", shortcuts, ("shared", "perturbed"))):
+                                    ("shortcuts", shortcuts, ("shared", "perturbed")),
+                                    ("layernorm", layernorm, ("per-member", "shared")),
+                                    ("embeddings", embeddings, (None, "per-member", "shared"))):
         if value not in accepted:
             raise BadInput(f"{option}={value!r} is unknown: expected one of {', '.join(accepted)}")
     rows = []
@@ -242,11 +249,21 @@ def network_counts(module: nn.Module, members: int, rank: int = 1, variant: str 
         elif isinstance(layer, NORM_TYPES) and layer.affine:
             counts = dimension.vector_counts(2 * layer.num_features, members, norm)
             rows.append(LayerRow(name, type(layer).__name__, (layer.num_features,), norm, counts))
+        elif isinstance(layer, nn.LayerNorm) and layer.elementwise_affine:
+            counts = dimension.vector_counts(2 * layer.weight.numel(), members, layernorm)
+            rows.append(LayerRow(name, "LayerNorm", tuple(layer.normalized_shape), layernorm, counts))
+        elif embeddings is not None and any(True for _ in layer.parameters(recurse=False)):
+            for attr, parameter in layer.named_parameters(recurse=False):
+                counts = dimension.vector_counts(parameter.numel(), members, embeddings)
+                rows.append(LayerRow(f"{name}.{attr}" if name else attr, "Parameter", tuple(parameter.shape),
+                                     embeddings, counts))
         elif any(True for _ in layer.parameters(recurse=False)):
             raise BadInput(f"layer {name!r} of type {type(layer).__name__} has parameters: expected only "
                            "Linear, Conv2d and BatchNorm layers")
     config = {"members": members, "rank": rank, "variant": variant, "bias": bias, "norm": norm,
               "shortcuts": shortcuts, "roles": roles, "certify_route": certify_route, "seed": seed}
+    if layernorm != "shared" or embeddings is not None:  # transformer options, recorded only when used
+        config.update(layernorm=layernorm, embeddings=embeddings)
     return NetworkCounts(members, rows, config)
 
 
@@ -332,9 +349,66 @@ def resnet18_cifar(in_channels: int = 3, num_classes: int = 10) -> nn.Module:
     return model
 
 
+VIT_ATTENTION = ("query", "key", "value", "out")
+
+
+class _TokenEmbedding(nn.Module):
+    """Shapes of a ViT's class token (1, 1, d) and position embedding (1, T [+1], d)."""
+
+    def __init__(self, width: int, tokens: int, cls_token: bool) -> None:
+        super().__init__()
+        self.cls_token = nn.Parameter(torch.empty(1, 1, width)) if cls_token else None
+        self.position = nn.Parameter(torch.empty(1, tokens + cls_token, width))
+
+
+def vit(in_channels: int = 1, image_size: int = 28, patch_size: int = 7, width: int = 64, depth: int = 4,
+        heads: int = 4, mlp_ratio: int = 2, num_classes: int = 10, pooling: str = "cls") -> nn.Module:
+    """The layer shapes of ``empirics.attention.VisionTransformer`` (same module names), on the meta device: patch
+    embedding Linear(C·p², d); per block LayerNorm, attention ``query``/``key``/``value``/``out`` Linear(d, d) (each
+    projection one dense layer), LayerNorm, ``fc1`` Linear(d, r·d), ``fc2`` Linear(r·d, d); final LayerNorm; head."""
+    for name, value in (("in_channels", in_channels), ("image_size", image_size), ("patch_size", patch_size),
+                        ("width", width), ("depth", depth), ("heads", heads), ("mlp_ratio", mlp_ratio),
+                        ("num_classes", num_classes)):
+        require_int_in_range(name, value, 1)
+    if image_size % patch_size or width % heads:
+        raise BadInput(f"patch_size={patch_size} must divide image_size={image_size} and heads={heads} must divide "
+                       f"width={width}")
+    if pooling not in ("cls", "mean"):
+        raise BadInput(f"pooling={pooling!r} is unknown: expected one of cls, mean")
+    hidden = mlp_ratio * width
+    with torch.device("meta"):
+        model = nn.Module()
+        model.patch_embed = nn.Linear(in_channels * patch_size ** 2, width)
+        model.embedding = _TokenEmbedding(width, (image_size // patch_size) ** 2, pooling == "cls")
+        blocks = nn.ModuleList()
+        for _ in range(depth):
+            block = nn.Module()
+            block.norm1 = nn.LayerNorm(width)
+            block.attention = nn.Module()
+            for projection in VIT_ATTENTION:
+                setattr(block.attention, projection, nn.Linear(width, width))
+            block.norm2 = nn.LayerNorm(width)
+            block.fc1, block.fc2 = nn.Linear(width, hidden), nn.Linear(hidden, width)
+            blocks.append(block)
+        model.blocks = blocks
+        model.norm = nn.LayerNorm(width)
+        model.head = nn.Linear(width, num_classes)
+    return model
+
+
+def attention_roles(module: nn.Module, role: str = "shared") -> dict[str, str]:
+    """``{name: role}`` for every attention projection of a ViT (``be_scope="mlp"``: plain layers shared by members)."""
+    return {name: role for name, layer in module.named_modules()
+            if isinstance(layer, nn.Linear) and ".attention." in f".{name}"}
+
+
 def build_arch(arch: str, in_channels: int | None = None, num_classes: int | None = None,
-               widths: Sequence[int] | None = None) -> nn.Module:
-    """One of ``ARCHS``; defaults: resnet18 3 channels/1000 classes, resnet18-cifar 3/10, mlp 784-400-400-10."""
+               widths: Sequence[int] | None = None, **vit_options: Any) -> nn.Module:
+    """One of ``ARCHS``; defaults: resnet18 3 channels/1000 classes, resnet18-cifar 3/10, mlp 784-400-400-10,
+    vit 1×28×28 images, 7×7 patches, width 64, 4 blocks, 4 heads, MLP ratio 2, 10 classes (``vit_options``: the
+    keyword arguments of ``vit``)."""
+    if arch == "vit":
+        return vit(in_channels or 1, num_classes=num_classes or 10, **vit_options)
     if arch == "resnet18":
         return resnet18(in_channels or 3, num_classes or 1000)
     if arch == "resnet18-cifar":

@@ -79,3 +79,21 @@ def test_bad_input_subprocess_has_no_traceback():
     done = subprocess.run([sys.executable, "-m", "theory", "dim", "--layer", "dense", "--out", "3", "--in", "3",
                            "--members", "2", "--rank", "9"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.strip() == "error: --rank=9 is out of range: expected an integer in 1..3"
+
+
+def test_network_vit_prints_the_certified_per_layer_table(capsys):
+    """Acceptance (issue 15): `theory network --arch vit` lists each attention projection as a dense layer and
+    certifies the totals."""
+    code, out = _run(["network", "--arch", "vit", "--members", "4", "--image-size", "8", "--patch-size", "4",
+                      "--width", "8", "--depth", "1", "--heads", "2"], capsys)
+    lines = out.out.splitlines()
+    for projection in ("query", "key", "value", "out"):
+        assert any(line.startswith(f"blocks.0.attention.{projection} ") and line.rstrip().endswith("yes")
+                   for line in lines)
+    assert "totals certified" in out.out and code == 0
+
+
+def test_network_vit_options_rejected_for_other_archs(capsys):
+    with pytest.raises(SystemExit) as stop:
+        run_cli(main, ["network", "--arch", "mlp", "--members", "2", "--depth", "3"])
+    assert stop.value.code == 2 and "--arch vit" in capsys.readouterr().err

@@ -70,7 +70,7 @@ def test_roles_override_and_totals_add_up():
 
 @pytest.mark.parametrize("call", [lambda: build_arch("vgg"), lambda: mlp((5,)),
                                   lambda: network_counts(mlp((3, 2)), 0),
-                                  lambda: network_counts(nn.Sequential(nn.LayerNorm(3)), 2),
+                                  lambda: network_counts(nn.Sequential(nn.PReLU()), 2),
                                   lambda: network_counts(mlp((3, 2)), 2, bias="sometimes")])
 def test_bad_network_input_raises(call):
     """Unknown archs, too few widths, k < 1, unsupported layers and unknown modes raise BadInput."""
@@ -158,3 +158,58 @@ def test_r_group_s_group_in_another_layout_is_named_not_guessed():
     odd.r_group, odd.s_group = nn.Parameter(torch.ones(2, 3)), nn.Parameter(torch.ones(2, 4))
     with pytest.raises(BadInput, match=r"layer '0': layer of type Module has r_group/s_group but not"):
         network_counts(nn.Sequential(odd), 2)
+# ---------------------------------------------------------------- the ViT (each attention projection a dense layer)
+
+VIT_SMALL = dict(in_channels=1, image_size=8, patch_size=4, width=8, depth=2, heads=2, mlp_ratio=2, num_classes=3)
+
+
+def test_vit_shapes_match_the_empirics_vit_layer_for_layer():
+    """theory's shape-only ViT and empirics' trained ViT (single method) give the same rows: names, kinds, shapes
+    and counts (the reachable fraction of a ViT study is computed from the empirics net)."""
+    from empirics.attention import VisionTransformer
+    from empirics.models import LayerFactory
+
+    for pooling in ("cls", "mean"):
+        trained = VisionTransformer(LayerFactory(), (1, 8, 8), 3, patch_size=4, width=8, depth=2, heads=2,
+                                    mlp_ratio=2, pooling=pooling)
+        shapes = build_arch("vit", 1, 3, pooling=pooling, **{k: v for k, v in VIT_SMALL.items()
+                                                             if k not in ("in_channels", "num_classes")})
+        rows = [network_counts(net, 3, embeddings="shared", certify_route="none").as_dict()["layers"]
+                for net in (trained, shapes)]
+        strip = lambda layers: [{k: v for k, v in row.items() if k != "certificate"} for row in layers]  # noqa: E731
+        assert strip(rows[0]) == strip(rows[1])
+
+
+def test_vit_counts_every_projection_as_a_certified_dense_layer():
+    """Per block: Q, K, V, O each one perturbed m×m dense layer with the dense-layer counts of theory.dimension;
+    fc1, fc2, patch embedding and head too; LayerNorm 2d and the embeddings shared (codim (k−1)·size)."""
+    k = 3
+    counts = network_counts(build_arch("vit", **VIT_SMALL), k, embeddings="shared")
+    rows = {row.name: row for row in counts.rows}
+    for projection in ("query", "key", "value", "out"):
+        row = rows[f"blocks.1.attention.{projection}"]
+        expected = dimension.layer_counts(BatchEnsembleSpec((8, 8), k, 1, "channel-wise"), "per-member")
+        assert row.role == "perturbed" and row.shape == (8, 8) and row.counts == expected and row.certified
+    assert rows["blocks.0.norm1"].counts.codim == (k - 1) * 2 * 8
+    assert rows["embedding.position"].counts.codim == (k - 1) * (16 // 16 * 4 + 1) * 8
+    perturbed = [row for row in counts.rows if row.role == "perturbed"]
+    assert len(perturbed) == 2 + 2 * 6 and counts.certified
+
+
+def test_vit_be_in_mlp_blocks_only_shares_the_attention_projections():
+    """uncertainty-baselines' scope: attention projections are plain layers shared by the members, kernel and bias
+    (codim (k−1)·(d² + d) each), so BE reaches a smaller fraction than with BE everywhere."""
+    from theory.network import attention_roles
+
+    model = build_arch("vit", **VIT_SMALL)
+    everywhere = network_counts(model, 3, embeddings="shared")
+    mlp_only = network_counts(model, 3, embeddings="shared", roles=attention_roles(model))
+    shared = [row for row in mlp_only.rows if row.role == "shared" and ".attention." in row.name]
+    assert len(shared) == 8 and mlp_only.fraction_reached < everywhere.fraction_reached
+    assert all(row.counts.codim == (3 - 1) * (8 * 8 + 8) and row.counts.image_dim == 8 * 8 + 8 for row in shared)
+
+
+def test_parameters_outside_known_layers_are_rejected_without_embeddings_option():
+    """Without ``embeddings`` a module holding its own parameters is an error, as before."""
+    with pytest.raises(BadInput, match="has parameters"):
+        network_counts(build_arch("vit", **VIT_SMALL), 2)
