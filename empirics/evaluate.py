@@ -130,6 +130,17 @@ def test_metrics(config: Config, model: EnsembleModel, device: torch.device) -> 
     return metrics.member_and_ensemble_metrics(probs, labels, "test"), probs
 
 
+def seeded_test_metrics(config: Config, model: EnsembleModel,
+                        device: torch.device) -> tuple[dict[str, float], torch.Tensor]:
+    """``test_metrics`` with MC Dropout's test-time masks drawn from torch's generator seeded with ``config.seed``,
+    inside ``fork_rng`` so the caller's RNG state is left as it was. Training's final test pass uses it, so its
+    numbers do not depend on when the RNG state was saved or restored, and equal ``evaluate_run``'s (which seeds the
+    same generator right before its own test pass)."""
+    with torch.random.fork_rng(devices=[] if device.type == "cpu" else None):
+        torch.manual_seed(config.seed)
+        return test_metrics(config, model, device)
+
+
 def shift_metrics(config: Config, model: EnsembleModel, device: torch.device) -> dict[str, float]:
     families = list(config.shift_families) or None
     images, labels, family_index = data.shifted_test_set(config.dataset, data_root(config), families,
@@ -157,7 +168,7 @@ def evaluate_run(run_dir: str | Path, data_root_override: str | None = None) -> 
     if data_root_override:
         config = Config.from_dict({**config.to_dict(), "data_root": data_root_override})
     device = apply_execution_settings(config)
-    torch.manual_seed(config.seed)  # MC Dropout's test-time masks
+    torch.manual_seed(config.seed)  # MC Dropout's test-time masks: the test pass draws as seeded_test_metrics does
     results, test_probs = test_metrics(config, model, device)
     results.update(shift_metrics(config, model, device))
     results.update(ood_metrics(config, model, device, test_probs))
