@@ -2,16 +2,26 @@
 
     python -m theory dim --layer dense --out 512 --in 512 --members 4 --rank 1 --json
     python -m theory network --arch resnet18-cifar --in-channels 1 --members 4
+
+Before certifying, the route's memory and time are estimated (``theory.certificate.estimate_cost``): past
+``--max-memory-gb`` / ``--max-minutes`` the default route (``auto``) reports the closed form (``--route none``) and
+says why on stderr, and an explicitly requested route is refused with a one-line message naming ``--route none``.
+A long certification announces its estimate; ``network`` shows a progress bar over the layers.
 """
 from __future__ import annotations
 
 import json
+import sys
 
 from theory import dimension
 from theory.batchensemble import DENSE_VARIANTS, VARIANTS, BatchEnsembleSpec
-from theory.certificate import ROUTES, certify
+from theory.certificate import (MEMORY_LIMIT_BYTES, ROUTES, TIME_LIMIT_S, CostLimits, certify, closed_form_note,
+                                estimate_cost, planned_route)
 from theory.cli_support import BadInput, require_int_in_range
 from theory.network import ARCHS, build_arch, network_counts
+
+
+ANNOUNCE_AFTER_S = 10.0  # a certification estimated to take longer says so on stderr before it starts
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -44,10 +54,40 @@ def layer_spec(args) -> BatchEnsembleSpec:
     return BatchEnsembleSpec(shape, members, rank, args.variant)
 
 
+def cost_limits(args) -> CostLimits:
+    """``--max-memory-gb`` and ``--max-minutes`` as the limits a certification is estimated against."""
+    memory = _positive_number("--max-memory-gb", args.max_memory_gb)
+    minutes = _positive_number("--max-minutes", args.max_minutes)
+    return CostLimits(memory * 2**30, minutes * 60)
+
+
+def _positive_number(name: str, value: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not number > 0 or number == float("inf"):
+        raise BadInput(f"{name}={value!r} is not valid: expected a number > 0")
+    return number
+
+
+def _announce(spec: BatchEnsembleSpec, route: str, limits: CostLimits) -> None:
+    """On stderr, before a certification estimated to take more than a few seconds: its route and cost."""
+    chosen, _ = planned_route(spec, route, limits)
+    cost = estimate_cost(spec, chosen)
+    if cost.seconds > ANNOUNCE_AFTER_S:
+        print(f"certifying by the {chosen} route: estimated {cost.describe()} (--route none gives "
+              f"{closed_form_note(spec)} at once)", file=sys.stderr)
+
+
 def run_dim(args) -> int:
     spec = layer_spec(args)
+    limits = cost_limits(args)
     counts = dimension.layer_counts(spec)
-    certificate = certify(spec, args.route, args.seed)
+    _announce(spec, args.route, limits)
+    certificate = certify(spec, args.route, args.seed, limits)
+    if certificate.details.get("reason"):
+        print(f"note: {certificate.details['reason']}", file=sys.stderr)
     payload = {"layer": args.layer, "kernel_shape": list(spec.kernel_shape), "members": spec.members,
                "rank": spec.rank, "variant": spec.variant, **counts.as_dict(),
                "upper_bound": dimension.upper_bound(spec), "certificate": certificate.to_json(),
@@ -77,7 +117,11 @@ def run_network(args) -> int:
     classes = require_int_in_range("--num-classes", args.num_classes, 1) if args.num_classes is not None else None
     model = build_arch(args.arch, channels, classes, widths)
     counts = network_counts(model, members, rank=require_int_in_range("--rank", args.rank, 1), bias=args.bias,
-                            norm=args.norm, shortcuts=args.shortcuts, certify_route=args.route, seed=args.seed)
+                            norm=args.norm, shortcuts=args.shortcuts, certify_route=args.route, seed=args.seed,
+                            limits=cost_limits(args))
+    for row in counts.rows:
+        if row.certificate is not None and row.certificate.details.get("reason"):
+            print(f"note: {row.name}: {row.certificate.details['reason']}", file=sys.stderr)
     if args.json:
         print(json.dumps({"arch": args.arch, **counts.as_dict()}, indent=2))
         return 0
@@ -106,6 +150,7 @@ def register(subparsers) -> None:
     dim.add_argument("--variant", default="channel-wise", help=f"one of {', '.join(VARIANTS)}")
     dim.add_argument("--route", default="auto", choices=ROUTES, help="certificate route (default: toric for r = 1)")
     dim.add_argument("--seed", type=int, default=0, help="seed of the random integer point (modular routes)")
+    _add_limit_options(dim)
     dim.add_argument("--json", action="store_true", help="print JSON instead of a table")
     dim.set_defaults(handler=run_dim)
 
@@ -123,5 +168,14 @@ def register(subparsers) -> None:
                          help="1×1 shortcut convs (torch-uncertainty: plain, i.e. shared)")
     network.add_argument("--route", default="auto", choices=ROUTES)
     network.add_argument("--seed", type=int, default=0)
+    _add_limit_options(network)
     network.add_argument("--json", action="store_true")
     network.set_defaults(handler=run_network)
+
+
+def _add_limit_options(parser) -> None:
+    parser.add_argument("--max-memory-gb", default=str(MEMORY_LIMIT_BYTES / 2**30),
+                        help="refuse (or, with --route auto, skip) a certification estimated to need more memory "
+                             f"(default {MEMORY_LIMIT_BYTES / 2**30:g})")
+    parser.add_argument("--max-minutes", default=str(TIME_LIMIT_S / 60),
+                        help=f"the same for the estimated time (default {TIME_LIMIT_S / 60:g})")

@@ -11,15 +11,17 @@ BE image dim 488,013, codim 1,425,627.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from theory import dimension
 from theory.batchensemble import DENSE_VARIANTS, BatchEnsembleSpec
-from theory.certificate import Certificate, certify_cached
+from theory.certificate import Certificate, CostLimits, certify_cached
 from theory.cli_support import BadInput, require_int_in_range
 
 ARCHS = ("resnet18", "resnet18-cifar", "mlp")
@@ -126,12 +128,15 @@ def _layer_role(name: str, roles: dict[str, str], shortcuts: str) -> str:
 
 def network_counts(module: nn.Module, members: int, rank: int = 1, variant: str = "channel-wise",
                    bias: str = "per-member", norm: str = "shared", shortcuts: str = "shared",
-                   roles: dict[str, str] | None = None, certify_route: str = "auto", seed: int = 0) -> NetworkCounts:
+                   roles: dict[str, str] | None = None, certify_route: str = "auto", seed: int = 0,
+                   limits: CostLimits | None = None) -> NetworkCounts:
     """Per-layer and total counts of ``module`` as a k-member BatchEnsemble.
 
     ``roles`` overrides the role of named Linear/Conv2d layers (``perturbed``, ``shared``, ``per-member``);
     ``shortcuts`` (``shared`` or ``perturbed``) sets the default role of 1×1 shortcut convs; ``bias`` and ``norm``
-    are ``per-member`` or ``shared``. Each distinct perturbed shape is certified once per process (``certify_route``).
+    are ``per-member`` or ``shared``. Each distinct perturbed shape is certified once per process (``certify_route``;
+    with ``limits`` a layer whose certification is estimated past them is handled as ``certify`` says), with a
+    progress bar over the layers.
     Dense layers accept only the dense variants; for them ``variant`` falls back to ``channel-wise``.
     """
     members = require_int_in_range("members", members, 1)
@@ -144,23 +149,28 @@ def network_counts(module: nn.Module, members: int, rank: int = 1, variant: str 
         if value not in accepted:
             raise BadInput(f"{option}={value!r} is unknown: expected one of {', '.join(accepted)}")
     rows = []
+    kernels = sum(isinstance(layer, (nn.Linear, nn.Conv2d)) for layer in module.modules())
+    progress = tqdm(total=kernels, desc="certify", unit="layer", disable=not sys.stderr.isatty())
     for name, layer in module.named_modules():
         if isinstance(layer, (nn.Linear, nn.Conv2d)):
+            progress.set_postfix_str(name)
             rows.append(_kernel_row(name, layer, members, rank, variant, bias,
-                                    _layer_role(name, roles, shortcuts), certify_route, seed))
+                                    _layer_role(name, roles, shortcuts), certify_route, seed, limits))
+            progress.update(1)
         elif isinstance(layer, NORM_TYPES) and layer.affine:
             counts = dimension.vector_counts(2 * layer.num_features, members, norm)
             rows.append(LayerRow(name, type(layer).__name__, (layer.num_features,), norm, counts))
         elif any(True for _ in layer.parameters(recurse=False)):
             raise BadInput(f"layer {name!r} of type {type(layer).__name__} has parameters: expected only "
                            "Linear, Conv2d and BatchNorm layers")
+    progress.close()
     config = {"members": members, "rank": rank, "variant": variant, "bias": bias, "norm": norm,
               "shortcuts": shortcuts, "roles": roles, "certify_route": certify_route, "seed": seed}
     return NetworkCounts(members, rows, config)
 
 
 def _kernel_row(name: str, layer: nn.Module, members: int, rank: int, variant: str, bias: str, role: str,
-                route: str, seed: int) -> LayerRow:
+                route: str, seed: int, limits: CostLimits | None = None) -> LayerRow:
     shape = _kernel_shape(layer)
     layer_variant = variant if len(shape) == 4 or variant in DENSE_VARIANTS else "channel-wise"
     top = BatchEnsembleSpec(shape, members, 1, layer_variant).max_rank
@@ -171,7 +181,7 @@ def _kernel_row(name: str, layer: nn.Module, members: int, rank: int, variant: s
     counts = kernel + bias_counts
     certificate = None
     if role == "perturbed":
-        certificate = certify_cached(spec, route, seed)
+        certificate = certify_cached(spec, route, seed, limits)
     kind = f"{type(layer).__name__}[{spec.variant}, r={spec.rank}]" if role == "perturbed" else type(layer).__name__
     return LayerRow(name, kind, shape, role, counts, certificate, kernel.image_dim)
 

@@ -48,6 +48,33 @@ def test_network_mlp_json(capsys):
     assert code == 0 and totals["codim"] == 1_425_627 and totals["certified"]
 
 
+@pytest.mark.parametrize("rank", ["1", "2"])
+def test_default_route_on_a_huge_layer_reports_the_closed_form_and_says_why(rank, capsys):
+    """Defect 2: `dim --layer dense --out 100000 --in 100000 --members 4` tried to allocate 80 GB (rank 2: a numpy
+    _ArrayMemoryError traceback). Now the route's cost is estimated first: past the limits the default route reports
+    the closed form at once, exit 0, with a one-line note naming the skipped route and its estimate."""
+    code, out = _run(["dim", "--layer", "dense", "--out", "100000", "--in", "100000", "--members", "4", "--rank",
+                      rank, "--json"], capsys)
+    payload = json.loads(out.out)
+    assert code == 0 and payload["certificate"]["status"] == "not-run"
+    # closed forms, m = n = 10^5, k = 4: r = 1: kmn − (k−1)(m−1)(n−1); r = 2: mn + k·r(m+n−r) − (m+n−1)
+    assert payload["image_dim"] == (4 * 10**10 - 3 * 99_999**2 if rank == "1" else 10**10 + 8 * 199_998 - 199_999)
+    note = out.err.strip()
+    assert len(note.splitlines()) == 1 and note.startswith("note: certificate skipped: the ")
+    assert ("toric" if rank == "1" else "schur") in note and "TB of memory" in note
+
+
+def test_explicit_route_past_the_limits_is_refused_naming_route_none(capsys):
+    """Defect 2: an explicitly requested route estimated past the limits is a one-line error, exit 2, that names the
+    cheaper route; a lower --max-memory-gb moves the limit."""
+    with pytest.raises(SystemExit) as stop:
+        run_cli(main, ["dim", "--layer", "dense", "--out", "300", "--in", "300", "--members", "4", "--route", "toric",
+                       "--max-memory-gb", "0.001"])
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and len(err.splitlines()) == 1
+    assert "--route toric for 300x300" in err and "use --route none for the closed form" in err
+
+
 BAD = [
     (["dim", "--layer", "dense", "--out", "4", "--in", "3", "--members", "2", "--rank", "4"], "--rank=4"),
     (["dim", "--layer", "dense", "--out", "4", "--in", "3", "--members", "2", "--rank", "0"], "--rank=0"),
@@ -60,6 +87,9 @@ BAD = [
       "3"], "nope"),
     (["network", "--arch", "vgg", "--members", "2"], "vgg"),
     (["network", "--arch", "mlp", "--widths", "5", "x", "--members", "2"], "'x'"),
+    (["dim", "--layer", "dense", "--out", "4", "--in", "3", "--members", "2", "--max-memory-gb", "0"],
+     "--max-memory-gb='0'"),
+    (["network", "--arch", "mlp", "--members", "2", "--max-minutes", "soon"], "--max-minutes='soon'"),
 ]
 
 
