@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import io
 import json
-import pickle
 import sys
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,7 @@ from empirics.config import Config
 from empirics.corruptions import CORRUPTIONS
 from empirics.models import EnsembleModel, build_model
 from theory.cli_support import BadInput
-from theory.records import atomic_write_json, provenance
+from theory.records import atomic_write_json, load_torch_file, provenance
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -85,14 +83,10 @@ def read_config(run_dir: Path) -> Config:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """``torch.load`` of a checkpoint; a missing, truncated or corrupted file is a one-line ``BadInput``."""
+    """``torch.load`` of a checkpoint; a missing, empty, truncated or corrupted file is a one-line ``BadInput``."""
     if not path.is_file():
         raise BadInput(f"{path} does not exist: the run has not finished an epoch yet")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as error:
-        raise BadInput(f"{path} is corrupted or truncated ({type(error).__name__}: {str(error).splitlines()[0]}); "
-                       f"delete it to restart the run") from None
+    return load_torch_file(path, str(path), "delete it to restart the run")
 
 
 def checkpoint_bytes(state: dict[str, Any]) -> bytes:

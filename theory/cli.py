@@ -9,7 +9,7 @@ import sys
 from tqdm import tqdm
 
 from theory import claims
-from theory.cli_support import OneLineParser, add_subcommands, dispatch, run_cli
+from theory.cli_support import BadInput, OneLineParser, add_subcommands, dispatch, run_cli
 from theory.records import atomic_write_json, provenance
 
 # Modules with ``register(subparsers)``; each adds one subcommand whose handler returns an exit code.
@@ -25,6 +25,9 @@ def _format_table(rows: list[list[str]], header: list[str]) -> str:
 def run_check(args) -> int:
     registry = claims.load_all()
     selected = [c for c in registry.values() if not args.only or any(part in c.id for part in args.only)]
+    if not selected:
+        raise BadInput(f"--only {' '.join(args.only)} matches no claim: expected part of one of "
+                       f"{', '.join(registry)}")
     results = []
     for item in tqdm(selected, desc="claims", unit="claim", disable=not sys.stderr.isatty()):
         results.append(claims.run_claim(item, full=args.full))

@@ -44,7 +44,10 @@ def layer_spec(args) -> BatchEnsembleSpec:
     else:
         if args.kernel is None:
             raise BadInput("--kernel is missing: --layer conv needs --kernel H W (integers >= 1)")
-        shape = (out, fan_in, *(require_int_in_range(name, value, 1) for name, value in zip(("H", "W"), args.kernel)))
+        if len(args.kernel) != 2:
+            raise BadInput(f"--kernel {' '.join(args.kernel)} is not valid: expected two integers H W >= 1")
+        shape = (out, fan_in, *(require_int_in_range(f"--kernel {name}", value, 1)
+                                for name, value in zip(("H", "W"), args.kernel)))
         accepted = VARIANTS
     if args.variant not in accepted:
         raise BadInput(f"--variant {args.variant!r} is unknown for --layer {args.layer}: expected one of "
@@ -144,7 +147,7 @@ def register(subparsers) -> None:
     dim.add_argument("--layer", choices=("dense", "conv"), required=True)
     dim.add_argument("--out", required=True, help="output features / channels (m)")
     dim.add_argument("--in", dest="fan_in", required=True, help="input features / channels (n)")
-    dim.add_argument("--kernel", nargs=2, metavar=("H", "W"), help="spatial kernel size (conv only)")
+    dim.add_argument("--kernel", nargs="+", metavar="H W", help="spatial kernel size H W (conv only)")
     dim.add_argument("--members", required=True, help="ensemble size k >= 1")
     dim.add_argument("--rank", default="1", help="BatchEnsemble rank r, 1..min(m, n) (default 1)")
     dim.add_argument("--variant", default="channel-wise", help=f"one of {', '.join(VARIANTS)}")

@@ -17,7 +17,7 @@ from theory.batchensemble import VARIANTS, BatchEnsembleSpec, member_weights, ra
 from theory.cli_support import BadInput, require, require_int_in_range
 from theory.distance import distance_by_rank, log_contrasts, validate_weights
 from theory.functional import ACTIVATIONS, MLPSpec, functional_dimension
-from theory.records import atomic_write_json, provenance
+from theory.records import UNREADABLE_FILE_ERRORS, atomic_write_json, describe_error, load_torch_file, provenance
 from theory.tube import DEFAULT_EPSILONS, DEFAULT_SAMPLES, FULL_SAMPLES, tube_probability
 
 
@@ -26,9 +26,12 @@ def load_weights(path: str) -> torch.Tensor:
     file = Path(path)
     require(file.is_file(), f"--weights {path!r} does not exist: expected a .pt or .npy file")
     if file.suffix == ".npy":
-        return torch.from_numpy(np.load(file, allow_pickle=False))
+        try:
+            return torch.from_numpy(np.load(file, allow_pickle=False))
+        except UNREADABLE_FILE_ERRORS as error:
+            raise BadInput(f"--weights {path!r} is not a readable .npy array ({describe_error(error)})") from None
     if file.suffix == ".pt":
-        loaded = torch.load(file, map_location="cpu", weights_only=True)
+        loaded = load_torch_file(file, f"--weights {path!r}")
         require(isinstance(loaded, torch.Tensor), f"--weights {path!r} holds a {type(loaded).__name__}: expected a tensor")
         return loaded
     raise BadInput(f"--weights {path!r} has suffix {file.suffix!r}: expected .pt or .npy")

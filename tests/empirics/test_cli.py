@@ -109,3 +109,20 @@ def test_module_entry_point_exits_2_without_traceback():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip() == "error: members=0 is out of range: expected a value in [1, ∞)"
+
+
+@pytest.mark.parametrize("command", ["evaluate", "resume"])
+def test_empty_checkpoint_is_one_line_exit_2(command, tiny_mnist_root, tmp_path, capsys):
+    """Defect 8: a 0-byte checkpoint.pt gave an IndexError traceback (the empty EOFError message was indexed) in
+    `evaluate` and `train --resume`; now one line naming the file, exit 2."""
+    run = tmp_path / "run"
+    run_cli(main, _train_args(tiny_mnist_root, run))
+    (run / "COMPLETE").unlink()
+    (run / "checkpoint.pt").write_bytes(b"")
+    capsys.readouterr()
+    argv = ["evaluate", str(run)] if command == "evaluate" else ["train", "--run-dir", str(run), "--resume"]
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert "checkpoint.pt is not a readable torch file (empty, truncated or corrupted: EOFError)" in err

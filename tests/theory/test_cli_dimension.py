@@ -90,6 +90,10 @@ BAD = [
     (["dim", "--layer", "dense", "--out", "4", "--in", "3", "--members", "2", "--max-memory-gb", "0"],
      "--max-memory-gb='0'"),
     (["network", "--arch", "mlp", "--members", "2", "--max-minutes", "soon"], "--max-minutes='soon'"),
+    # defect 9: three kernel sizes were rejected as "unrecognized arguments: 3", without naming --kernel
+    (["dim", "--layer", "conv", "--out", "4", "--in", "3", "--members", "2", "--kernel", "3", "3", "3"],
+     "--kernel 3 3 3 is not valid"),
+    (["dim", "--layer", "conv", "--out", "4", "--in", "3", "--members", "2", "--kernel", "3", "0"], "--kernel W=0"),
 ]
 
 

@@ -73,3 +73,16 @@ def test_nan_weights_are_rejected(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         _run(["distance", "--weights", str(tmp_path / "nan.npy")])
     assert exit_info.value.code == 2 and "NaN/Inf" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name,content", [("garbage.pt", b"not a torch file" * 8), ("empty.pt", b""),
+                                          ("garbage.npy", b"not an array")])
+def test_unreadable_weights_file_is_one_line_exit_2(name, content, tmp_path, capsys):
+    """Defect 8: a garbage file given to --weights gave an UnpicklingError traceback; now one line naming the file."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(SystemExit) as exit_info:
+        _run(["distance", "--weights", str(path)])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1
+    assert f"--weights {str(path)!r} is not a readable" in err and "Traceback" not in err
