@@ -51,13 +51,13 @@ from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 from tqdm import tqdm
 
 from empirics import diversity, report
-from empirics.config import Config
+from empirics.config import Config, field_names
 from empirics.diversity import DIVERSITY_FILE
 from empirics.report import SUMMARY_FILE
 from empirics.evaluate import COMPLETE_MARKER, CONFIG_FILE, EVAL_FILE, read_config
@@ -125,9 +125,38 @@ def _read_preset_file(name: str) -> dict[str, Any]:
         raise BadInput(f"preset file {path} is not valid TOML: {error}") from None
 
 
+PRESET_TABLES = ("study", "base", "runs", "tiny", "reference")
+STUDY_KEYS = ("claim", "evidence", "seeds", "include", "distance_ranks", "distance_starts", "distance_max_iter")
+
+
+def check_preset_keys(name: str, raw: dict[str, Any]) -> None:
+    """Unknown tables and keys are refused with the valid ones, as ``Config`` refuses unknown config keys: [study]
+    keys from ``STUDY_KEYS``; [base], [tiny] and each [runs.NAME] from the config keys; [reference.NAME] only for a
+    run NAME the preset defines (its keys are metric names, data)."""
+    _refuse_unknown(name, "top-level table(s)", raw, PRESET_TABLES)
+    for table in PRESET_TABLES:
+        if table in raw and not isinstance(raw[table], dict):
+            raise BadInput(f"preset {name!r}: {table} = {raw[table]!r} is not a table: expected [{table}]")
+    _refuse_unknown(name, "[study] key(s)", raw.get("study", {}), STUDY_KEYS)
+    for table in ("base", "tiny"):
+        _refuse_unknown(name, f"[{table}] key(s)", raw.get(table, {}), field_names())
+    for run_name, fields in raw.get("runs", {}).items():
+        if not isinstance(fields, dict):
+            raise BadInput(f"preset {name!r}: runs.{run_name} is not a table: expected [runs.{run_name}]")
+        _refuse_unknown(name, f"[runs.{run_name}] key(s)", fields, field_names())
+
+
+def _refuse_unknown(name: str, what: str, table: dict[str, Any], valid: Iterable[str]) -> None:
+    unknown = sorted(set(table) - set(valid))
+    if unknown:
+        raise BadInput(f"preset {name!r} has unknown {what} {', '.join(unknown)}: valid are {', '.join(valid)}")
+
+
 def load_preset(name: str) -> Preset:
-    """Read ``presets/<name>.toml``, resolving ``include`` (runs of the same name must have the same fields)."""
+    """Read ``presets/<name>.toml`` (keys checked by ``check_preset_keys``), resolving ``include`` (runs of the same
+    name must have the same fields)."""
     raw = _read_preset_file(name)
+    check_preset_keys(name, raw)
     study = raw.get("study", {})
     for key in ("claim", "evidence", "seeds"):
         if key not in study:
@@ -148,6 +177,7 @@ def load_preset(name: str) -> Preset:
     reference.update(raw.get("reference", {}))
     if not runs:
         raise BadInput(f"preset {name!r} defines no runs: add [runs.NAME] tables or [study] include")
+    _refuse_unknown(name, "[reference.NAME] run(s)", raw.get("reference", {}), list(runs))
     return Preset(name=preset_path(name).stem, claim=" ".join(study["claim"].split()),
                   evidence=" ".join(study["evidence"].split()),
                   seeds=require_int_in_range("seeds", study["seeds"], 1), runs=runs, tiny=raw.get("tiny", {}),

@@ -361,3 +361,24 @@ def test_signal_to_a_two_job_study_stops_every_worker(signum, tmp_path, tiny_ima
     assert [pid for pid in workers if _alive(pid)] == []
     for path in checkpoints:
         assert not (path.parent / "COMPLETE").exists() and "stopped by signal" in (path.parent / "train.log").read_text()
+
+
+@pytest.mark.parametrize("addition,message", [
+    ("[study]\nseed = 3\n", r"unknown \[study\] key\(s\) seed: valid are claim, evidence, seeds"),
+    ("[tiny]\nn_trian = 64\n", r"unknown \[tiny\] key\(s\) n_trian: valid are dataset"),
+    ("[base]\nepoch = 3\n", r"unknown \[base\] key\(s\) epoch: valid are dataset"),
+    ("[runs.de]\nmethod = 'deep-ensemble'\nmembrs = 2\n", r"unknown \[runs.de\] key\(s\) membrs"),
+    ("[sweep]\nlr = [0.1]\n", r"unknown top-level table\(s\) sweep: valid are study, base, runs, tiny, reference"),
+    ("[reference.nope]\n'test/ensemble/accuracy' = 0.9\n", r"unknown \[reference.NAME\] run\(s\) nope"),
+])
+def test_preset_keys_are_validated_like_config_keys(addition, message, tmp_path):
+    """Deliver 4: a typo'd [study], [tiny], [base] or [runs.NAME] key, or an unknown table, used to be ignored; now
+    it is a one-line error listing the valid keys (as Config does for config keys)."""
+    # a TOML table is defined once: keys for [study] and [base] go into the existing tables
+    existing = {"[study]": "seeds = 1\n", "[base]": "threads = 1\n"}
+    header, keys = addition.split("\n", 1)
+    text = TWO_RUN_PRESET.replace(existing[header], existing[header] + keys) if header in existing else \
+        TWO_RUN_PRESET + addition
+    path = _two_run_preset(tmp_path, text)
+    with pytest.raises(BadInput, match=message):
+        study.load_preset(str(path))
