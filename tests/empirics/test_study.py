@@ -48,12 +48,17 @@ rank = 1
 
 @pytest.mark.parametrize("name", study.available_presets())
 def test_every_preset_states_its_claim_and_builds_valid_configs(name):
-    """Each preset names a claim and its evidence, and every (run, seed) — full and --tiny — is a valid Config."""
+    """Each preset names a claim and its evidence, and every (run, seed) — full and --tiny — builds a Config that
+    carries every field the preset sets for it ([base], [runs.NAME], [tiny] with --tiny, and the seed)."""
     preset = study.load_preset(name)
     assert len(preset.claim) > 40 and len(preset.evidence) > 40
     for tiny in (False, True):
         for spec in study.run_specs(preset, tiny=tiny):
-            assert isinstance(study.build_config(spec), Config)
+            built = study.build_config(spec).to_dict()
+            assert {key: built[key] for key in spec.fields} == \
+                {key: list(value) if isinstance(value, tuple) else value for key, value in spec.fields.items()}
+            if tiny:
+                assert preset.tiny.items() <= spec.fields.items()
 
 
 def test_paper_mnist_preset_is_the_paper_recipe():
