@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from empirics import study
-from empirics.config import Config
 from empirics.cli import main
 from theory.cli_support import BadInput, run_cli
 
