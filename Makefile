@@ -28,7 +28,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
 
 check: $(STAMP)
-	$(PY) -m theory check --json results/theory/claims.json
+	$(PY) -m theory check --out results/theory/claims.json
 
 reproduce: check theory-results study-quick figures report-quick
 

@@ -1,6 +1,6 @@
 """``python -m theory dim`` (one layer's counts and certificate) and ``python -m theory network`` (a whole network).
 
-    python -m theory dim --layer dense --out 512 --in 512 --members 4 --rank 1 --json
+    python -m theory dim --layer dense --fan-out 512 --fan-in 512 --members 4 --rank 1 --json
     python -m theory network --arch resnet18-cifar --in-channels 1 --members 4
 
 Before certifying, the route's memory and time are estimated (``theory.certificate.estimate_cost``): past
@@ -10,14 +10,13 @@ A long certification announces its estimate; ``network`` shows a progress bar ov
 """
 from __future__ import annotations
 
-import json
 import sys
 
 from theory import dimension
 from theory.batchensemble import DENSE_VARIANTS, VARIANTS, BatchEnsembleSpec
 from theory.certificate import (MEMORY_LIMIT_BYTES, ROUTES, TIME_LIMIT_S, CostLimits, certify, closed_form_note,
                                 estimate_cost, planned_route)
-from theory.cli_support import BadInput, require_int_in_range
+from theory.cli_support import BadInput, add_output_options, emit_json, require_int_in_range
 from theory.network import ARCHS, build_arch, network_counts
 
 
@@ -33,8 +32,8 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 def layer_spec(args) -> BatchEnsembleSpec:
     """Validate the ``dim`` arguments (one line naming the bad value on failure) and build the spec."""
-    out = require_int_in_range("--out", args.out, 1)
-    fan_in = require_int_in_range("--in", args.fan_in, 1)
+    out = require_int_in_range("--fan-out", args.fan_out, 1)
+    fan_in = require_int_in_range("--fan-in", args.fan_in, 1)
     members = require_int_in_range("--members", args.members, 1)
     if args.layer == "dense":
         if args.kernel is not None:
@@ -95,8 +94,8 @@ def run_dim(args) -> int:
                "rank": spec.rank, "variant": spec.variant, **counts.as_dict(),
                "upper_bound": dimension.upper_bound(spec), "certificate": certificate.to_json(),
                "certificate_details": certificate.as_dict()}
+    emit_json(args, payload, args.seed)
     if args.json:
-        print(json.dumps(payload, indent=2))
         return 0
     rows = [[key, f"{payload[key]:,}" if isinstance(payload[key], int) and not isinstance(payload[key], bool)
              else str(payload[key])] for key in ("ambient_dim", "image_dim", "codim", "params", "redundancy", "fills")]
@@ -125,8 +124,8 @@ def run_network(args) -> int:
     for row in counts.rows:
         if row.certificate is not None and row.certificate.details.get("reason"):
             print(f"note: {row.name}: {row.certificate.details['reason']}", file=sys.stderr)
+    emit_json(args, {"arch": args.arch, **counts.as_dict()}, args.seed)
     if args.json:
-        print(json.dumps({"arch": args.arch, **counts.as_dict()}, indent=2))
         return 0
     rows = [[row.name or "(root)", row.kind, "x".join(map(str, row.shape)), row.role, f"{row.counts.ambient_dim:,}",
              f"{row.counts.params:,}", f"{row.counts.image_dim:,}", f"{row.counts.codim:,}",
@@ -145,8 +144,8 @@ def run_network(args) -> int:
 def register(subparsers) -> None:
     dim = subparsers.add_parser("dim", help="counts and certificate of one BatchEnsemble layer")
     dim.add_argument("--layer", choices=("dense", "conv"), required=True)
-    dim.add_argument("--out", required=True, help="output features / channels (m)")
-    dim.add_argument("--in", dest="fan_in", required=True, help="input features / channels (n)")
+    dim.add_argument("--fan-out", required=True, help="output features / channels (m)")
+    dim.add_argument("--fan-in", required=True, help="input features / channels (n)")
     dim.add_argument("--kernel", nargs="+", metavar="H W", help="spatial kernel size H W (conv only)")
     dim.add_argument("--members", required=True, help="ensemble size k >= 1")
     dim.add_argument("--rank", default="1", help="BatchEnsemble rank r, 1..min(m, n) (default 1)")
@@ -154,7 +153,7 @@ def register(subparsers) -> None:
     dim.add_argument("--route", default="auto", choices=ROUTES, help="certificate route (default: toric for r = 1)")
     dim.add_argument("--seed", type=int, default=0, help="seed of the random integer point (modular routes)")
     _add_limit_options(dim)
-    dim.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_output_options(dim)
     dim.set_defaults(handler=run_dim)
 
     network = subparsers.add_parser("network", help="per-layer and total counts of a whole network")
@@ -172,7 +171,7 @@ def register(subparsers) -> None:
     network.add_argument("--route", default="auto", choices=ROUTES)
     network.add_argument("--seed", type=int, default=0)
     _add_limit_options(network)
-    network.add_argument("--json", action="store_true")
+    add_output_options(network)
     network.set_defaults(handler=run_network)
 
 

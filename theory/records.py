@@ -13,6 +13,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from theory.cli_support import BadInput
+
 # What a truncated, empty or foreign file makes torch.load / np.load raise (the weights-only unpickler included).
 UNREADABLE_FILE_ERRORS = (RuntimeError, EOFError, IndexError, KeyError, pickle.UnpicklingError, zipfile.BadZipFile,
                           ValueError, OSError)
@@ -41,7 +43,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def atomic_write_json(path: str | os.PathLike, payload: Any) -> None:
-    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False, default=_json_default) + "\n")
+    atomic_write_text(path, json_text(payload) + "\n")
+
+
+def json_text(payload: Any) -> str:
+    """``payload`` as indented JSON (arrays, tuples, sets and paths converted), as every result file stores it."""
+    return json.dumps(payload, indent=2, sort_keys=False, default=_json_default)
 
 
 def _json_default(value: Any) -> Any:
@@ -85,9 +92,7 @@ def provenance(config: dict[str, Any] | None = None, seed: int | None = None) ->
 def load_torch_file(path: str | os.PathLike, what: str, hint: str = "") -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU; an empty, truncated or foreign file is a one-line
     ``BadInput`` naming ``what`` (e.g. ``--weights 'x.pt'``) and the error, never a traceback."""
-    import torch
-
-    from theory.cli_support import BadInput
+    import torch  # here, so writing records does not import torch
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
