@@ -1,4 +1,4 @@
-"""Batch functional dimension of single models, Deep Ensembles and BatchEnsembles of MLPs (THEORY.md §7)."""
+"""Batch functional dimension of single models, Deep Ensembles and BatchEnsembles of MLPs (docs/theory.md §9)."""
 import numpy as np
 import pytest
 import torch
