@@ -1,4 +1,5 @@
-"""``python -m theory check``: a selection that matches no claim is bad input, not "0 of 0 claims" with exit 0."""
+"""``python -m theory check`` and the output flags of every subcommand: a selection that matches no claim is bad
+input (not "0 of 0 claims" with exit 0); ``--json`` and ``--out`` mean the same everywhere."""
 from __future__ import annotations
 
 import pytest
