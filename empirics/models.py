@@ -26,7 +26,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from empirics.layers import BatchEnsembleConv2d, BatchEnsembleLinear, MemberBatchNorm, make_spec, split_members
-from empirics.precision import PRECISIONS, autocast, convert_layout, to_layout, wants_channels_last
+from empirics.precision import PRECISIONS, active_dtype, autocast, convert_layout, to_layout, wants_channels_last
 from theory.batchensemble import DENSE_VARIANTS
 from theory.cli_support import BadInput
 
@@ -329,6 +329,14 @@ class DeepEnsembleModel(EnsembleModel):
             return torch.stack([net(x, return_features=return_features) for net in self.nets])
         params = dict(self.template.named_parameters())
         buffers = dict(self.template.named_buffers())
+        if active_dtype(x.device.type) is not None:
+            # autocast does not reach inside vmap, and vmap's BatchNorm rule rejects bf16 inputs with float32
+            # statistics: under autocast the members run one by one on views of the stacked tensors (gradients and
+            # running-statistic updates reach the stacked tensors through the views)
+            members = [({name: value[member] for name, value in params.items()},
+                        {name: value[member] for name, value in buffers.items()}) for member in range(self.members)]
+            return torch.stack([functional_call(self.template, tensors, (x,), {"return_features": return_features})
+                                for tensors in members])
 
         def one_member(member_params, member_buffers):
             return functional_call(self.template, (member_params, member_buffers), (x,),

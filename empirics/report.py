@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from empirics import paper_claims
 from empirics.diversity import LINK_WITHOUT_MCD, RANK1_LINK, WITHOUT_MCD_REASON
 from empirics.layers import output_factor_spread, rank_one_moments
 from theory.cli_support import BadInput
@@ -338,6 +339,10 @@ def build_markdown(summary: dict, out: Path) -> str:
         parts += ["", "## Ours vs reference (docs/paper.md §4)", "", markdown_table(*reference_table(summary))]
     for split, title in SPLIT_TITLES.items():
         parts += ["", f"## {title.capitalize()}", "", markdown_table(*split_table(summary, split))]
+    claims = paper_claims.claims_table(summary)
+    if claims[1]:
+        parts += ["", "## The paper's claims at this scale (docs/paper.md §2 claim 2), one by one", "",
+                  paper_claims.METHOD, "", markdown_table(*claims)]
     parts += ["", "## Parameter-space diversity (whole network)", "", markdown_table(*diversity_table(summary)),
               "", "## Parameter ↔ function-space link", "", summary["link"]["method"] + ".", "",
               markdown_table(*link_table(summary))]
@@ -362,6 +367,9 @@ def build_latex(summary: dict) -> str:
         tables.append(latex_table(*reference_table(summary), f"{preset}: ours vs the reference (docs/paper.md §4)"))
     for split, title in SPLIT_TITLES.items():
         tables.append(latex_table(*split_table(summary, split), f"{preset}: {title}, mean ± std over seeds"))
+    claims = paper_claims.claims_table(summary)
+    if claims[1]:
+        tables.append(latex_table(*claims, f"{preset}: the paper's claims, Welch 95 percent intervals over seeds"))
     tables.append(latex_table(*diversity_table(summary), f"{preset}: parameter-space diversity"))
     tables.append(latex_table(*link_table(summary), f"{preset}: {summary['link']['method']}"))
     if LINK_WITHOUT_MCD in summary:

@@ -56,7 +56,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 from tqdm import tqdm
 
-from empirics import diversity, report
+from empirics import diversity, parity, report
 from empirics.config import Config, field_names
 from empirics.diversity import DIVERSITY_FILE
 from empirics.report import SUMMARY_FILE
@@ -364,6 +364,7 @@ def run_study(preset_name: str, out: Path | None = None, seeds: int | None = Non
                          **reused}
     atomic_write_json(out / SUMMARY_FILE, summary)
     report.write_report(out)
+    parity.write_parity(out, summary)
     print(report.console_table(summary))
     return summary
 
