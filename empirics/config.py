@@ -295,17 +295,30 @@ def _in_range(name: str, value: float, low: float, high: float | None, low_open:
         raise BadInput(f"{name}={value} is out of range: expected a value in {left}{low}, {upper}")
 
 
-def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
-    """Defaults, then the TOML file (top-level keys or a ``[config]`` table), then ``key=value`` overrides."""
-    values: dict[str, Any] = {}
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), base: Config | None = None) -> Config:
+    """``base`` (default: the defaults), then the TOML file (top-level keys or a ``[config]`` table, not both), then
+    ``key=value`` overrides."""
+    values: dict[str, Any] = base.to_dict() if base is not None else {}
     if path is not None:
-        path = Path(path)
-        try:
-            with open(path, "rb") as handle:
-                values = tomllib.load(handle)
-        except FileNotFoundError:
-            raise BadInput(f"config file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as error:
-            raise BadInput(f"config file {path} is not valid TOML: {error}") from None
-        values = values.get("config", values)
+        values.update(read_config_file(Path(path)))
     return Config.from_dict(values).with_overrides(overrides)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The keys of a TOML config file: its top-level keys, or its ``[config]`` table. A file with both, or with any
+    other table, is refused (a key would otherwise be silently ignored); the keys themselves are checked by
+    ``Config.from_dict``."""
+    try:
+        with open(path, "rb") as handle:
+            values = tomllib.load(handle)
+    except FileNotFoundError:
+        raise BadInput(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as error:
+        raise BadInput(f"config file {path} is not valid TOML: {error}") from None
+    if "config" not in values:
+        return values
+    others = sorted(set(values) - {"config"})
+    if others:
+        raise BadInput(f"config file {path} has a [config] table and also {', '.join(others)} outside it: put every "
+                       f"key in [config] or every key at the top level (valid keys: {', '.join(field_names())})")
+    return values["config"]

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,7 @@ from empirics import data, metrics, tasks
 from empirics.config import Config
 from empirics.models import EnsembleModel, build_model
 from theory.cli_support import BadInput
-from theory.records import atomic_write_json, provenance
+from theory.records import atomic_write_json, load_torch_file, provenance
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -71,14 +69,10 @@ def read_config(run_dir: Path) -> Config:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """``torch.load`` of a checkpoint; a missing, truncated or corrupted file is a one-line ``BadInput``."""
+    """``torch.load`` of a checkpoint; a missing, empty, truncated or corrupted file is a one-line ``BadInput``."""
     if not path.is_file():
         raise BadInput(f"{path} does not exist: the run has not finished an epoch yet")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as error:
-        raise BadInput(f"{path} is corrupted or truncated ({type(error).__name__}: {str(error).splitlines()[0]}); "
-                       f"delete it to restart the run") from None
+    return load_torch_file(path, str(path), "delete it to restart the run")
 
 
 def checkpoint_bytes(state: dict[str, Any]) -> bytes:
@@ -143,7 +137,7 @@ def evaluate_run(run_dir: str | Path, data_root_override: str | None = None) -> 
     if data_root_override:
         config = Config.from_dict({**config.to_dict(), "data_root": data_root_override})
     device = apply_execution_settings(config)
-    torch.manual_seed(config.seed)  # MC Dropout's test-time masks
+    torch.manual_seed(config.seed)  # MC Dropout's test-time masks: the test pass draws as training's final one
     if config.task == "regression":
         results = tasks.REGRESSION.evaluate(config, model, device)
     else:

@@ -20,8 +20,11 @@ learning rate by k accordingly).
 
 Determinism: deterministic algorithms on; the epoch's shuffling comes from a generator seeded with (seed, epoch), the
 dropout masks from torch's global generator whose state is checkpointed, so a resumed run — from an epoch end or
-from the batch where a signal stopped it — is bit-identical to an uninterrupted one. A non-finite loss stops the run
-with a ``TrainingDiverged`` (exit 2) and leaves the last good checkpoint untouched. No mixed precision (float32).
+from the batch where a signal stopped it — is bit-identical to an uninterrupted one. The final test pass draws MC
+Dropout's masks from a generator seeded with the config's seed (inside ``torch.random.fork_rng``), as ``evaluate``
+does: its numbers do not depend on a resume and equal ``evaluate``'s for the same checkpoint. A non-finite loss stops
+the run with a ``TrainingDiverged`` (exit 2) and leaves the last good checkpoint untouched. Precision: the model's
+(``empirics.precision``; float32 by default, bf16 autocast with ``precision = "bf16"``).
 """
 from __future__ import annotations
 
@@ -150,18 +153,32 @@ def _fresh_state() -> dict[str, Any]:
 
 
 def config_differences(stored: Config, current: Config) -> list[str]:
-    """The config keys whose values differ, execution keys (which do not change results) aside."""
+    """The config keys whose values differ, execution keys (which do not change results) aside. A key missing from
+    an older ``config.json`` was read as its default (``evaluate.read_config``), so it differs only when the current
+    value is not the default."""
     stored_fields, current_fields = stored.to_dict(), current.to_dict()
     return [key for key in current_fields if key not in EXECUTION_KEYS and current_fields[key] != stored_fields[key]]
 
 
+def describe_differences(stored: Config, current: Config) -> str:
+    """``key (old → new), ...`` for every key of ``config_differences`` ('' when none)."""
+    old, new = stored.to_dict(), current.to_dict()
+    return ", ".join(f"{key} ({old[key]!r} → {new[key]!r})" for key in config_differences(stored, current))
+
+
 def _check_resumable(config: Config, run_dir: Path) -> None:
-    stored = read_config(run_dir)
-    differing = config_differences(stored, config)
+    differing = describe_differences(read_config(run_dir), config)
     if differing:
-        stored, current = stored.to_dict(), config.to_dict()
-        raise BadInput(f"cannot resume {run_dir}: config differs from its config.json in "
-                       + ", ".join(f"{key} ({stored[key]!r} → {current[key]!r})" for key in differing))
+        raise BadInput(f"cannot resume {run_dir}: config differs from its config.json in {differing}")
+
+
+def require_resumable_folder(run_dir: Path) -> None:
+    """``--resume`` needs a folder holding a started run; anything else is refused before anything is written."""
+    if not run_dir.is_dir():
+        raise BadInput(f"cannot resume {run_dir}: no such folder; check the path, or drop --resume to start a new run")
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise BadInput(f"cannot resume {run_dir}: it holds no {CONFIG_FILE} (no run was started there); check the "
+                       f"path, or drop --resume to start a new run (nothing was overwritten)")
 
 
 def _start_fresh(config: Config, run_dir: Path) -> None:
@@ -273,13 +290,13 @@ def _read_final(run_dir: Path) -> dict[str, float]:
 def train(config: Config, run_dir: str | Path, resume: bool = False) -> dict[str, float]:
     """Train ``config`` into ``run_dir`` and return the final flat test metrics (see the module docstring).
 
-    ``resume=True`` continues from ``checkpoint.pt`` (a finished run returns its stored metrics); ``resume=False``
-    starts from scratch, removing an earlier run's results in ``run_dir``.
+    ``resume=True`` continues from ``checkpoint.pt`` (a finished run returns its stored metrics) and needs
+    ``run_dir/config.json`` (else ``BadInput``, nothing written); ``resume=False`` starts from scratch, removing an
+    earlier run's results in ``run_dir``.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    resuming = resume and (run_dir / CONFIG_FILE).is_file()
-    if resuming:
+    if resume:
+        require_resumable_folder(run_dir)
         _check_resumable(config, run_dir)
         if (run_dir / COMPLETE_MARKER).is_file():
             return _read_final(run_dir)
@@ -287,15 +304,16 @@ def train(config: Config, run_dir: str | Path, resume: bool = False) -> dict[str
     torch.use_deterministic_algorithms(True)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.manual_seed(config.seed)
-    model = build_model(config.model_spec()).to(device)
+    model = build_model(config.model_spec()).to(device)  # a rejected model or missing data writes nothing
     optimizer, train_set, val_set = build_optimizer(config, model), *load_training_data(config)
     scheduler = build_scheduler(config, optimizer)
     state = _fresh_state()
-    if not resuming:
+    if not resume:
+        run_dir.mkdir(parents=True, exist_ok=True)
         _start_fresh(config, run_dir)
     logger = _logger(run_dir)
     try:
-        if resuming and (run_dir / CHECKPOINT_FILE).is_file():
+        if resume and (run_dir / CHECKPOINT_FILE).is_file():
             state = _restore(model, optimizer, scheduler, load_checkpoint(run_dir / CHECKPOINT_FILE))
             logger.info("resumed at epoch %d, batch %d", state["epoch"] + 1, state["batch"])
         return _run(config, run_dir, model, optimizer, scheduler, state, TensorDataset(*train_set), val_set, device,
@@ -337,8 +355,12 @@ def _run(config: Config, run_dir: Path, model, optimizer, scheduler, state: dict
         model.load_state_dict(state["best_model"])
     task = task_for(config)
     test_inputs, test_targets = task.test_data(config)
-    final = task.split_metrics(task.predict(model, test_inputs, config.eval_batch_size, device, "test"), test_targets,
-                               "test")
+    with torch.random.fork_rng(devices=[] if device.type == "cpu" else None):
+        # MC Dropout's test-time masks from a generator seeded with the config's seed, as evaluate_run draws them:
+        # the numbers do not depend on when the RNG state was saved or restored (a resume re-scores identically)
+        torch.manual_seed(config.seed)
+        final = task.split_metrics(task.predict(model, test_inputs, config.eval_batch_size, device, "test"),
+                                   test_targets, "test")
     save()
     _write_metrics(run_dir, config, state, final)
     atomic_write_bytes(run_dir / COMPLETE_MARKER, b"")

@@ -20,15 +20,17 @@ BE image dim 488,013, codim 1,425,627.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from theory import dimension
 from theory.batchensemble import DENSE_VARIANTS, BatchEnsembleSpec
-from theory.certificate import Certificate, certify_cached
+from theory.certificate import Certificate, CostLimits, certify_cached
 from theory.cli_support import BadInput, require_int_in_range
 
 ARCHS = ("resnet18", "resnet18-cifar", "mlp", "vit")
@@ -202,13 +204,16 @@ def _inside(name: str, parents: Sequence[str]) -> bool:
 def network_counts(module: nn.Module, members: int, rank: int = 1, variant: str = "channel-wise",
                    bias: str = "per-member", norm: str = "shared", shortcuts: str = "shared",
                    roles: dict[str, str] | None = None, certify_route: str = "auto", seed: int = 0,
-                   layernorm: str = "shared", embeddings: str | None = None) -> NetworkCounts:
+                   layernorm: str = "shared", embeddings: str | None = None,
+                   limits: CostLimits | None = None) -> NetworkCounts:
     """Per-layer and total counts of ``module`` as a k-member BatchEnsemble.
 
     ``roles`` overrides the role of named Linear/Conv2d layers (``perturbed``, ``shared``, ``per-member``; a shared
     layer's bias is shared with it, whatever ``bias`` says);
     ``shortcuts`` (``shared`` or ``perturbed``) sets the default role of 1×1 shortcut convs; ``bias`` and ``norm``
-    are ``per-member`` or ``shared``. Each distinct perturbed shape is certified once per process (``certify_route``).
+    are ``per-member`` or ``shared``. Each distinct perturbed shape is certified once per process (``certify_route``;
+    with ``limits`` a layer whose certification is estimated past them is handled as ``certify`` says), with a
+    progress bar over the layers.
     Dense layers accept only the dense variants; for them ``variant`` falls back to ``channel-wise``.
     Transformers: ``nn.LayerNorm`` scale and shift are one vector of 2·d entries, ``per-member`` or ``shared``
     (``layernorm``); parameters held directly by another module (a ViT's class token and position embedding) are one
@@ -232,11 +237,14 @@ def network_counts(module: nn.Module, members: int, rank: int = 1, variant: str 
             raise BadInput(f"layer {name!r} ({type(module.get_submodule(name)).__name__}) has k="
                            f"{described.spec.members} members: expected members={members}")
     counted: list[str] = []  # modules whose children are counted in their own row
+    kernels = sum(isinstance(layer, (nn.Linear, nn.Conv2d)) for layer in module.modules())
+    progress = tqdm(total=kernels, desc="certify", unit="layer", disable=not sys.stderr.isatty())
     for name, layer in module.named_modules():
+        progress.set_postfix_str(name)
         if _inside(name, counted):
             continue  # the slow weight of a BatchEnsemble layer or the k·C norm of a per-member BatchNorm
         if name in found:
-            rows.append(_batch_row(name, layer, found[name], certify_route, seed))
+            rows.append(_batch_row(name, layer, found[name], certify_route, seed, limits))
             counted.append(name)
         elif _member_norm_features(layer) is not None:
             features = _member_norm_features(layer)
@@ -245,7 +253,8 @@ def network_counts(module: nn.Module, members: int, rank: int = 1, variant: str 
             counted.append(name)
         elif isinstance(layer, (nn.Linear, nn.Conv2d)):
             rows.append(_kernel_row(name, layer, members, rank, variant, bias,
-                                    _layer_role(name, roles, shortcuts, bool(found)), certify_route, seed))
+                                    _layer_role(name, roles, shortcuts, bool(found)), certify_route, seed, limits))
+            progress.update(1)
         elif isinstance(layer, NORM_TYPES) and layer.affine:
             counts = dimension.vector_counts(2 * layer.num_features, members, norm)
             rows.append(LayerRow(name, type(layer).__name__, (layer.num_features,), norm, counts))
@@ -260,6 +269,7 @@ def network_counts(module: nn.Module, members: int, rank: int = 1, variant: str 
         elif any(True for _ in layer.parameters(recurse=False)):
             raise BadInput(f"layer {name!r} of type {type(layer).__name__} has parameters: expected only "
                            "Linear, Conv2d and BatchNorm layers")
+    progress.close()
     config = {"members": members, "rank": rank, "variant": variant, "bias": bias, "norm": norm,
               "shortcuts": shortcuts, "roles": roles, "certify_route": certify_route, "seed": seed}
     if layernorm != "shared" or embeddings is not None:  # transformer options, recorded only when used
@@ -268,15 +278,15 @@ def network_counts(module: nn.Module, members: int, rank: int = 1, variant: str 
 
 
 def _kernel_row(name: str, layer: nn.Module, members: int, rank: int, variant: str, bias: str, role: str,
-                route: str, seed: int) -> LayerRow:
+                route: str, seed: int, limits: CostLimits | None = None) -> LayerRow:
     bias_mode = "none" if layer.bias is None else {"shared": "shared", "per-member": "per-member"}.get(role, bias)
     return kernel_row(name, _kernel_shape(layer), members, role, rank, variant, bias_mode, route, seed,
-                      type(layer).__name__)
+                      type(layer).__name__, limits)
 
 
 def kernel_row(name: str, shape: Sequence[int], members: int, role: str, rank: int = 1,
                variant: str = "channel-wise", bias_mode: str = "none", route: str = "auto", seed: int = 0,
-               kind: str = "kernel") -> LayerRow:
+               kind: str = "kernel", limits: CostLimits | None = None) -> LayerRow:
     """One row for a kernel of ``shape`` (and a bias over its ``out`` channels): a perturbed kernel gets the rank-r
     BE counts (rank capped at the layer's largest; dense layers fall back to channel-wise) and its certificate."""
     shape = tuple(shape)
@@ -285,18 +295,19 @@ def kernel_row(name: str, shape: Sequence[int], members: int, role: str, rank: i
     spec = BatchEnsembleSpec(shape, members, min(rank, top), layer_variant)
     kernel = dimension.kernel_counts(spec, role)
     counts = kernel + dimension.vector_counts(shape[0], members, bias_mode)
-    certificate = certify_cached(spec, route, seed) if role == "perturbed" else None
+    certificate = certify_cached(spec, route, seed, limits) if role == "perturbed" else None
     label = f"{kind}[{spec.variant}, r={spec.rank}]" if role == "perturbed" else kind
     return LayerRow(name, label, shape, role, counts, certificate, kernel.image_dim)
 
 
-def _batch_row(name: str, layer: nn.Module, described: BatchLayer, route: str, seed: int) -> LayerRow:
+def _batch_row(name: str, layer: nn.Module, described: BatchLayer, route: str, seed: int,
+               limits: CostLimits | None = None) -> LayerRow:
     """A BatchEnsemble layer counted with its own spec and bias (``batch_layer``)."""
     spec = described.spec
     kernel = dimension.kernel_counts(spec, "perturbed")
     counts = kernel + dimension.vector_counts(spec.kernel_shape[0], spec.members, described.bias)
     kind = f"{type(layer).__name__}[{spec.variant}, r={spec.rank}]"
-    return LayerRow(name, kind, spec.kernel_shape, "perturbed", counts, certify_cached(spec, route, seed),
+    return LayerRow(name, kind, spec.kernel_shape, "perturbed", counts, certify_cached(spec, route, seed, limits),
                     kernel.image_dim)
 
 
