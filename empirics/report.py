@@ -299,7 +299,7 @@ def ratio_text(summary: dict, a: str, b: str, key: str = SHIFT_MI) -> str:
     return f"{fmt(found['estimate'], 2)}× [{fmt(found['ci_low'], 2)}, {fmt(found['ci_high'], 2)}]"
 
 
-def difference_text(summary: dict, a: str, b: str, key: str) -> str:
+def seed_difference_text(summary: dict, a: str, b: str, key: str) -> str:
     """'−0.039 [−0.05, −0.03]': mean_a − mean_b with its 95% seed-bootstrap CI."""
     found = effect(summary, {"a": (a, key), "b": (b, key)}, "difference")
     if found["estimate"] is None:
@@ -711,7 +711,7 @@ def question_init(summary: dict) -> str:
                        and _architecture(summary["runs"][run]["fields"]) == "64-32-16"), None)
         text += (f" The most diverse init, {labels[top]} ({top}), has {ratio_text(summary, top, de)} the Deep "
                  f"Ensemble's MI under shift, but its shift ensemble accuracy is {cell(summary, top, SHIFT_ENS_ACC)} vs "
-                 f"DE {cell(summary, de, SHIFT_ENS_ACC)} (difference {difference_text(summary, top, de, SHIFT_ENS_ACC)})"
+                 f"DE {cell(summary, de, SHIFT_ENS_ACC)} (difference {seed_difference_text(summary, top, de, SHIFT_ENS_ACC)})"
                  + (f" and the single model's {cell(summary, single, SHIFT_ENS_ACC)}" if single else "")
                  + f"; shift ECE {cell(summary, top, SHIFT_ECE)} vs DE {cell(summary, de, SHIFT_ECE)}. It stays on the "
                  f"rank-1 BE set (relative distance {cell(summary, top, DISTANCE_R1)}) with "
@@ -728,7 +728,7 @@ def question_init(summary: dict) -> str:
             other = partner(summary, run, **change)
             if other:
                 controls.append(f"{label} at {labels[run]}: MI under shift {ratio_text(summary, other, run)} of "
-                                f"{run}'s, shift member accuracy {difference_text(summary, other, run, SHIFT_MEMBER_ACC)}")
+                                f"{run}'s, shift member accuracy {seed_difference_text(summary, other, run, SHIFT_MEMBER_ACC)}")
     if controls:
         text += " Controls (run with the change over the run without, ratio of MI; accuracy difference) — " + \
             "; ".join(controls) + "."
@@ -767,8 +767,8 @@ def question_batch_regime(summary: dict) -> str:
     return "Batch regime (each member sees 1/k of the batch vs the whole batch) — " + "; ".join(
         f"{other} over {run}: MI under shift {ratio_text(summary, other, run)}, disagreement under shift "
         f"{ratio_text(summary, other, run, 'shift/disagreement')}, shift member accuracy "
-        f"{difference_text(summary, other, run, SHIFT_MEMBER_ACC)}, shift ensemble accuracy "
-        f"{difference_text(summary, other, run, SHIFT_ENS_ACC)}" for run, other in pairs) + \
+        f"{seed_difference_text(summary, other, run, SHIFT_MEMBER_ACC)}, shift ensemble accuracy "
+        f"{seed_difference_text(summary, other, run, SHIFT_ENS_ACC)}" for run, other in pairs) + \
         " (ratios / differences of means, 95% seed-bootstrap CIs)."
 
 
