@@ -15,7 +15,8 @@ from typing import Any, Callable
 PASSING_VERDICTS = ("certified", "verified")
 
 # Modules whose import registers claims, in the order ``check`` runs them.
-CLAIM_MODULES: list[str] = ["theory.claims_dimension", "theory.claims_geometry"]
+CLAIM_MODULES: list[str] = ["theory.claims_dimension", "theory.claims_proofs", "theory.claims_geometry",
+                             "theory.claims_diversity"]
 
 
 @dataclass(frozen=True)
