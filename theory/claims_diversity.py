@@ -23,7 +23,7 @@ NET_WIDTHS = (10, 16, 16, 3)
 
 @claim("be-set-contains-any-cosine", "PROVED: for any k×k correlation matrix C of rank <= n (rank <= m by transposing) some rank-1 BE "
        "tuple has pairwise weight cosines C (so k = 2: every cosine in [−1, 1]); dimension bounds no diversity measure",
-       "construction W = 1, r_i = 1, S Sᵀ = C checked: cosines to 1e-12 and distance to the BE set 0")
+       "construction W = 1, r_i = 1, S Sᵀ = C checked: cosines to 1e-12 and distance to the BE set 0", kind="proved")
 def check_any_cosine(full: bool) -> Evidence:
     rng = np.random.default_rng(SEED)
     targets = [np.array([[1.0, c], [c, 1.0]]) for c in np.linspace(-1, 1, 9)]
@@ -55,7 +55,7 @@ def link_errors(spreads=SPREADS, samples: int = 200) -> list[dict]:
 
 @claim("diversity-second-order-link", "PROVED (Taylor): member MI and logit variance = quadratic forms "
        "(1/2k)Σ δ_iᵀJᵀFJδ_i and (1/k)Σ δ_iᵀJᵀJδ_i + O(|δ|³); the relative error is O(σ) in the fast-weight spread σ",
-       "jvp prediction vs measurement on a random BE MLP 10-16-16-3, k = 4, σ = 0.2..0.025: error halves with σ")
+       "jvp prediction vs measurement on a random BE MLP 10-16-16-3, k = 4, σ = 0.2..0.025: error halves with σ", kind="proved")
 def check_second_order(full: bool) -> Evidence:
     rows = link_errors()
     ok = all(b[key] <= HALVING_RATIO * a[key] for a, b in zip(rows, rows[1:]) for key in ("mi_error", "variance_error"))
@@ -78,7 +78,7 @@ def trained_ratios(init: str, spread: float, steps=(0, 100, 300)) -> list[dict]:
 @claim("diversity-link-along-training", "VERIFIED EMPIRICALLY: along training of a BE MLP (synthetic 3-class task) the "
        "second-order prediction of the logit variance stays within 25% when the fast-weight spread is small (σ = 0.1) "
        "and breaks (off by > 2x) from σ = 0.5 and random-sign init",
-       "full-batch Adam, snapshots at steps 0, 100, 300; prediction/measurement ratios")
+       "full-batch Adam, snapshots at steps 0, 100, 300; prediction/measurement ratios", kind="verified-empirically")
 def check_link_along_training(full: bool) -> Evidence:
     small = trained_ratios("normal", 0.1)
     large = trained_ratios("normal", 0.5)

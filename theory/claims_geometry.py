@@ -43,7 +43,7 @@ def distance_cases(members: int = 3):
 
 @claim("distance-zero-on-be-positive-on-de",
        "Euclidean distance to the rank-r BE set is 0 (round-off) on BE points and > 0 on DE points when codim > 0",
-       "ALS + Levenberg–Marquardt projection, 3 starts, every variant and rank")
+       "ALS + Levenberg–Marquardt projection, 3 starts, every variant and rank", kind="verified")
 def check_distance(full: bool) -> Evidence:
     failures, count = [], 0
     for spec, be, de in distance_cases():
@@ -59,7 +59,7 @@ def check_distance(full: bool) -> Evidence:
 
 
 @claim("distance-monotone-in-rank", "the distance to the rank-r BE set never increases with r",
-       "warm-started projections r = 1..min(m, n) on random DE points")
+       "warm-started projections r = 1..min(m, n) on random DE points", kind="verified")
 def check_monotone(full: bool) -> Evidence:
     generator = torch.Generator().manual_seed(SEED)
     shapes = ((4, 5), (5, 5), (3, 4, 2, 2)) if full else ((4, 5), (3, 4, 2, 2))
@@ -73,7 +73,7 @@ def check_monotone(full: bool) -> Evidence:
 
 
 @claim("log-contrasts-vanish-on-be", "the (k−1)(D−1−Σ(D_j−1)) log-contrasts vanish on rank-1 BE points, signs consistent",
-       "log_contrasts at random BE points of every variant (|g| ≤ 1e-12) and nonzero at DE points")
+       "log_contrasts at random BE points of every variant (|g| ≤ 1e-12) and nonzero at DE points", kind="verified")
 def check_contrasts(full: bool) -> Evidence:
     generator = torch.Generator().manual_seed(SEED)
     worst, failures = 0.0, []
@@ -100,11 +100,13 @@ def _tube_check(case: tuple[int, int, int]):
 
 for _case in TUBE_CASES:
     claim(f"tube-slope-matches-codim-({_case[0]},{_case[1]},{_case[2]})",
-          f"log P(dist < ε) vs log ε has slope codim for (k,m,n)={_case}",
-          "importance-sampled ε-tube (log-contrast sup-norm), bootstrap CI")(_tube_check(_case))
+          f"importance sampler consistency, (k,m,n)={_case}: log P(‖g‖_∞ < ε) vs log ε has slope codim (the IS weight "
+          "scales as ε^codim by construction, so this checks the sampler, not the exponent: see "
+          "tube-plain-mc-slope-matches-codim)",
+          "importance-sampled ε-tube (log-contrast sup-norm), bootstrap CI", kind="verified")(_tube_check(_case))
 
 
-PLAIN_CHECK_CASES = ((2, 2, 2), (3, 2, 2), (2, 2, 3))  # codim 1, 2, 2: hits at small ε with a few thousand draws
+PLAIN_CHECK_CASES = ((2, 2, 2), (3, 2, 2))  # codim 1 and 2: enough hits at small ε with 2,000 draws
 
 
 def check_plain_tube(cases, samples_for_codim) -> Evidence:
@@ -123,7 +125,7 @@ def check_plain_tube(cases, samples_for_codim) -> Evidence:
 @claim("tube-plain-mc-slope-matches-codim",
        "plain Monte Carlo, X ~ N(0, I), Euclidean distance to the rank-1 BE set: the slope of log P(d < ε) vs log ε "
        "has a 95% bootstrap CI containing codim = (k−1)(m−1)(n−1)",
-       "batched ALS projection (3 starts), indicator estimate, bootstrap over draws; --full: all five tube cases")
+       "batched ALS projection (3 starts), indicator estimate, bootstrap over draws; --full: all five tube cases", kind="verified")
 def check_plain_tube_claim(full: bool) -> Evidence:
     if full:
         return check_plain_tube(TUBE_CASES, PLAIN_SAMPLES_RESULTS.__getitem__)
@@ -196,7 +198,7 @@ def check_fdim_linear_fills(full: bool) -> Evidence:
 
 @claim("fdim-tanh-codim-equals-parameter-codim",
        "for tanh MLPs at random points, functional codim equals parameter codim",
-       "float SVD rank with singular-value gap >= 1e6")
+       "float SVD rank with singular-value gap >= 1e6", kind="verified")
 def check_fdim_tanh(full: bool) -> Evidence:
     rows = [functional_dimension(MLPSpec(w, "tanh", k), seed=SEED) for w, k in FDIM_GRID["tanh"]]
     ok = all(r.functional_codim == r.spec.parameter_codim and min(r.de.gap, r.be.gap) >= 1e6 for r in rows)

@@ -13,7 +13,8 @@ from theory.cli_support import OneLineParser, add_subcommands, dispatch, run_cli
 from theory.records import atomic_write_json, provenance
 
 # Modules with ``register(subparsers)``; each adds one subcommand whose handler returns an exit code.
-SUBCOMMAND_MODULES: list[str] = ["theory.cli_dimension", "theory.cli_geometry", "theory.theory_results"]
+SUBCOMMAND_MODULES: list[str] = ["theory.cli_dimension", "theory.cli_geometry", "theory.theory_results",
+                                  "theory.claims_table"]
 
 
 def _format_table(rows: list[list[str]], header: list[str]) -> str:

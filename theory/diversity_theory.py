@@ -54,10 +54,11 @@ class BEMLP:
 
 
 def member_logits(net: BEMLP, inputs: torch.Tensor, member_params: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
-    """(k, N, C) logits; ``member_params`` (the layout of ``member_parameters``) replaces the net's own."""
+    """(k, N, C) logits of inputs (N, d) (or per-member inputs (k, N, d)); ``member_params`` (the layout of
+    ``member_parameters``) replaces the net's own."""
     params = list(net.member_parameters() if member_params is None else member_params)
     act = ACTIVATIONS[net.activation]
-    hidden = inputs.unsqueeze(0).expand(params[0].shape[0], *inputs.shape)
+    hidden = inputs if inputs.dim() == 3 else inputs.unsqueeze(0).expand(params[0].shape[0], *inputs.shape)
     for layer, weight in enumerate(net.weights):
         r, s, b = params[3 * layer: 3 * layer + 3]
         spec = BatchEnsembleSpec(tuple(weight.shape), r.shape[0])

@@ -168,8 +168,10 @@ def certify_against_closed_form(specs: list[BatchEnsembleSpec], seed: int) -> li
 
 
 def search_summary(rows: list[SearchRow]) -> dict:
-    """Rows as dicts, and the largest certified shape by the DE dimension kD."""
+    """Rows as dicts, the largest certified shape by the DE dimension kD, and the largest certified dense one."""
     certified = [row for row in rows if row.agrees]
     largest = max(certified, key=lambda row: row.ambient_dim, default=None)
+    dense = max((row for row in certified if len(row.kernel_shape) == 2), key=lambda row: row.ambient_dim, default=None)
     return {"rows": [asdict(row) for row in rows], "all_agree": all(row.agrees for row in rows),
-            "largest_certified": asdict(largest) if largest else None}
+            "largest_certified": asdict(largest) if largest else None,
+            "largest_certified_dense": asdict(dense) if dense else None}
