@@ -33,7 +33,8 @@ for ax, key, label in ((axes[0], "mi", "mutual information (nats)"), (axes[1], "
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(f"measured {label}")
-    ax.set_ylabel(f"second-order prediction")
-    ax.set_title(f"normal init: log-log slope {slope:.2f}, predicted/measured {ratio.min():.2f}–{ratio.max():.2f}")
+    ax.set_ylabel("second-order prediction")
+    ax.set_title(f"normal init: log-log fit slope {slope:.2f}\npredicted/measured {ratio.min():.2f}–{ratio.max():.2f}",
+                 fontsize=7)
     ax.legend(loc="upper left", fontsize=6)
 save(fig, "fig_theory_diversity")

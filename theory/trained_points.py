@@ -2,7 +2,14 @@
 diversity link along training, and the function-space codimension of the network's head.
 
 Reads run folders written by ``python -m empirics train`` (checkpoints are not committed: ``theory results --only
-trained`` needs the runs of ``TRAINED_RUNS`` under ``results/theory/trained``; the JSON it writes is committed).
+trained_points`` needs the runs of ``TRAINED_RUNS`` under ``results/theory/trained``; the JSON it writes, and each
+run's config.json and metrics.json, are committed). The runs (about 1–2 min each on one thread):
+
+    COMMON="arch=mlp widths=[64,32,16] n_train=10000 n_eval=1000 shift_families=[rotate] threads=1 seed=0 patience=0"
+    python -m empirics train --set $COMMON method=batchensemble epochs=E --run-dir results/theory/trained/be-r1-eE
+        (E = 1, 3, 8)
+    python -m empirics train --set $COMMON method=batchensemble init=random_sign epochs=3 \
+        --run-dir results/theory/trained/be-sign-e3
 
 Function space at a trained point (what is computed, exactly): the full 784-64-32-16-10 ensemble has 212,072 DE
 parameters, beyond a dense Jacobian rank here. We take the **head** — the last two weight layers 32-16-10 — with the
