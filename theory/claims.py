@@ -66,9 +66,12 @@ def claim(claim_id: str, statement: str, method: str,
 
 
 def load_all() -> dict[str, Claim]:
+    """Every registered claim, in CLAIM_MODULES order (then registration order), whatever was imported first."""
     for module in CLAIM_MODULES:
         importlib.import_module(module)
-    return REGISTRY
+    rank = {module: index for index, module in enumerate(CLAIM_MODULES)}
+    ordered = sorted(REGISTRY.values(), key=lambda c: rank.get(c.check.__module__, len(rank)))
+    return {c.id: c for c in ordered}
 
 
 @dataclass(frozen=True)

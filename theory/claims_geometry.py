@@ -148,7 +148,7 @@ def check_fdim_relu(full: bool) -> Evidence:
 
 
 LINEAR_GRID = {"widths": (2, 3, 4), "depths": (1, 2, 3), "members": (2, 3, 4)}
-LINEAR_GRID_FULL = {"widths": (2, 3, 4, 5, 6), "depths": (1, 2, 3, 4, 5), "members": (2, 3, 4, 5)}
+LINEAR_GRID_FULL = {"widths": (2, 3, 4, 5), "depths": (1, 2, 3, 4), "members": (2, 3, 4, 5)}
 
 
 def linear_rows(grid: dict) -> list[dict]:

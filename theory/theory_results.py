@@ -40,6 +40,9 @@ FDIM_MEMBERS = (2, 3, 4)
 FDIM_ACTIVATIONS = ("relu", "identity", "tanh")
 
 
+ON_REQUEST = ("trained_points",)  # needs local training runs (checkpoints are not committed): only with --only
+
+
 def codim_fraction() -> dict:
     grid = {str(k): [[dimension.codim(BatchEnsembleSpec((m, n), k)) / (k * m * n) for n in FRACTION_SIZES]
                      for m in FRACTION_SIZES] for k in FRACTION_MEMBERS}
@@ -121,7 +124,8 @@ def write_all(out: Path, full: bool, only: list[str] | None = None) -> list[Path
             "rank_r_search.json": rank_r_search_results, "trained_points.json": trained_points_results}
     written = []
     for name, job in jobs.items():
-        if only and name.removesuffix(".json") not in only:
+        stem = name.removesuffix(".json")
+        if (only and stem not in only) or (not only and stem in ON_REQUEST):
             continue
         start = time.perf_counter()
         payload = job()
