@@ -67,8 +67,21 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or the platform's machine name where that file does not exist."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
+
+
 def machine() -> dict:
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+    """The machine a result was measured on. ``cpu_capability`` is the widest vector ISA PyTorch dispatches to
+    (``AVX2``, ``AVX512``, ...); bf16 convolutions are fast on the CPU only with AVX-512-BF16 or AMX units."""
+    return {"cpu": platform.processor() or platform.machine(), "cpu_model": cpu_model(), "cores": os.cpu_count(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "torch_threads": torch.get_num_threads(), "mkldnn": torch.backends.mkldnn.is_available(),
             **provenance()["versions"], "git_commit": provenance()["git_commit"]}
 

@@ -1,7 +1,8 @@
 """``make bench``: every benchmark, each group in a fresh process, then the summary and the README table.
 
 1. training groups (``benchmarks/training.py group NAME``) -> ``results/training_NAME.json``;
-2. peak RSS of every training case, each in its own (forked) process for its own ``ru_maxrss`` ->
+2. peak RSS of every training case (the bf16 groups' aside: the same models as the fp32 groups'), each in its own
+   (forked) process for its own ``ru_maxrss`` ->
    ``results/peak_rss.json``;
 3. theory certification times: the size ladder (modular, Schur, toric routes) and the whole ResNet-18 (k = 4) from
    ``benchmarks/theory_certification.py`` -> ``results/theory_quick.json``; its walk to the largest layer certified
@@ -55,11 +56,11 @@ def run_groups(names: list[str], progress: tqdm) -> dict[str, str]:
     for name in names:
         progress.set_postfix_str(name)
         try:
-            done = run_child(["training.py", "group", name], GROUP_TIMEOUT_S)
+            done = run_child(["training.py", "group", name], GROUPS[name].timeout_s)
             if done.returncode:
                 failures[name] = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"
         except subprocess.TimeoutExpired:
-            failures[name] = f"timed out after {GROUP_TIMEOUT_S} s"
+            failures[name] = f"timed out after {GROUPS[name].timeout_s:.0f} s"
         progress.update()
     return failures
 
@@ -101,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         failures = run_groups(names, progress)
         if not args.skip_rss:
             atomic_write_json(RESULTS / "peak_rss.json",
-                              {"rows": run_rss([n for n in names if n != "compile"], progress),
+                              {"rows": run_rss([n for n in names if n != "compile" and not n.startswith("bf16")],
+                                               progress),
                                "provenance": provenance({"groups": names}, 0)})
         if not args.skip_theory:
             progress.set_postfix_str("theory certification")

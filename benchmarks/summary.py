@@ -25,7 +25,21 @@ TARGETS = {
     ("be-r4/be-r1", "train"): ("<= 1.5", lambda v: v <= 1.5),
     ("be-r8/be-r1", "train"): ("<= 1.5", lambda v: v <= 1.5),
     ("de-vectorised/de-sequential", "train"): ("< 1.0", lambda v: v < 1.0),
+    ("be-r1-bf16/plain-bf16", "train"): ("<= 1.15", lambda v: v <= 1.15),
 }
+# The bf16 speed-up of every method's train step ("NAME/NAME-bf16" = fp32 time / bf16 time), by group.
+BF16_SPEEDUP_TARGETS = {"bf16-w1": 2.5, "bf16-w0.25": 1.8}
+# Achieved fraction of the matmul rate of the step's own precision: fp32 steps >= 0.75, bf16 steps at width 1.0 >= 0.40.
+FRACTION_TARGETS = {"fp32": 0.75, "bf16": 0.40}
+
+
+def target(group: str, key: str, phase: str) -> tuple[str, object]:
+    """(target as text, predicate on the median) of a ratio in a group; ("", None) for a ratio without target."""
+    numerator, _, denominator = key.partition("/")
+    if phase == "train" and group in BF16_SPEEDUP_TARGETS and denominator == f"{numerator}-bf16":
+        goal = BF16_SPEEDUP_TARGETS[group]
+        return f">= {goal}", lambda v: v >= goal
+    return TARGETS.get((key, phase), ("", None))
 
 
 def load(name: str) -> dict | None:
@@ -47,18 +61,20 @@ def ratio_table(groups: list[dict]) -> list[str]:
     for group in groups:
         for phase in ("train", "eval"):
             for key, values in group.get(phase, {}).get("ratios", {}).items():
-                target, check = TARGETS.get((key, phase), ("", None))
+                goal, check = target(group["group"], key, phase)
                 met = "" if check is None else ("yes" if check(values["median"]) else "**no**")
-                lines.append(f"| {group['group']} | {phase} | {key} | {spread(values)} | {target} | {met} |")
+                lines.append(f"| {group['group']} | {phase} | {key} | {spread(values)} | {goal} | {met} |")
     for group in groups:
         for case, values in group.get("gflops", {}).items():
-            if case == "matmul":
+            precision = values.get("precision", "fp32") if "flops" in values else None
+            if precision is None or (precision == "bf16" and group["width_mult"] < 1):
                 continue
             fraction = {"median": values["fraction_of_matmul"], "min": values["fraction_min"],
                         "max": values["fraction_max"]}
-            met = "yes" if values["fraction_of_matmul"] >= 0.75 else "**no**"
-            lines.append(f"| {group['group']} | train | {case} GFLOP/s / matmul GFLOP/s | {spread(fraction)} | "
-                         f">= 0.75 | {met} |")
+            goal = FRACTION_TARGETS[precision]
+            met = "yes" if values["fraction_of_matmul"] >= goal else "**no**"
+            lines.append(f"| {group['group']} | train | {case} GFLOP/s / {precision} matmul GFLOP/s | "
+                         f"{spread(fraction)} | >= {goal} | {met} |")
     return lines
 
 
@@ -86,11 +102,12 @@ def gflops_table(groups: list[dict]) -> list[str]:
         record = group.get("gflops")
         if not record:
             continue
-        peak = record["matmul"]["gflops"]
         for case, values in record.items():
-            if case != "matmul":
+            if "flops" in values:
+                precision = values.get("precision", "fp32")
+                peak = record["matmul" if precision == "fp32" else f"matmul_{precision}"]["gflops"]
                 lines.append(f"| {group['group']} | {case} | {values['flops']:.3g} | {values['gflops']:.1f} | "
-                             f"{peak:.1f} | {values['fraction_of_matmul']:.2f} |")
+                             f"{peak:.1f} ({precision}) | {values['fraction_of_matmul']:.2f} |")
     return lines
 
 
@@ -122,7 +139,8 @@ def theory_tables(quick: dict | None, theory: dict | None) -> list[str]:
 def header(run: dict | None, groups: list[dict]) -> list[str]:
     source = run or (groups[0] if groups else {})
     info = source.get("machine", {})
-    lines = [f"Machine: {info.get('cpu', '?')}, {info.get('cores', '?')} cores, torch {info.get('torch', '?')}, "
+    lines = [f"Machine: {info.get('cpu_model', info.get('cpu', '?'))} (PyTorch CPU capability "
+             f"{info.get('cpu_capability', '?')}), {info.get('cores', '?')} cores, torch {info.get('torch', '?')}, "
              f"{run['threads'] if run else info.get('torch_threads', '?')} threads"
              f"{', OMP_WAIT_POLICY=' + run['omp_wait_policy'] if run else ''}; git {info.get('git_commit', '?')}."]
     if run:

@@ -16,7 +16,7 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -24,6 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from empirics.layers import BatchEnsembleConv2d, BatchEnsembleLinear
 from empirics.models import LayerFactory, ModelSpec, build_model
+from empirics.precision import compute_dtype
 from empirics.train import ensemble_loss
 from harness import (load_average, machine, matmul_gflops, peak_rss_mib, ratio, set_threads, time_interleaved)
 from theory.records import atomic_write_json, provenance
@@ -46,6 +47,7 @@ class Case:
     channels_last: bool = False
     forward_mode: str | None = None
     compiled: bool = False
+    precision: str = "fp32"
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class Group:
     warmup: int = 2
     gflops: bool = False            # FLOP-count the train step and compare with the measured matmul rate
     ratios: tuple[tuple[str, str], ...] = field(default=())
+    timeout_s: float = 420          # run_all's limit for the group's process
 
 
 PLAIN, BE = Case("plain"), Case("be-r1", "batchensemble")
@@ -82,6 +85,12 @@ VARIANT_RATIOS = tuple((case.name, "be-r1") for case in CONV_VARIANTS)
 LAYOUT_RATIOS = (("plain-channels-last", "plain"), ("be-r1-channels-last", "be-r1"), ("be-r1-materialised", "be-r1"),
                  ("be-r1-channels-last", "plain-channels-last"))
 EVAL_RATIOS = (("be-r1", "plain"), ("mcd", "plain"))
+# bf16 vs fp32 for every method, one interleaved run per width: "NAME/NAME-bf16" is the fp32 time over the bf16 time
+# (the bf16 speed-up), "be-r1-bf16/plain-bf16" BE's cost over the plain model in bf16.
+BF16_BASE = (PLAIN, BE, RANKS[1], DE[0], MCD)
+BF16 = tuple(case for base in BF16_BASE for case in (base, replace(base, name=f"{base.name}-bf16", precision="bf16")))
+BF16_RATIOS = tuple((base.name, f"{base.name}-bf16") for base in BF16_BASE) + (("be-r1-bf16", "plain-bf16"),)
+BF16_EVAL = tuple(case for case in BF16 if case.method != "deep-ensemble")
 
 GROUPS: dict[str, Group] = {
     "mlp": Group("mlp", (1, 28, 28), 32, 512, (PLAIN, BE, *RANKS, *DE, MCD), (PLAIN, BE, MCD),
@@ -98,6 +107,12 @@ GROUPS: dict[str, Group] = {
                                warmup=1, gflops=True, ratios=MAIN_RATIOS[:1]),
     "resnet18-w1-32x32": Group("resnet18", (3, 32, 32), 8, 16, (PLAIN, BE), (PLAIN, BE, MCD), width_mult=1.0,
                                repeats=5, warmup=1, gflops=True, ratios=MAIN_RATIOS[:1]),
+    # bf16 autocast + channels-last vs fp32 (empirics.precision); sized for CPUs without bf16 units too, where bf16
+    # convolutions run on PyTorch's slow reference kernel (about 10x slower than fp32)
+    "bf16-w0.25": Group("resnet18", (1, 28, 28), 8, 32, BF16, BF16_EVAL, width_mult=0.25, repeats=5, warmup=1,
+                        gflops=True, ratios=BF16_RATIOS, timeout_s=1200),
+    "bf16-w1": Group("resnet18", (1, 28, 28), 2, 4, BF16, BF16_EVAL, width_mult=1.0, repeats=5, warmup=1,
+                     gflops=True, ratios=BF16_RATIOS, timeout_s=1800),
     # the MLP, whose step is dominated by per-op overhead (what compiling removes); compiling ResNet-18's backward
     # takes minutes on this CPU, beyond the make-bench budget
     "compile": Group("mlp", (1, 28, 28), 32, 512, (PLAIN, BE, *COMPILED), (), repeats=15, warmup=3,
@@ -112,7 +127,8 @@ def build(group: Group, case: Case) -> torch.nn.Module:
                            dropout=case.dropout)
     model = build_model(ModelSpec(arch=group.arch, in_shape=group.in_shape, widths=group.widths,
                                   width_mult=group.width_mult, method=case.method, members=MEMBERS,
-                                  mc_samples=MEMBERS, de_mode=case.de_mode, factory=factory))
+                                  mc_samples=MEMBERS, de_mode=case.de_mode, precision=case.precision,
+                                  factory=factory))
     if case.forward_mode:
         for layer in model.modules():
             if isinstance(layer, (BatchEnsembleConv2d, BatchEnsembleLinear)):
@@ -192,7 +208,7 @@ def measure_group(name: str) -> dict:
         passes = {case.name: eval_pass(group, case) for case in group.eval}
         evals = time_interleaved(passes, group.repeats, group.warmup)
         record["eval"] = timings_record(evals, {case.name: MEMBERS * group.eval_batch for case in group.eval},
-                                        EVAL_RATIOS)
+                                        group.ratios if any(c.precision != "fp32" for c in group.eval) else EVAL_RATIOS)
     if group.gflops:
         record["gflops"] = gflops_record(group, train)
     record["load_average"] = {"before": load_before, "after": load_average()}
@@ -202,13 +218,18 @@ def measure_group(name: str) -> dict:
 
 
 def gflops_record(group: Group, train: dict) -> dict:
-    """Achieved GFLOP/s of each train step over the dense matmul rate measured in this process right after."""
-    peak = matmul_gflops(size=1024)
-    record = {"matmul": peak}
+    """Achieved GFLOP/s of each train step over the dense matmul rate, in the case's precision, measured in this
+    process right after (``matmul`` fp32, ``matmul_bf16`` when the group has bf16 cases)."""
+    precisions = sorted({case.precision for case in group.train})
+    peaks = {precision: matmul_gflops(size=1024 if precision == "fp32" else 2048, dtype=compute_dtype(precision))
+             for precision in precisions}
+    record = {"matmul" if precision == "fp32" else f"matmul_{precision}": peak for precision, peak in peaks.items()}
     for case in group.train:
         flops = train_flops(group, case)
+        peak = peaks[case.precision]
         achieved = flops / train[case.name].median / 1e9
-        record[case.name] = {"flops": flops, "gflops": achieved, "fraction_of_matmul": achieved / peak["gflops"],
+        record[case.name] = {"flops": flops, "gflops": achieved, "precision": case.precision,
+                             "fraction_of_matmul": achieved / peak["gflops"],
                              "fraction_min": flops / train[case.name].max / 1e9 / peak["gflops_max"],
                              "fraction_max": flops / train[case.name].min / 1e9 / peak["gflops_min"]}
     return record

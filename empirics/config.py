@@ -21,6 +21,7 @@ except ModuleNotFoundError:  # Python 3.10
 from empirics.corruptions import CORRUPTIONS, SEVERITIES
 from empirics.data import DATASETS, input_shape, num_classes, ood_dataset_for
 from empirics.layers import BIASES, INITS
+from empirics.precision import PRECISIONS
 from empirics.models import (ACTIVATIONS, ARCHS, BATCHNORMS, DE_MODES, METHODS, SHORTCUTS, LayerFactory,
                              ModelSpec)
 from theory.batchensemble import VARIANTS
@@ -66,6 +67,9 @@ class Config:
     dropout: float = field(default=0.05, metadata={"unit": "dropout rate, [0, 1); MC Dropout needs > 0"})
     mc_samples: int = field(default=4, metadata={"unit": "MC Dropout passes at test time (its k)"})
     de_mode: str = field(default="vectorised", metadata=_choice(DE_MODES, "Deep-Ensemble execution"))
+    precision: str = field(default="fp32", metadata=_choice(PRECISIONS, "compute precision: 'bf16' = bfloat16 autocast, "
+                                                                       "channels-last; weights, optimiser, loss and "
+                                                                       "metrics stay float32 (empirics.precision)"))
     # ---- optimisation -----------------------------------------------------------------------------------------------
     optimizer: str = field(default="adam", metadata=_choice(OPTIMIZERS))
     lr: float = field(default=1e-3, metadata={"unit": "learning rate"})
@@ -174,7 +178,8 @@ class Config:
         return ModelSpec(arch=self.arch, in_shape=input_shape(self.dataset), num_classes=num_classes(self.dataset),
                          widths=self.widths, activation=self.activation, width_mult=self.width_mult,
                          shortcut=self.shortcut, method=self.method, members=self.members,
-                         mc_samples=self.mc_samples, de_mode=self.de_mode, factory=factory)
+                         mc_samples=self.mc_samples, de_mode=self.de_mode, precision=self.precision,
+                         factory=factory)
 
 
 FIELDS: dict[str, dataclasses.Field] = {item.name: item for item in dataclasses.fields(Config)}

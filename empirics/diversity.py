@@ -14,12 +14,24 @@ in the project); linear CKA of the members' penultimate features is hand-written
 
     CKA(X, Y) = |Y_cᵀ X_c|_F² / (|X_cᵀ X_c|_F · |Y_cᵀ Y_c|_F),   X_c = X − column means   (rows = examples).
 
+Per stage (convolutional nets): linear CKA of the members' globally average-pooled stage outputs
+(``member_stage_features``), as a function of depth.
+
+Across runs (Fort et al. 2019's two pictures: the members of several methods in one weight-cosine matrix and one
+prediction-disagreement matrix): each run stores a *count sketch* of every member's whole-network weight vector,
+S(w)[h(j)] += σ(j) w_j with one seeded hash h: [D] → [d] and signs σ shared by every run (Charikar, Chen &
+Farach-Colton 2002), and the members' predicted labels on the run seed's function-space test inputs
+(``member_sketch.npz``). ⟨S(u), S(v)⟩ is an unbiased estimate of ⟨u, v⟩ with variance
+(|u|²|v|² + ⟨u, v⟩² − 2 Σ_j u_j² v_j²)/d ≤ 2|u|²|v|²/d, so sketched cosines carry an error of order 1/√d
+(d = ``SKETCH_DIM``: about 0.011), without keeping the weights.
+
 Link: Spearman's ρ between a parameter-space and a function-space diversity across the runs of a study, with a
 paired percentile-bootstrap confidence interval (``scipy.stats``).
 """
 from __future__ import annotations
 
 import functools
+import io
 import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -31,15 +43,18 @@ from scipy import stats
 from empirics import data, metrics
 from empirics.config import Config
 from empirics.evaluate import apply_execution_settings, data_root, load_run, predict_member_probs
-from empirics.models import build_model, member_weight_tuples
+from empirics.models import DeepEnsembleModel, build_model, member_weight_tuples
 from theory.batchensemble import DENSE_VARIANTS, BatchEnsembleSpec
 from theory.cli_support import BadInput
 from theory.network import network_counts
-from theory.records import atomic_write_json, provenance
+from theory.records import atomic_write_bytes, atomic_write_json, provenance
 from theory.distance import DEFAULT_MAX_ITER, distance_by_rank
 
 NETWORK = "network"
 DIVERSITY_FILE = "diversity.json"
+SKETCH_FILE = "member_sketch.npz"
+SKETCH_DIM = 8192
+SKETCH_SEED = 2019  # one hash for every run, so sketches of different runs (and methods) are comparable
 FULL_RANK = 1 << 30  # ``rank="full"``: every layer at its largest rank (``theory.network`` caps per layer)
 
 
@@ -92,6 +107,29 @@ def weight_geometry(layer_weights: Mapping[str, torch.Tensor]) -> dict[str, dict
         result[name] = {key: value.tolist() for key, value in matrices.items()}
         result[name].update({f"mean_{key}": mean_off_diagonal(value) for key, value in matrices.items()})
     return result
+
+
+def count_sketch(flat: torch.Tensor, dim: int = SKETCH_DIM, seed: int = SKETCH_SEED) -> torch.Tensor:
+    """Count sketch of each row of ``flat`` (k, D): S[h(j)] += σ(j) x_j with h(j) uniform on [0, dim) and σ(j) = ±1
+    drawn from a generator seeded with ``seed`` (the same for every call with the same D, dim and seed)."""
+    generator = torch.Generator().manual_seed(seed)
+    buckets = torch.randint(0, dim, (flat.shape[1],), generator=generator)
+    signs = torch.randint(0, 2, (flat.shape[1],), generator=generator).to(flat.dtype) * 2 - 1
+    sketch = torch.zeros(flat.shape[0], dim, dtype=flat.dtype)
+    return sketch.index_add_(1, buckets, flat * signs)
+
+
+def cross_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(n_a, n_b) cosines between the rows of ``a`` and the rows of ``b`` (float64)."""
+    a, b = a.to(torch.float64), b.to(torch.float64)
+    tiny = torch.finfo(torch.float64).tiny
+    return (a / a.norm(dim=1, keepdim=True).clamp_min(tiny)) @ (b / b.norm(dim=1, keepdim=True).clamp_min(tiny)).T
+
+
+def cross_disagreement(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(n_a, n_b) fraction of inputs on which member i of ``a`` and member j of ``b`` predict different labels;
+    rows are members' predicted labels on the same inputs."""
+    return (a[:, None, :] != b[None, :, :]).to(torch.float64).mean(dim=2)
 
 
 def layer_spec(weights: torch.Tensor, rank: int, variant: str) -> BatchEnsembleSpec:
@@ -276,9 +314,11 @@ def _member_features(model, images: torch.Tensor, batch_size: int, device: torch
                           for start in range(0, len(images), batch_size)], dim=1)
 
 
-def _function_space(config: Config, model, device: torch.device, samples: int) -> tuple[dict, dict]:
-    """On ``samples`` seeded inputs per split: the CKA matrix of penultimate features, reliability diagrams (test,
-    shift) and OOD ROC curves (``empirics.metrics``). The metrics on full splits are ``evaluate_run``'s."""
+def _function_space(config: Config, model, device: torch.device,
+                    samples: int) -> tuple[dict, dict, torch.Tensor]:
+    """On ``samples`` seeded inputs per split: the CKA matrix of penultimate features (and, on the test inputs, of
+    every stage's pooled output), reliability diagrams (test, shift) and OOD ROC curves (``empirics.metrics``), and
+    the members' test probabilities. The metrics on full splits are ``evaluate_run``'s."""
     full = _evaluation_sets(config.dataset, config.ood_name, str(data_root(config)), tuple(config.shift_families),
                             config.shift_severity, config.seed, config.download, config.n_eval)
     sets = {}
@@ -298,7 +338,78 @@ def _function_space(config: Config, model, device: torch.device, samples: int) -
             cka = pairwise_cka(_member_features(model, images, config.eval_batch_size, device))
             matrices[split] = cka.tolist()
             scalars[split] = {"mean_cka": mean_off_diagonal(cka)}
-    return {"cka": matrices, **curves}, scalars
+        stage_matrices, stage_scalars = _stage_cka(config, model, device, sets["test"][0])
+        if stage_matrices:
+            matrices["test_stages"], scalars["test_stages"] = stage_matrices, stage_scalars
+    return {"cka": matrices, **curves}, scalars, probs["test"]
+
+
+def _pooled(output: torch.Tensor) -> torch.Tensor:
+    """(rows, C, H, W) → (rows, C): the global average over spatial positions, in float32 or wider."""
+    output = output.to(torch.promote_types(output.dtype, torch.float32))
+    return output.mean(dim=tuple(range(2, output.dim()))) if output.dim() > 2 else output
+
+
+def _capture_stages(net: torch.nn.Module, forward) -> dict[str, torch.Tensor]:
+    """Run ``forward()`` with hooks on ``net.stage_outputs()``; each stage's pooled output (rows, C)."""
+    captured: dict[str, torch.Tensor] = {}
+    handles = [module.register_forward_hook(
+        lambda _module, _inputs, output, name=name: captured.__setitem__(name, _pooled(output).detach().cpu()))
+        for name, module in net.stage_outputs().items()]
+    try:
+        forward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return captured
+
+
+def member_stage_features(model, images: torch.Tensor, batch_size: int,
+                          device: torch.device) -> dict[str, torch.Tensor]:
+    """{stage: (k, N, C)}: each member's globally average-pooled output of every stage of the network
+    (``stage_outputs``; empty for an MLP). Deep-Ensemble members run one by one as plain networks
+    (``DeepEnsembleModel.member_networks``); the other methods' member-major rows are split per member."""
+    model.eval()
+    chunks: dict[str, list[torch.Tensor]] = {}
+    nets = model.member_networks() if isinstance(model, DeepEnsembleModel) else None
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            batch = images[start:start + batch_size].to(device)
+            if nets is None:
+                stages = _capture_stages(model.net, lambda: model.member_features(batch))
+                per_member = {name: out.view(-1, len(batch), out.shape[-1]) for name, out in stages.items()}
+            else:
+                captured = [_capture_stages(net.eval(), lambda net=net: model.run_member(net, batch)) for net in nets]
+                per_member = {name: torch.stack([stages[name] for stages in captured]) for name in captured[0]}
+            for name, value in per_member.items():
+                chunks.setdefault(name, []).append(value)
+    return {name: torch.cat(values, dim=1) for name, values in chunks.items()}
+
+
+def _stage_cka(config: Config, model, device: torch.device, images: torch.Tensor) -> tuple[dict, dict]:
+    """Pairwise linear CKA of pooled stage outputs per stage: matrices and off-diagonal means (k >= 2 only)."""
+    features = member_stage_features(model, images, config.eval_batch_size, device)
+    matrices = {stage: pairwise_cka(value) for stage, value in features.items() if value.shape[0] >= 2}
+    return ({stage: matrix.tolist() for stage, matrix in matrices.items()},
+            {stage: {"mean_cka": mean_off_diagonal(matrix)} for stage, matrix in matrices.items()})
+
+
+def _write_sketch(run_dir: Path, weights: Mapping[str, torch.Tensor], test_probs: torch.Tensor) -> None:
+    """``member_sketch.npz``: the count sketch of every member's whole-network weights and the members' predicted
+    labels on the function-space test inputs (written atomically)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, weights=count_sketch(network_weights(weights)).to(torch.float32).numpy(),
+             test_predictions=test_probs.argmax(dim=-1).to(torch.int16).numpy())
+    atomic_write_bytes(run_dir / SKETCH_FILE, buffer.getvalue())
+
+
+def load_sketch(run_dir: Path) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(weight sketches (k, d), predicted labels (k, N)) of a run, or None for a run analysed without them."""
+    path = Path(run_dir) / SKETCH_FILE
+    if not path.is_file():
+        return None
+    with np.load(path) as stored:
+        return torch.from_numpy(stored["weights"]), torch.from_numpy(stored["test_predictions"])
 
 
 def analyse_run(run_dir: str | Path, distance_ranks: Sequence[int] = (1,), starts: int = 1,
@@ -322,7 +433,8 @@ def analyse_run(run_dir: str | Path, distance_ranks: Sequence[int] = (1,), start
                               for layer, entry in geometry.items()}
         scalars["distance"] = distance_to_be_sets(weights, sorted(set(distance_ranks)), config.variant,
                                                   starts=starts, max_iter=max_iter, seed=config.seed)
-    function_matrices, scalars["features"] = _function_space(config, model, device, samples)
+    function_matrices, scalars["features"], test_probs = _function_space(config, model, device, samples)
+    _write_sketch(run_dir, weights, test_probs)
     payload = {"provenance": provenance(config.to_dict(), config.seed), "checkpoint_epoch": state["epoch"],
                "distance_fit": {"starts": starts, "max_iter": max_iter}, "function_space_samples": samples,
                "scalars": scalars,

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from empirics.precision import active_dtype
 from theory.batchensemble import BatchEnsembleSpec, member_weights
 from theory.cli_support import BadInput
 
@@ -152,6 +153,7 @@ class _BatchEnsembleLayer(nn.Module):
         self.bias = nn.Parameter(torch.empty(bias_shape)) if bias_shape else None
         self.forward_mode = default_forward_mode(self.spec)
         self.shared_input = False
+        self.channels_last = False  # set by ``empirics.precision.convert_layout``: write outputs channels-last
         self.reset_parameters()
 
     @property
@@ -187,7 +189,7 @@ class _BatchEnsembleLayer(nn.Module):
         """y viewed (k, B, out, *spatial) plus the per-member (k, out) or shared (out,) bias."""
         return y if self.bias is None else y + self._bias_view(spatial_dims)
 
-    def _shared_op(self, x: torch.Tensor) -> torch.Tensor:
+    def _shared_op(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def _materialised(self, x: torch.Tensor) -> torch.Tensor:
@@ -195,7 +197,9 @@ class _BatchEnsembleLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(k·B, ...) member-major rows; with ``shared_input`` the input is (B, ...), the same for every member (the
-        network's first layer: the k-fold repeat is folded into the input scaling instead of copied)."""
+        network's first layer: the k-fold repeat is folded into the input scaling instead of copied). Under bf16
+        autocast the factored path casts its inputs to bf16 and runs entirely in bf16, forward and backward
+        (``empirics.precision``); the output keeps the input's memory format (channels-last stays channels-last)."""
         grouped = x.unsqueeze(0) if self.shared_input else split_members(x, self.members)
         spatial_dims = x.dim() - 2
         if self.forward_mode not in FORWARD_MODES:
@@ -203,30 +207,46 @@ class _BatchEnsembleLayer(nn.Module):
         if self.forward_mode == "factored" and self.spec.variant != "channel-wise":
             raise BadInput(f"forward_mode='factored' needs the channel-wise variant, not {self.spec.variant!r}")
         if self.forward_mode == "factored" and not (self.materialise_without_grad and not torch.is_grad_enabled()):
-            y = self._factored(grouped, spatial_dims)
+            y = self._factored(grouped, spatial_dims, active_dtype(x.device.type))
         else:
             y = self._add_bias(self._materialised(grouped), spatial_dims)
-        return y.reshape(y.shape[0] * y.shape[1], *y.shape[2:])
+        return _merge_members(y, channels_last=self.channels_last)
 
-    def _factored(self, grouped: torch.Tensor, spatial_dims: int) -> torch.Tensor:
+    def _factored(self, grouped: torch.Tensor, spatial_dims: int, dtype: torch.dtype | None) -> torch.Tensor:
         """Σ_q F_out[i, q] ∘ op(x_i ∘ F_in[i, q]) + b_i: one shared op over all k·B rows per rank term, with the
-        element-wise scalings, the bias and their gradients fused in ``_FactoredProduct``."""
+        element-wise scalings, the bias and their gradients fused in ``_FactoredProduct``; ``dtype`` (autocast's,
+        or None) is the dtype every tensor is cast to before it runs (autocast is off inside: it would not reach the
+        hand-written backward)."""
         bias = None if self.bias is None else self._bias_view(spatial_dims)
-        return _FactoredProduct.apply(grouped, self.weight, self.fast_factors[1], self.fast_factors[0], bias, self)
+        tensors = (grouped, self.weight, self.fast_factors[1], self.fast_factors[0], bias)
+        if dtype is None:
+            return _FactoredProduct.apply(*tensors, self)
+        with torch.autocast(grouped.device.type, enabled=False):
+            return _FactoredProduct.apply(*(None if t is None else t.to(dtype) for t in tensors), self)
 
     def _bias_view(self, spatial_dims: int) -> torch.Tensor:
         """The per-member (k, out) bias as (k, 1, out, 1, ...) or the shared (out,) as (out, 1, ...)."""
         return self.bias.view(*self.bias.shape[:-1], *([1] * (self.bias.dim() - 1)), -1, *([1] * spatial_dims))
 
-    def _shared_op_backward(self, grad: torch.Tensor, x: torch.Tensor,
+    def _shared_op_backward(self, grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
                             need_input: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """(∂L/∂x, ∂L/∂W) of ``_shared_op(x)`` given ∂L/∂output."""
+        """(∂L/∂x, ∂L/∂W) of ``_shared_op(x, weight)`` given ∂L/∂output."""
         raise NotImplementedError
 
     def extra_repr(self) -> str:
         return (f"kernel={self.spec.kernel_shape}, members={self.members}, rank={self.rank}, "
                 f"variant={self.spec.variant}, init={self.init}, forward_mode={self.forward_mode}, "
                 f"bias={'none' if self.bias is None else tuple(self.bias.shape)}")
+
+
+def _merge_members(y: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """(k, B, ...) → (k·B, ...); with ``channels_last`` a 4-D result is written channels-last (one copy at most)."""
+    merged_shape = (y.shape[0] * y.shape[1], *y.shape[2:])
+    if not channels_last or y.dim() != 5:
+        return y.reshape(merged_shape)
+    merged = torch.empty(merged_shape, dtype=y.dtype, device=y.device, memory_format=torch.channels_last)
+    merged.view(y.shape).copy_(y)
+    return merged
 
 
 class _FactoredProduct(torch.autograd.Function):
@@ -252,7 +272,7 @@ class _FactoredProduct(torch.autograd.Function):
         scaled_inputs, products, total = [], [], None
         for q in range(in_factor.shape[1]):
             scaled = (grouped * in_view[:, q]).view(k * batch, *grouped.shape[2:])
-            product = layer._shared_op(scaled)
+            product = layer._shared_op(scaled, weight)
             product = product.view(k, batch, *product.shape[1:])
             scaled_inputs.append(scaled)
             products.append(product)
@@ -282,7 +302,7 @@ class _FactoredProduct(torch.autograd.Function):
             grad_out[:, q] = (grad * products[q]).sum(member_dims)
             grad_q = grad * out_view[:, q]
             grad_input, grad_w = ctx.layer._shared_op_backward(grad_q.reshape(k * batch, *grad.shape[2:]),
-                                                              scaled_inputs[q], True)
+                                                              scaled_inputs[q], weight, True)
             grad_weight = grad_w if grad_weight is None else grad_weight.add_(grad_w)
             grad_input = grad_input.view(k, *grouped.shape[1:])
             grad_in[:, q] = (grad_input * grouped).sum(member_dims)
@@ -314,12 +334,12 @@ class BatchEnsembleLinear(_BatchEnsembleLayer):
                  bias: str = "per-member") -> None:
         super().__init__((out_features, in_features), members, rank, variant, init, init_std, sign_prob, bias)
 
-    def _shared_op(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight)
+    def _shared_op(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, weight)
 
-    def _shared_op_backward(self, grad, x, need_input):
+    def _shared_op_backward(self, grad, x, weight, need_input):
         """x W^T: ∂L/∂x = G W, ∂L/∂W = G^T x."""
-        return (grad @ self.weight if need_input else None), grad.t() @ x
+        return (grad @ weight if need_input else None), grad.t() @ x
 
     def _transposed_weights(self) -> torch.Tensor:
         """(k, in, out) = (W ∘ M_i)ᵀ, for channel-wise built directly in that layout, Wᵀ ∘ (S_iᵀ R_i): the backward's
@@ -350,13 +370,13 @@ class BatchEnsembleConv2d(_BatchEnsembleLayer):
                          init_std, sign_prob, bias)
         self.stride, self.padding = stride, padding
 
-    def _shared_op(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight, stride=self.stride, padding=self.padding)
+    def _shared_op(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, weight, stride=self.stride, padding=self.padding)
 
-    def _shared_op_backward(self, grad, x, need_input):
+    def _shared_op_backward(self, grad, x, weight, need_input):
         """The convolution's own backward kernel (ATen ``convolution_backward``)."""
         grad_input, grad_weight, _ = torch.ops.aten.convolution_backward(
-            grad, x, self.weight, None, [self.stride] * 2, [self.padding] * 2, [1, 1], False, [0, 0], 1,
+            grad, x, weight, None, [self.stride] * 2, [self.padding] * 2, [1, 1], False, [0, 0], 1,
             [need_input, True, False])
         return grad_input, grad_weight
 

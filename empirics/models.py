@@ -26,6 +26,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from empirics.layers import BatchEnsembleConv2d, BatchEnsembleLinear, MemberBatchNorm, make_spec, split_members
+from empirics.precision import PRECISIONS, active_dtype, autocast, convert_layout, to_layout, wants_channels_last
 from theory.batchensemble import DENSE_VARIANTS
 from theory.cli_support import BadInput
 
@@ -110,7 +111,7 @@ def _mark_input_dropout(layer: nn.Module, rate: float) -> nn.Module:
 
 class MLP(nn.Module):
     """``in → widths[0] → … → widths[-1] → classes``; each hidden layer Linear → activation, dropout before every
-    Linear but the first (PAPER.md's MNIST MLP 784-64-32-16-10, dropout 0.05)."""
+    Linear but the first (the MNIST MLP 784-64-32-16-10 of docs/paper.md §4, dropout 0.05)."""
 
     def __init__(self, factory: LayerFactory, in_features: int, widths: Sequence[int], num_classes: int,
                  activation: str = "relu") -> None:
@@ -126,6 +127,11 @@ class MLP(nn.Module):
     @property
     def input_layer(self) -> nn.Module:
         return self.hidden[0]
+
+    def stage_outputs(self) -> dict[str, nn.Module]:
+        """Modules whose outputs are the representation after each stage (none: the MLP's hidden layers share one
+        activation module)."""
+        return {}
 
     def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
         h = x.flatten(1)
@@ -179,6 +185,11 @@ class ResNet18(nn.Module):
     def input_layer(self) -> nn.Module:
         return self.conv1
 
+    def stage_outputs(self) -> dict[str, nn.Module]:
+        """The last BasicBlock of each of the four stages: its output is the stage's representation."""
+        ends = [sum(RESNET18_BLOCKS[:stage + 1]) - 1 for stage in range(len(RESNET18_BLOCKS))]
+        return {f"stage{stage + 1}": self.layers[end] for stage, end in enumerate(ends)}
+
     def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
         out = self.layers(F.relu(self.bn1(self.conv1(x))))
         features = F.adaptive_avg_pool2d(out, 1).flatten(1)
@@ -186,22 +197,41 @@ class ResNet18(nn.Module):
 
 
 class EnsembleModel(nn.Module):
-    """Common interface: ``member_logits(x) -> (k, B, C)``, ``member_features(x) -> (k, B, F)``."""
+    """Common interface: ``member_logits(x) -> (k, B, C)``, ``member_features(x) -> (k, B, F)``, computed in the
+    model's ``precision`` (``empirics.precision``: ``bf16`` autocast with channels-last inputs, float32 outputs;
+    ``fp32`` the plain forward in the parameters' dtype)."""
 
     method: str
 
     def __init__(self, members: int) -> None:
         super().__init__()
         self.members = members
+        self.precision = "fp32"
+        self.channels_last = False
+
+    def set_precision(self, precision: str) -> None:
+        """Compute in ``precision`` from now on (parameters stay float32; conv models go channels-last in bf16)."""
+        if precision not in PRECISIONS:
+            raise BadInput(f"precision={precision!r} is unknown: expected one of {', '.join(PRECISIONS)}")
+        self.precision = precision
+        if wants_channels_last(precision, self):
+            convert_layout(self)
+            self.channels_last = True
 
     def _members_forward(self, x: torch.Tensor, return_features: bool) -> torch.Tensor:
         raise NotImplementedError
 
+    def _forward_in_precision(self, x: torch.Tensor, return_features: bool) -> torch.Tensor:
+        if self.precision == "fp32":
+            return self._members_forward(x, return_features)
+        with autocast(self.precision, x.device.type):
+            return self._members_forward(to_layout(x, self.channels_last), return_features).float()
+
     def member_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self._members_forward(x, return_features=False)
+        return self._forward_in_precision(x, return_features=False)
 
     def member_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self._members_forward(x, return_features=True)
+        return self._forward_in_precision(x, return_features=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.member_logits(x)
@@ -272,11 +302,41 @@ class DeepEnsembleModel(EnsembleModel):
         for name, value in buffers.items():
             _replace_tensor(self.template, name, value.detach().clone(), buffer=True)
 
+    def member_networks(self) -> list[nn.Module]:
+        """The k members as separate plain networks (``sequential``: the nets themselves; ``vectorised``: copies of
+        the template holding member i's slice of every stacked parameter and buffer)."""
+        if self.mode == "sequential":
+            return list(self.nets)
+        nets = []
+        for member in range(self.members):
+            net = copy.deepcopy(self.template)
+            for name, value in self.template.named_parameters():
+                _replace_tensor(net, name, nn.Parameter(value.detach()[member].clone()))
+            for name, value in self.template.named_buffers():
+                _replace_tensor(net, name, value[member].clone(), buffer=True)
+            nets.append(net)
+        return nets
+
+    def run_member(self, net: nn.Module, x: torch.Tensor, return_features: bool = True) -> torch.Tensor:
+        """One member network of ``member_networks`` on ``x``, in the ensemble's precision."""
+        if self.precision == "fp32":
+            return net(x, return_features=return_features)
+        with autocast(self.precision, x.device.type):
+            return net(to_layout(x, self.channels_last), return_features=return_features).float()
+
     def _members_forward(self, x: torch.Tensor, return_features: bool) -> torch.Tensor:
         if self.mode == "sequential":
             return torch.stack([net(x, return_features=return_features) for net in self.nets])
         params = dict(self.template.named_parameters())
         buffers = dict(self.template.named_buffers())
+        if active_dtype(x.device.type) is not None:
+            # autocast does not reach inside vmap, and vmap's BatchNorm rule rejects bf16 inputs with float32
+            # statistics: under autocast the members run one by one on views of the stacked tensors (gradients and
+            # running-statistic updates reach the stacked tensors through the views)
+            members = [({name: value[member] for name, value in params.items()},
+                        {name: value[member] for name, value in buffers.items()}) for member in range(self.members)]
+            return torch.stack([functional_call(self.template, tensors, (x,), {"return_features": return_features})
+                                for tensors in members])
 
         def one_member(member_params, member_buffers):
             return functional_call(self.template, (member_params, member_buffers), (x,),
@@ -310,6 +370,7 @@ class ModelSpec:
     members: int = 4
     mc_samples: int = 4
     de_mode: str = "vectorised"
+    precision: str = "fp32"
     factory: LayerFactory = LayerFactory()
 
 
@@ -321,7 +382,14 @@ def build_net(spec: ModelSpec, factory: LayerFactory) -> nn.Module:
 
 
 def build_model(spec: ModelSpec) -> EnsembleModel:
-    """The model of ``spec.method``; parameters drawn from torch's global generator (seed it first)."""
+    """The model of ``spec.method`` computing in ``spec.precision``; parameters drawn from torch's global generator
+    (seed it first)."""
+    model = _build_method_model(spec)
+    model.set_precision(spec.precision)
+    return model
+
+
+def _build_method_model(spec: ModelSpec) -> EnsembleModel:
     if spec.arch not in ARCHS:
         raise BadInput(f"arch={spec.arch!r} is unknown: expected one of {', '.join(ARCHS)}")
     if spec.method not in METHODS:

@@ -1,9 +1,10 @@
 """The report of a study, generated from its ``summary.json`` (every number is read from the results, none is typed).
 
 ``python -m empirics report PRESET [--out DIR]`` writes ``<out>/report.md`` and ``<out>/report.tex`` (booktabs tables):
-mean ± std over seeds (sample std, ddof = 1) for every metric, PAPER.md's reference numbers beside ours, the figures
+mean ± std over seeds (sample std, ddof = 1) for every metric, the paper's reference numbers (docs/paper.md §4)
+beside ours, the figures
 of ``paper_figs/`` made from this study, the parameter ↔ function-space link, and one paragraph per open question of
-PAPER.md stating what this study's evidence shows (or which preset addresses it).
+the paper (docs/paper.md §3) stating what this study's evidence shows (or which preset addresses it).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from empirics import paper_claims
 from empirics.diversity import LINK_WITHOUT_MCD, RANK1_LINK, WITHOUT_MCD_REASON
 from empirics.layers import output_factor_spread, rank_one_moments
 from theory.cli_support import BadInput
@@ -123,7 +125,7 @@ def reference_table(summary: dict) -> tuple[list[str], list[list[str]]]:
             found = stat(summary, run, key)
             seeds = "–" if found is None else str(found["n"])
             rows.append([run, key, cell(summary, run, key), seeds, fmt(reference, 3)])
-    return ["run", "metric", "ours (mean ± std)", "seeds", "reference (PAPER.md)"], rows
+    return ["run", "metric", "ours (mean ± std)", "seeds", "reference (docs/paper.md §4)"], rows
 
 
 def link_table(summary: dict, key: str = "link") -> tuple[list[str], list[list[str]]]:
@@ -151,7 +153,7 @@ def console_table(summary: dict) -> str:
     return "\n".join("  ".join(text.ljust(width) for text, width in zip(row, widths)) for row in [header] + rows)
 
 
-# ---------------------------------------------------------------- open questions (PAPER.md), generated text
+# ---------------------------------------------------------------- open questions (docs/paper.md §3), generated text
 
 def _compare(summary: dict, runs: list[str], key: str, label: str) -> str:
     parts = [f"{run} {cell(summary, run, key)}" for run in runs if stat(summary, run, key)]
@@ -334,9 +336,13 @@ def build_markdown(summary: dict, out: Path) -> str:
              f"Generated from `{SUMMARY_FILE}` (git commit `{commit}`); up to {seeds} seed(s) per run; "
              f"mean ± sample std over seeds. Missing (unfinished) runs: {', '.join(summary['missing']) or 'none'}."]
     if summary.get("reference"):
-        parts += ["", "## Ours vs reference (PAPER.md)", "", markdown_table(*reference_table(summary))]
+        parts += ["", "## Ours vs reference (docs/paper.md §4)", "", markdown_table(*reference_table(summary))]
     for split, title in SPLIT_TITLES.items():
         parts += ["", f"## {title.capitalize()}", "", markdown_table(*split_table(summary, split))]
+    claims = paper_claims.claims_table(summary)
+    if claims[1]:
+        parts += ["", "## The paper's claims at this scale (docs/paper.md §2 claim 2), one by one", "",
+                  paper_claims.METHOD, "", markdown_table(*claims)]
     parts += ["", "## Parameter-space diversity (whole network)", "", markdown_table(*diversity_table(summary)),
               "", "## Parameter ↔ function-space link", "", summary["link"]["method"] + ".", "",
               markdown_table(*link_table(summary))]
@@ -346,7 +352,7 @@ def build_markdown(summary: dict, out: Path) -> str:
     parts += ["", "## Figures", ""]
     figures = figure_paths(preset, out)
     parts += [f"![{Path(path).stem}]({path})" for path in figures] or ["(none yet: run `make figures`)"]
-    parts += ["", "## Open questions of PAPER.md: what this study shows", ""]
+    parts += ["", "## Open questions of the paper (docs/paper.md §3): what this study shows", ""]
     for question, answer in OPEN_QUESTIONS:
         parts += [f"**{question}** {answer(summary)}", ""]
     parts += ["## Every metric (mean ± std over seeds; per-member values are in summary.json)", "",
@@ -358,9 +364,12 @@ def build_latex(summary: dict) -> str:
     preset = summary["preset"]
     tables = []
     if summary.get("reference"):
-        tables.append(latex_table(*reference_table(summary), f"{preset}: ours vs the reference numbers of PAPER.md"))
+        tables.append(latex_table(*reference_table(summary), f"{preset}: ours vs the reference (docs/paper.md §4)"))
     for split, title in SPLIT_TITLES.items():
         tables.append(latex_table(*split_table(summary, split), f"{preset}: {title}, mean ± std over seeds"))
+    claims = paper_claims.claims_table(summary)
+    if claims[1]:
+        tables.append(latex_table(*claims, f"{preset}: the paper's claims, Welch 95 percent intervals over seeds"))
     tables.append(latex_table(*diversity_table(summary), f"{preset}: parameter-space diversity"))
     tables.append(latex_table(*link_table(summary), f"{preset}: {summary['link']['method']}"))
     if LINK_WITHOUT_MCD in summary:

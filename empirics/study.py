@@ -13,7 +13,7 @@ Preset format::
     [runs.NAME]  the Config fields of run NAME on top of [base]
     [tiny]    overrides for ``--tiny`` (CI smoke: every run on tiny training and evaluation subsets, ``n_train``
               and ``n_eval``, one seed, in seconds)
-    [reference.NAME]  reference numbers of PAPER.md for run NAME, under our metric keys (data, not ours)
+    [reference.NAME]  reference numbers (docs/paper.md §4) for run NAME, under our metric keys (data, not ours)
 
 A preset with ``include`` takes the runs, references and distance ranks of the named presets (a run of the same name
 and configuration in several of them is trained once) and applies its own [base] on top of theirs.
@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from empirics import diversity, report
+from empirics import diversity, parity, report
 from empirics.config import Config
 from empirics.diversity import DIVERSITY_FILE
 from empirics.report import SUMMARY_FILE
@@ -285,6 +285,7 @@ def run_study(preset_name: str, out: Path | None = None, seeds: int | None = Non
                          **reused}
     atomic_write_json(out / SUMMARY_FILE, summary)
     report.write_report(out)
+    parity.write_parity(out, summary)
     print(report.console_table(summary))
     return summary
 

@@ -11,8 +11,9 @@
 * ``COMPLETE`` — written last: the run finished and ``checkpoint.pt`` holds the final (best) model.
 
 Loss: the mean cross-entropy over all k·B member rows (each member sees the whole batch), as edward2 and
-torch-uncertainty train BatchEnsemble and their jointly trained Deep Ensembles (for SGD this gives each DE member the
-gradient of its own loss divided by k; torch-uncertainty's DE recipe raises the learning rate by k accordingly).
+torch-uncertainty up to 0.8 train BatchEnsemble and jointly trained Deep Ensembles (docs/peers.md §1; for SGD this
+gives each DE member the gradient of its own loss divided by k; torch-uncertainty's DE recipe raises the learning
+rate by k accordingly).
 
 Determinism: deterministic algorithms on; the epoch's shuffling comes from a generator seeded with (seed, epoch), the
 dropout masks from torch's global generator whose state is checkpointed, so a resumed run — from an epoch end or

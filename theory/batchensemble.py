@@ -2,7 +2,7 @@
 
 A layer kernel ``W`` has modes ``(out, in)`` (dense) or ``(out, in, h, w)`` (conv), ``D = prod(kernel_shape)``.
 A *variant* groups some modes into disjoint *blocks* ``B_1..B_t``; modes in no block are broadcast. Member ``i``
-of a rank-``r`` BatchEnsemble has the effective kernel (THEORY.md §1–3)
+of a rank-``r`` BatchEnsemble has the effective kernel (docs/theory.md §1)
 
     W_i = W ∘ M_i,    M_i = Σ_{q=1..r} F_1[i, q] ⊗ F_2[i, q] ⊗ … ⊗ F_t[i, q]     (broadcast over the other modes)
 

@@ -1,4 +1,4 @@
-"""Certified image dimension of a BatchEnsemble layer: matched exact lower and upper bounds (THEORY.md §5).
+"""Certified image dimension of a BatchEnsemble layer: matched exact lower and upper bounds (docs/theory.md §6).
 
 Three routes, one ``Certificate``:
 

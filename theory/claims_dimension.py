@@ -1,4 +1,4 @@
-"""Claims of the dimension theory (docs/theory.md §1–4): each one a sweep of certificates or an exact symbolic identity.
+"""Claims of the dimension theory (docs/theory.md §2–5): each one a sweep of certificates or an exact symbolic identity.
 
 Every ``check_*`` helper takes the sizes it sweeps, so tests can run a smaller sweep of the same check; the
 registered claim runs the default sizes (``full=True``: larger sweeps).
@@ -20,7 +20,7 @@ CONV_CHANNELS, CONV_HW, CONV_MEMBERS = 6, (1, 4, 9), 4
 CONV_RANK_CHANNELS, CONV_RANK_CHANNELS_FULL = 4, 6
 RESNET_MEMBERS = 4
 MLP_EXAMPLE = {"widths": (784, 400, 400, 10), "members": 4, "de_dim": 1_913_640, "be_params": 490_416,
-               "be_image_dim": 488_013, "codim": 1_425_627}  # docs/theory.md §4
+               "be_image_dim": 488_013, "codim": 1_425_627}  # docs/theory.md §5
 
 
 def _verdict(ok: bool, exact: bool = True) -> str:
@@ -170,7 +170,7 @@ def check_conv_rank1(max_channels: int, hws: tuple[int, ...], max_members: int) 
                     f"{len(VARIANTS)} variants ({count} shapes, toric)", {"failures": failures})
 
 
-@claim("conv-rank1-codim", "rank-1 block variants: codim = (k−1)(D − 1 − Σ_j (D_j − 1)) (table in docs/theory.md)",
+@claim("conv-rank1-codim", "rank-1 block variants: codim = (k−1)(D − 1 − Σ_j (D_j − 1)) (table of docs/theory.md §3)",
        "toric certificate vs closed form", kind="proved")
 def conv_rank1_codim(full: bool) -> Evidence:
     return check_conv_rank1(CONV_CHANNELS, CONV_HW, CONV_MEMBERS)

@@ -1,13 +1,13 @@
 """Closed-form dimension counts of BatchEnsemble layers: image dimension, codimension, redundancy, filling ranks.
 
 Notation (``theory.batchensemble``): kernel of ``D`` entries, ``k`` members, rank ``r``, ``t`` blocks of sizes
-``D_1..D_t`` (modes outside every block are broadcast), ``P = D + k·r·Σ_j D_j`` parameters. THEORY.md §1–3:
+``D_1..D_t`` (modes outside every block are broadcast), ``P = D + k·r·Σ_j D_j`` parameters. docs/theory.md §2–4:
 
 * **rank 1, any variant** (toric, proved): codim = (k−1)(D − 1 − Σ_j (D_j − 1)).
 * **two blocks, rank r** (dense W ∘ R_iS_iᵀ, channel-wise and flattened conv):
   dim = min(kD, D + k·r(D_1+D_2−r) − max(D_1+D_2−1, D_1D_2 − k(D_1−r)(D_2−r))).
   For dense layers (no broadcast modes) this is min(kmn, mn + k·r(m+n−r) − (m+n−1)). Proved as an upper bound
-  (below); equality is the conjecture of THEORY.md §3 that ``theory.certificate`` certifies case by case.
+  (below); equality is the conjecture of docs/theory.md §4 that ``theory.certificate`` certifies case by case.
 * **three or more blocks, rank r >= 2** (cp-spatial): no closed form is known; ``image_dim`` returns the proved
   symmetry bound and ``has_closed_form`` is False.
 
@@ -69,12 +69,12 @@ def has_closed_form(spec: BatchEnsembleSpec) -> bool:
 
 
 def rank1_codim(spec: BatchEnsembleSpec) -> int:
-    """(k−1)(D − 1 − Σ_j (D_j − 1)): the toric codimension of every rank-1 block variant (THEORY.md §2)."""
+    """(k−1)(D − 1 − Σ_j (D_j − 1)): the toric codimension of every rank-1 block variant (docs/theory.md §3)."""
     return (spec.members - 1) * (spec.kernel_size - 1 - sum(size - 1 for size in spec.block_sizes))
 
 
 def image_dim(spec: BatchEnsembleSpec) -> int:
-    """dim Im Φ by the closed forms of THEORY.md §1–3; the proved upper bound where none exists (``has_closed_form``)."""
+    """dim Im Φ by the closed forms of docs/theory.md §2–4; else the proved upper bound (``has_closed_form``)."""
     if spec.rank == 1:
         return spec.ambient_dim - rank1_codim(spec)
     return upper_bound(spec)
@@ -94,7 +94,7 @@ def fills(spec: BatchEnsembleSpec) -> bool:
 
 
 def filling_rank(m: int, n: int, k: int) -> int:
-    """Smallest r with k(m−r)(n−r) ≤ (m−1)(n−1): rank-r dense BE fills R^{kmn} from this rank on (THEORY.md §3)."""
+    """Smallest r with k(m−r)(n−r) ≤ (m−1)(n−1): rank-r dense BE fills R^{kmn} from this rank on (docs/theory.md §4)."""
     m, n, k = (require_int_in_range(name, value, 1) for name, value in (("m", m), ("n", n), ("members", k)))
     return next(r for r in range(1, min(m, n) + 1) if k * (m - r) * (n - r) <= (m - 1) * (n - 1))
 
@@ -160,7 +160,7 @@ def kernel_counts(spec: BatchEnsembleSpec, role: str = "perturbed") -> LayerCoun
 
 def vector_counts(size: int, members: int, mode: str) -> LayerCounts:
     """A vector of ``size`` entries per member (bias, or BatchNorm γ and β): per-member costs nothing, shared
-    reaches only the diagonal (codim (k−1)·size), ``none`` is absent (THEORY.md §4)."""
+    reaches only the diagonal (codim (k−1)·size), ``none`` is absent (docs/theory.md §5)."""
     if mode not in BIAS_MODES:
         raise BadInput(f"mode={mode!r} is unknown: expected one of {', '.join(BIAS_MODES)}")
     if mode == "none":

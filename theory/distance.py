@@ -1,4 +1,4 @@
-"""How far is a tuple of member kernels from the BatchEnsemble set? Two answers (docs/theory.md §1, §6).
+"""How far is a tuple of member kernels from the BatchEnsemble set? Two answers (docs/theory.md §7, §8).
 
 1. **Log-contrasts** (rank 1, exact, linear in log space). On the torus a rank-1 BE point satisfies
    ``log|X_i| = log|W| + Σ_j log|F_j[i, x_j]|``, so ``D_i = L_i − L_0`` (``L = log|X|``, member 0 as reference) is an
@@ -8,7 +8,7 @@
        g_i[x] = D_i[x] − Σ_j D_i[e_j(x)] + (t − 1) D_i[0],     i = 1..k−1,
 
    vanish identically on ``1 + Σ_j (D_j − 1)`` corner entries and leave ``(k−1)(D − 1 − Σ_j (D_j − 1))`` = codim free
-   ones. For a dense layer this is ``g_iab = D_i[a,b] − D_i[a,0] − D_i[0,b] + D_i[0,0]`` of docs/theory.md §1. X is a BE
+   ones. For a dense layer this is ``g_iab = D_i[a,b] − D_i[a,0] − D_i[0,b] + D_i[0,0]`` of docs/theory.md §7. X is a BE
    torus point iff every contrast is 0 **and** the sign ratios ``sign(X_i X_0)`` obey the same rule over GF(2).
 2. **Euclidean distance** ``min ‖X − Φ(W, F)‖`` over the rank-r BE set, by alternating least squares: for fixed
    factors the best ``W`` is entrywise ``W[x] = Σ_i X_i[x] M_i[x] / Σ_i M_i[x]²``; for fixed ``W`` and the other blocks
@@ -151,7 +151,7 @@ def _corner_mask(spec: BatchEnsembleSpec) -> torch.Tensor:
 
 
 def _additive_residual(spec: BatchEnsembleSpec, values: torch.Tensor) -> torch.Tensor:
-    """values[x] − Σ_j values[e_j(x)] + (t − 1) values[0], per leading member axis (linear map of docs/theory.md §1)."""
+    """values[x] − Σ_j values[e_j(x)] + (t − 1) values[0], per leading member axis (linear map of docs/theory.md §7)."""
     flat = values.reshape(values.shape[0], -1)
     fitted = -(len(spec.blocks) - 1) * flat[:, :1]
     for j in range(len(spec.blocks)):

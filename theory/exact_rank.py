@@ -1,6 +1,6 @@
 """Ranks of matrices, three ways: exact modulo a prime (python-flint), exact over QQ (sympy), float SVD with its gap.
 
-THEORY.md §5: a rank modulo p at an integer point is a certified *lower bound* on the generic rank over QQ (a
+docs/theory.md §6: a rank modulo p at an integer point is a certified *lower bound* on the generic rank over QQ (a
 nonzero minor mod p is a nonzero integer); the float SVD rank is only a diagnostic and is always reported with the
 singular-value gap σ_ρ/σ_{ρ+1}.
 """
@@ -28,7 +28,7 @@ def modular_rank(matrix: np.ndarray, prime: int = PRIMES[0]) -> int:
 
 
 def rational_rank(matrix) -> int:
-    """Exact rank over QQ with sympy's ``DomainMatrix`` (feasible up to about 200×200; THEORY.md §5)."""
+    """Exact rank over QQ with sympy's ``DomainMatrix`` (feasible up to about 200×200; docs/theory.md §6)."""
     from sympy import QQ, Rational
     from sympy.polys.matrices import DomainMatrix
 

@@ -1,7 +1,7 @@
 """Batch functional dimension of ensembles of MLPs: does thinness in parameter space carry over to functions?
 
 F(θ) = all members' outputs on a batch of N inputs; the batch functional dimension is rank ∂F/∂θ (Grigsby et al.
-2022; Bona-Pellissier et al. 2024; docs/theory.md §7). An MLP has widths ``n_0, …, n_L``, weights and per-member biases,
+2022; Bona-Pellissier et al. 2024; docs/theory.md §9). An MLP has widths ``n_0, …, n_L``, weights and per-member biases,
 activation ``relu``, ``identity`` or ``tanh`` between layers (none after the last). P = Σ_l (n_l n_{l−1} + n_l)
 parameters per member, H = Σ_{0<l<L} n_l hidden units.
 

@@ -1,4 +1,4 @@
-"""Whole-network dimension accounting of a k-member BatchEnsemble against the k-member Deep Ensemble (THEORY.md §4).
+"""Whole-network dimension accounting of a k-member BatchEnsemble vs the k-member Deep Ensemble (docs/theory.md §5).
 
 Layers are independent, so dimensions and codimensions add. Every ``Linear``/``Conv2d`` of a torch module is one
 row: ``perturbed`` (a BatchEnsemble layer), ``shared`` (one plain layer for all members) or ``per-member``.
@@ -6,7 +6,7 @@ Biases and BatchNorm affine parameters are per-member (cost nothing) or shared (
 The torch-uncertainty convention, the default: shared BatchNorm, per-member biases, and the plain 1×1 shortcut
 convs of BasicBlocks (``downsample``/``shortcut`` in the module name) counted as shared layers.
 
-Example (THEORY.md §4): MLP 784-400-400-10, k = 4, per-member biases: DE dim 1,913,640, BE params 490,416,
+Example (docs/theory.md §5): MLP 784-400-400-10, k = 4, per-member biases: DE dim 1,913,640, BE params 490,416,
 BE image dim 488,013, codim 1,425,627.
 """
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""Exact symbolic checks with sympy (no tolerance anywhere; THEORY.md §1, §3).
+"""Exact symbolic checks with sympy (no tolerance anywhere; docs/theory.md §2, §4).
 
 * every rank-1 BatchEnsemble entry is a monomial whose exponent vector is the column of the exponent matrix A, so
   the log map is linear with matrix Aᵀ;
 * the cross-ratio binomials X_i[a,b]X_i[c,d]X_j[a,d]X_j[c,b] − X_i[a,d]X_i[c,b]X_j[a,b]X_j[c,d] vanish identically
   on BE points;
-* the torus-only caveat: the k = 2, m = n = 3 point of THEORY.md satisfies every degree-4 binomial, yet the
+* the torus-only caveat: the k = 2, m = n = 3 point of docs/theory.md §2 satisfies every degree-4 binomial, yet the
   degree-6 binomial equals 30030 there while it vanishes identically on BE points;
 * the symmetry-orbit tangent vectors lie in the kernel of the Jacobian, as polynomial identities;
 * mn − r(m+n−r) = (m−r)(n−r), and the filling condition of the rank-r upper bound is k(m−r)(n−r) ≤ (m−1)(n−1).
@@ -54,7 +54,7 @@ def log_map_is_linear_with_exponent_matrix(spec: BatchEnsembleSpec) -> bool:
 
 
 def member_symbols(members: int, rows: int, cols: int) -> np.ndarray:
-    """X[i, a, b] = x{i}{a}{b} (1-based names, as in THEORY.md)."""
+    """X[i, a, b] = x{i}{a}{b} (1-based names, as in docs/theory.md §2)."""
     return np.array([[[sympy.Symbol(f"x{i + 1}{a + 1}{b + 1}") for b in range(cols)] for a in range(rows)]
                      for i in range(members)], dtype=object)
 
@@ -89,7 +89,7 @@ def vanishes_on_be(polynomials: list[sympy.Expr], members: int, rows: int, cols:
 
 
 def torus_counterexample() -> dict[str, Any]:
-    """THEORY.md §1: X_1 = diag(2,3,5), X_2 with 7, 11, 13 at (1,2), (2,3), (3,1), zero elsewhere."""
+    """docs/theory.md §2: X_1 = diag(2,3,5), X_2 with 7, 11, 13 at (1,2), (2,3), (3,1), zero elsewhere."""
     x = member_symbols(2, 3, 3)
     values = np.zeros((2, 3, 3), dtype=object)
     values[0, 0, 0], values[0, 1, 1], values[0, 2, 2] = 2, 3, 5

@@ -1,9 +1,9 @@
-"""ε-tubes around the rank-1 BatchEnsemble set: P(dist(X, BE) < ε) ~ C·ε^codim for X ~ N(0, I_{kD}) (docs/theory.md §6).
+"""ε-tubes around the rank-1 BatchEnsemble set: P(dist(X, BE) < ε) ~ C·ε^codim for X ~ N(0, I_{kD}) (docs/theory.md §8).
 
 **Distance used:** the log-contrast sup-norm with the sign condition, ``d(X) = ‖g(X)‖_∞`` if the sign ratios of X are
 those of a BE point, else ``+∞`` (``theory.distance.log_contrasts``). Why this one and not the Euclidean distance:
 
-* the g are local coordinates transverse to the BE torus points (full-rank Jacobian, docs/theory.md §1), so the tube
+* the g are local coordinates transverse to the BE torus points (full-rank Jacobian, docs/theory.md §7), so the tube
   {d < ε} and the Euclidean tube are comparable near the set (each contains a constant multiple of the other
   locally) and have the same exponent, the codimension;
 * every dependent entry ``X_i[x]`` (i ≥ 1, x a non-corner entry) enters exactly one contrast, with coefficient 1:

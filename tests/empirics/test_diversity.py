@@ -9,6 +9,7 @@ import torch
 
 from empirics import diversity
 from empirics.config import Config
+from empirics.models import build_model
 from theory.batchensemble import BatchEnsembleSpec, member_weights, random_factors
 
 
@@ -87,7 +88,7 @@ def test_distance_is_non_increasing_in_rank(generator):
 
 def test_reachable_fraction_of_a_rank1_mlp_matches_the_closed_form():
     """MLP 784-64-10, k = 4, rank 1, per-member biases: each dense layer reaches mn + (k−1)(m+n−1) of kmn
-    dimensions (THEORY.md §1) and its biases all k·m, so the fraction is their sums' ratio."""
+    dimensions (docs/theory.md §2) and its biases all k·m, so the fraction is their sums' ratio."""
     config = Config.from_dict({"method": "batchensemble", "arch": "mlp", "widths": [64], "members": 4, "rank": 1})
     k, layers = 4, [(64, 784), (10, 64)]
     reached = sum(m * n + (k - 1) * (m + n - 1) + k * m for m, n in layers)
@@ -177,3 +178,61 @@ def test_spearman_is_undefined_for_constant_or_too_few_runs():
     """Constant inputs or fewer than three runs give no ρ (None), never a misleading number."""
     assert diversity.spearman_with_ci([1.0, 1.0, 1.0, 1.0], [1.0, 2.0, 3.0, 4.0])["rho"] is None
     assert diversity.spearman_with_ci([1.0, 2.0], [2.0, 1.0])["rho"] is None
+
+
+def test_count_sketch_inner_products_are_unbiased(generator):
+    """E⟨S(u), S(v)⟩ = ⟨u, v⟩ over the hash: the mean over 200 seeds lies within 4 standard errors of the exact
+    inner product (4 SE: a two-sided miss probability below 1e-4 for a normal mean)."""
+    u, v = torch.randn(2, 3000, generator=generator, dtype=torch.float64)
+    estimates = torch.tensor([float(s[0] @ s[1]) for s in
+                              (diversity.count_sketch(torch.stack([u, v]), dim=64, seed=seed) for seed in range(200))])
+    standard_error = estimates.std() / math.sqrt(len(estimates))
+    assert abs(float(estimates.mean()) - float(u @ v)) < 4 * standard_error
+
+
+def test_sketched_cosine_is_within_its_error_bound_and_a_tiny_sketch_is_not(generator):
+    """Variance of ⟨S(u), S(v)⟩ ≤ 2|u|²|v|²/d: at d = SKETCH_DIM the sketched cosine of two vectors with cosine 0.6
+    is within 5 bound-σ (5·√(2/d) ≈ 0.078) of the exact one; at d = 2 the same bound (computed for SKETCH_DIM) is
+    missed for most seeds — the tolerance is not loose enough to pass anything."""
+    base = torch.randn(2, 20000, generator=generator, dtype=torch.float64)
+    u = base[0]
+    v = 0.6 * u / u.norm() + 0.8 * base[1] / base[1].norm()
+    exact = float(diversity.cross_cosine(u[None], v[None]))
+    tolerance = 5 * math.sqrt(2 / diversity.SKETCH_DIM)
+    sketched = diversity.cross_cosine(*diversity.count_sketch(torch.stack([u, v])).split(1))
+    assert abs(float(sketched) - exact) < tolerance
+    misses = sum(abs(float(diversity.cross_cosine(*diversity.count_sketch(torch.stack([u, v]), 2, seed).split(1)))
+                     - exact) > tolerance for seed in range(20))
+    assert misses >= 10
+
+
+def test_count_sketch_is_the_same_for_the_same_seed_and_linear(generator):
+    x = torch.randn(3, 500, generator=generator, dtype=torch.float64)
+    torch.testing.assert_close(diversity.count_sketch(x, 32, 7), diversity.count_sketch(x, 32, 7), rtol=0, atol=0)
+    torch.testing.assert_close(diversity.count_sketch(2 * x[:1] - x[1:2], 32, 7),
+                               2 * diversity.count_sketch(x[:1], 32, 7) - diversity.count_sketch(x[1:2], 32, 7))
+
+
+def test_cross_disagreement_is_visible_arithmetic():
+    a = torch.tensor([[0, 1, 2, 3], [0, 1, 2, 0]])
+    b = torch.tensor([[0, 1, 2, 3], [1, 1, 1, 1]])
+    expected = torch.tensor([[0.0, 0.75], [0.25, 0.75]], dtype=torch.float64)
+    torch.testing.assert_close(diversity.cross_disagreement(a, b), expected)
+
+
+@pytest.mark.parametrize("method, de_mode", [("single", "vectorised"), ("batchensemble", "vectorised"),
+                                             ("deep-ensemble", "vectorised"), ("deep-ensemble", "sequential"),
+                                             ("mc-dropout", "vectorised")])
+def test_last_stage_features_are_the_penultimate_features(method, de_mode, generator):
+    """The ResNet's penultimate features are the pooled output of its last stage, so ``member_stage_features``'s
+    stage4 must equal ``member_features`` for every method (float64: equal to rounding, 1e-10)."""
+    torch.manual_seed(0)
+    config = Config(arch="resnet18", width_mult=1 / 16, method=method, de_mode=de_mode, dropout=0.1, members=3,
+                    mc_samples=3)
+    model = build_model(config.model_spec()).double().eval()
+    images = torch.randn(5, 1, 28, 28, generator=generator, dtype=torch.float64)
+    stages = diversity.member_stage_features(model, images, 2, torch.device("cpu"))
+    assert list(stages) == ["stage1", "stage2", "stage3", "stage4"]
+    with torch.no_grad():
+        torch.testing.assert_close(stages["stage4"].double(), model.member_features(images), rtol=1e-10, atol=1e-10)
+    assert stages["stage1"].shape == (model.members, 5, 4)

@@ -1,5 +1,5 @@
 """The study report: every number comes from the saved results (change a result file, the report changes), the
-reference numbers sit beside ours, one paragraph per open question of PAPER.md, booktabs LaTeX tables."""
+reference numbers sit beside ours, one paragraph per open question (docs/paper.md §3), booktabs LaTeX tables."""
 from __future__ import annotations
 
 import json
@@ -54,14 +54,14 @@ def test_report_numbers_are_generated_from_the_result_files(tmp_path):
 
 
 def test_reference_numbers_sit_beside_ours(tmp_path):
-    """The reference table row of BE rank 1 test accuracy shows our mean ± std and PAPER.md's 0.972."""
+    """The reference table row of BE rank 1 test accuracy shows our mean ± std beside 0.972 (docs/paper.md §4)."""
     fake_study(tmp_path)
     rows = report.reference_table(report.load_summary(tmp_path))[1]
     assert ["be-r1", "test/ensemble/accuracy", "0.8500 ± 0.0707", "2", "0.972"] in rows
 
 
 def test_one_paragraph_per_open_question(tmp_path):
-    """Each of PAPER.md's six open questions gets its own paragraph, with generated numbers where evidence exists."""
+    """Each open question of docs/paper.md §3 gets its own paragraph, with generated numbers where evidence exists."""
     fake_study(tmp_path)
     text = report.write_report(tmp_path).read_text()
     for question, _ in report.OPEN_QUESTIONS:

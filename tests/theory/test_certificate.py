@@ -112,7 +112,7 @@ def test_symmetry_tangents_are_verified_kernel_vectors(spec):
 def test_float_rank_tolerance_bracketed_from_both_sides():
     """Float SVD rank of J at a float point: tolerances just inside σ_ρ and σ_{ρ+1} give ρ; just outside change it.
 
-    Brackets are ±1% of the singular value itself; the gap σ_ρ/σ_{ρ+1} (observed ≥ 1e10 in THEORY.md) is ≥ 1e8 here.
+    Brackets are ±1% of the singular value itself; the gap σ_ρ/σ_{ρ+1} (≥ 1e10 seen, docs/theory.md §6) is ≥ 1e8 here.
     """
     spec = BatchEnsembleSpec((4, 5), 3, 2)
     diagnostic = ct.float_jacobian_rank(spec, seed=2)

@@ -61,7 +61,7 @@ def test_conv_rank1_codim_of_every_variant():
 
 
 def test_conv_rank_r_dim_formula():
-    """Rank-r channel-wise and flattened conv match the THEORY.md §3 formula, c ≤ 3, hw ∈ {1, 4}, k ≤ 3."""
+    """Rank-r channel-wise and flattened conv match the docs/theory.md §4 formula, c ≤ 3, hw ∈ {1, 4}, k ≤ 3."""
     _certified(cd.check_conv_rank_r(3, (1, 4), 3))
 
 
@@ -72,7 +72,7 @@ def test_resnet18_layers_rank1_codim():
 
 
 def test_network_totals_certified_and_match_theory():
-    """MLP 784-400-400-10 numbers of THEORY.md §4 and certified totals (MLPs, both ResNet-18s)."""
+    """MLP 784-400-400-10 numbers of docs/theory.md §5 and certified totals (MLPs, both ResNet-18s)."""
     _certified(cd.network_totals(False))
 
 

@@ -41,7 +41,7 @@ def test_network_resnet18_cifar_totals_certified(capsys):
 
 
 def test_network_mlp_json(capsys):
-    """MLP widths through the CLI: JSON totals match the accounting of THEORY.md §4."""
+    """MLP widths through the CLI: JSON totals match the accounting of docs/theory.md §5."""
     code, out = _run(["network", "--arch", "mlp", "--widths", "784", "400", "400", "10", "--members", "4", "--json"],
                      capsys)
     totals = json.loads(out.out)["totals"]

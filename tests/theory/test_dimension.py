@@ -1,4 +1,4 @@
-"""Closed-form counts of theory.dimension: THEORY.md formulas on hand-checked shapes and their internal consistency."""
+"""Closed-form counts of theory.dimension: docs/theory.md formulas on hand-checked shapes, internal consistency."""
 from __future__ import annotations
 
 import itertools
@@ -18,7 +18,7 @@ def test_rank1_dense_closed_form_on_512():
 
 
 def test_conv_table_of_theory_section_2():
-    """Each row of the THEORY.md §2 table for c_out=3, c_in=4, 2×2 kernel, k=3."""
+    """Each row of the docs/theory.md §3 table for c_out=3, c_in=4, 2×2 kernel, k=3."""
     c_out, c_in, hw, k = 3, 4, 4, 3
     d = c_out * c_in * hw
     expected = {"channel-wise": (k - 1) * ((c_out - 1) * (c_in - 1) + c_out * c_in * (hw - 1)),

@@ -80,7 +80,7 @@ def test_factor_update_is_the_exact_least_squares_minimiser(generator):
 
 
 def _slow_dense_contrasts(weights: torch.Tensor) -> torch.Tensor:
-    """g_iab of THEORY.md §1 entry by entry (0-indexed reference member and row/column 0)."""
+    """g_iab of docs/theory.md §7 entry by entry (0-indexed reference member and row/column 0)."""
     L = torch.log(weights.abs())
     k, m, n = weights.shape
     out = torch.zeros(k - 1, m - 1, n - 1, dtype=torch.float64)
@@ -93,7 +93,7 @@ def _slow_dense_contrasts(weights: torch.Tensor) -> torch.Tensor:
 
 
 def test_log_contrasts_equal_the_theory_formula_for_dense_layers(generator):
-    """The vectorised contrasts are the (k−1)(m−1)(n−1) values g_iab of THEORY.md §1."""
+    """The vectorised contrasts are the (k−1)(m−1)(n−1) values g_iab of docs/theory.md §7."""
     weights = torch.randn(3, 4, 5, generator=generator, dtype=torch.float64)
     contrasts = log_contrasts(weights)
     assert torch.allclose(contrasts.values, _slow_dense_contrasts(weights).reshape(2, -1), atol=1e-12)

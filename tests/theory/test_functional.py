@@ -1,4 +1,4 @@
-"""Batch functional dimension of single models, Deep Ensembles and BatchEnsembles of MLPs (docs/theory.md)."""
+"""Batch functional dimension of single models, Deep Ensembles and BatchEnsembles of MLPs (docs/theory.md §9)."""
 import itertools
 
 import numpy as np

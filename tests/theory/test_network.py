@@ -1,4 +1,4 @@
-"""Whole-network accounting (theory.network): THEORY.md §4 numbers, roles, conventions and architectures."""
+"""Whole-network accounting (theory.network): docs/theory.md §5 numbers, roles, conventions and architectures."""
 from __future__ import annotations
 
 import pytest
@@ -13,7 +13,7 @@ from theory.network import build_arch, mlp, network_counts, resnet18_cifar
 
 def test_mlp_784_400_400_10_numbers_of_theory():
     """MLP 784-400-400-10, k = 4, per-member biases: DE 1,913,640; BE params 490,416; image 488,013;
-    codim 1,425,627 (THEORY.md §4), all certified."""
+    codim 1,425,627 (docs/theory.md §5), all certified."""
     counts = network_counts(mlp((784, 400, 400, 10)), 4, bias="per-member")
     assert (counts.de_dim, counts.be_params, counts.be_image_dim, counts.codim) == (
         1_913_640, 490_416, 488_013, 1_425_627)
