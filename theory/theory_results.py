@@ -122,6 +122,11 @@ def write_all(out: Path, full: bool, only: list[str] | None = None) -> list[Path
             "tube.json": lambda: tube_results(full), "fdim.json": lambda: fdim_results(full),
             "resnet18_layers.json": resnet18_layers, "tube_plain.json": tube_plain_results,
             "rank_r_search.json": rank_r_search_results, "trained_points.json": trained_points_results}
+    unknown = sorted(set(only or []) - {name.removesuffix(".json") for name in jobs})
+    if unknown:
+        from theory.cli_support import BadInput
+        raise BadInput(f"--only {' '.join(unknown)} is unknown: expected names from "
+                       f"{', '.join(name.removesuffix('.json') for name in jobs)}")
     written = []
     for name, job in jobs.items():
         stem = name.removesuffix(".json")
