@@ -28,7 +28,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
 
 check: $(STAMP)
-	$(PY) -m theory check --json results/theory/claims.json
+	$(PY) -m theory check --out results/theory/claims.json
 
 reproduce: check theory-results study-quick figures report-quick
 
@@ -53,5 +53,7 @@ bench-theory: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
+# Caches and the --tiny smoke results only: results/ holds committed studies and the theory JSON the figures read.
 clean:
-	rm -rf results .pytest_cache .hypothesis
+	rm -rf .pytest_cache .hypothesis results/tiny build $(STAMP)
+	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +

@@ -70,7 +70,7 @@ def markdown(record: dict) -> str:
     lines += ["", f"**Decision:** {record['decision']}.", "",
               "PyTorch's CPU bf16 convolutions use oneDNN only on CPUs with AVX-512 (BF16) or AMX units; elsewhere "
               "(`aten::_slow_conv2d_*` above) they run on a reference kernel. On a GPU or an AMX CPU, run "
-              "`python -m empirics study resnet18-parity` first: it writes `parity.md` here.", ""]
+              "`python -m empirics study resnet18-parity` first: its report holds the parity table.", ""]
     return "\n".join(lines)
 
 

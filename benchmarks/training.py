@@ -110,9 +110,9 @@ GROUPS: dict[str, Group] = {
     # bf16 autocast + channels-last vs fp32 (empirics.precision); sized for CPUs without bf16 units too, where bf16
     # convolutions run on PyTorch's slow reference kernel (about 10x slower than fp32)
     "bf16-w0.25": Group("resnet18", (1, 28, 28), 8, 32, BF16, BF16_EVAL, width_mult=0.25, repeats=5, warmup=1,
-                        gflops=True, ratios=BF16_RATIOS, timeout_s=1200),
+                        gflops=True, ratios=BF16_RATIOS, timeout_s=3600),
     "bf16-w1": Group("resnet18", (1, 28, 28), 2, 4, BF16, BF16_EVAL, width_mult=1.0, repeats=5, warmup=1,
-                     gflops=True, ratios=BF16_RATIOS, timeout_s=1800),
+                     gflops=True, ratios=BF16_RATIOS, timeout_s=3600),
     # the MLP, whose step is dominated by per-op overhead (what compiling removes); compiling ResNet-18's backward
     # takes minutes on this CPU, beyond the make-bench budget
     "compile": Group("mlp", (1, 28, 28), 32, 512, (PLAIN, BE, *COMPILED), (), repeats=15, warmup=3,

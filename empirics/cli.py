@@ -2,8 +2,10 @@
 ``SUBCOMMAND_MODULES``, each exposing ``register(subparsers)`` that adds a parser with ``set_defaults(handler=fn)``,
 ``fn(args) -> int`` the exit code (as ``theory.cli``).
 
-    python -m empirics train --config FILE.toml --set key=value [key=value ...] [--run-dir DIR] [--resume]
+    python -m empirics train --config FILE.toml --set key=value [key=value ...] [--run-dir DIR]
+    python -m empirics train --run-dir DIR --resume      (the run's own config.json; --set may change execution keys)
     python -m empirics evaluate RUN_DIR
+    python -m empirics diagnose PATH [PATH ...] [--members K] [--dataset NAME|FILE]   (empirics.diagnose)
 """
 from __future__ import annotations
 
@@ -12,13 +14,13 @@ import time
 from pathlib import Path
 
 from empirics.config import field_names, load_config
-from empirics.evaluate import CONFIG_FILE, evaluate_run
-from empirics.train import train
+from empirics.evaluate import CONFIG_FILE, evaluate_run, read_config
+from empirics.train import require_resumable_folder, train
 from theory.cli_support import BadInput, OneLineParser, add_subcommands, dispatch, run_cli
 
-SUBCOMMAND_MODULES: list[str] = ["empirics.study", "empirics.report"]
+SUBCOMMAND_MODULES: list[str] = ["empirics.study", "empirics.report", "empirics.diagnose"]
 RUNS_DIR = Path("results") / "runs"
-SUMMARY_KEYS = ("accuracy", "nll", "ece")
+SUMMARY_KEYS = ("accuracy", "rmse", "nll", "ece", "coverage_90")  # those a run has (classification or regression)
 
 
 def default_run_dir(config) -> Path:
@@ -38,9 +40,11 @@ def run_train(args: argparse.Namespace) -> int:
         overrides.append(f"data_root={args.data_root}")
     if args.download:
         overrides.append("download=true")
-    config = load_config(args.config, overrides)
     if args.resume and args.run_dir is None:
         raise BadInput("--resume needs --run-dir: the run directory to continue")
+    # --resume continues the run's own config.json; --config / --set may only change execution keys (train checks).
+    stored = _resumed_config(args.run_dir) if args.resume else None
+    config = load_config(args.config, overrides, base=stored)
     run_dir = args.run_dir or default_run_dir(config)
     if not args.resume and run_dir.is_dir() and (run_dir / CONFIG_FILE).exists():
         raise BadInput(f"run directory {run_dir} already holds a run: pass --resume to continue it or choose "
@@ -49,6 +53,12 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"run directory: {run_dir}")
     print(_summary(results, ("test",)))
     return 0
+
+
+def _resumed_config(run_dir: Path):
+    """The config a run in ``run_dir`` was started with (``BadInput`` when there is no such run)."""
+    require_resumable_folder(run_dir)
+    return read_config(run_dir)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -66,7 +76,8 @@ def build_parser() -> OneLineParser:
     train_parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                               help=f"override config keys (repeatable); keys: {', '.join(field_names())}")
     train_parser.add_argument("--run-dir", type=Path, help=f"run directory (default {RUNS_DIR}/<dataset>-<arch>-...)")
-    train_parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its checkpoint")
+    train_parser.add_argument("--resume", action="store_true",
+                              help="continue the run in --run-dir from its checkpoint, with its config.json")
     train_parser.add_argument("--data-root", help="data folder (default $EGEO_DATA_ROOT, else the user cache)")
     train_parser.add_argument("--download", action="store_true", help="download missing datasets via torchvision")
     train_parser.set_defaults(handler=run_train)

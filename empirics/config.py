@@ -18,8 +18,10 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+from empirics.attention import BE_SCOPES, LAYERNORMS, POOLINGS
 from empirics.corruptions import CORRUPTIONS, SEVERITIES
-from empirics.data import DATASETS, input_shape, num_classes, ood_dataset_for
+from empirics.data import CIFAR10_C_FAMILIES, DATASETS, input_shape, num_classes, ood_dataset_for, task_of
+from empirics.regression import REGRESSION_DATASETS
 from empirics.layers import BIASES, INITS
 from empirics.precision import PRECISIONS
 from empirics.models import (ACTIVATIONS, ARCHS, BATCHNORMS, DE_MODES, METHODS, SHORTCUTS, LayerFactory,
@@ -39,7 +41,8 @@ def _choice(choices: Iterable[str], unit: str = "") -> dict[str, Any]:
 @dataclass(frozen=True)
 class Config:
     # ---- data -------------------------------------------------------------------------------------------------------
-    dataset: str = field(default="mnist", metadata=_choice(DATASETS))
+    dataset: str = field(default="mnist", metadata=_choice((*DATASETS, *REGRESSION_DATASETS),
+                                                           "image classification, or regression (Gaussian head)"))
     ood_dataset: str = field(default="", metadata={"unit": "'' = the dataset's OOD pair (mnist↔fashion-mnist, "
                                                            "cifar10→svhn)", "choices": ("", *DATASETS)})
     data_root: str = field(default="", metadata={"unit": "'' = --data-root, else $EGEO_DATA_ROOT, else the cache"})
@@ -53,6 +56,15 @@ class Config:
     widths: tuple[int, ...] = field(default=(64, 32, 16), metadata={"unit": "MLP hidden widths"})
     activation: str = field(default="relu", metadata=_choice(ACTIVATIONS, "MLP"))
     width_mult: float = field(default=1.0, metadata={"unit": "ResNet-18 base width = 64 · width_mult"})
+    patch_size: int = field(default=7, metadata={"unit": "ViT patch side p, pixels (divides the image side)"})
+    vit_width: int = field(default=64, metadata={"unit": "ViT token width d (a multiple of heads)"})
+    depth: int = field(default=4, metadata={"unit": "ViT transformer blocks"})
+    heads: int = field(default=4, metadata={"unit": "ViT attention heads per block"})
+    mlp_ratio: int = field(default=2, metadata={"unit": "ViT MLP hidden width = mlp_ratio · vit_width"})
+    pooling: str = field(default="cls", metadata=_choice(POOLINGS, "ViT features: class token or mean over tokens"))
+    be_scope: str = field(default="all", metadata=_choice(BE_SCOPES, "ViT layers made BE: 'all', or 'mlp' (attention "
+                                                                       "projections plain and shared)"))
+    layernorm: str = field(default="shared", metadata=_choice(LAYERNORMS, "BE ViT LayerNorm scale and shift"))
     # ---- method -----------------------------------------------------------------------------------------------------
     method: str = field(default="batchensemble", metadata=_choice(METHODS))
     members: int = field(default=4, metadata={"unit": "k, ensemble members (BE, DE)"})
@@ -88,7 +100,8 @@ class Config:
     grad_clip: float = field(default=0.0, metadata={"unit": "max global gradient L2 norm; 0 = off"})
     seed: int = field(default=0, metadata={"unit": "seeds init, split, shuffling, dropout, corruptions"})
     # ---- evaluation and execution -----------------------------------------------------------------------------------
-    shift_families: tuple[str, ...] = field(default=(), metadata={"unit": "corruption families; () = all"})
+    shift_families: tuple[str, ...] = field(default=(), metadata={"unit": "corruption families; () = all (CIFAR-10: "
+                                                                   "the CIFAR-10-C files present, else generated)"})
     shift_severity: int = field(default=3, metadata={"unit": "corruption severity 1..5"})
     num_workers: int = field(default=0, metadata={"unit": "DataLoader worker processes"})
     threads: int = field(default=0, metadata={"unit": "torch CPU threads; 0 = PyTorch's default (on a loaded "
@@ -142,6 +155,11 @@ class Config:
         if not self.widths or any(width < 1 for width in self.widths):
             raise BadInput(f"widths={list(self.widths)} is not valid: expected one or more integers >= 1")
         _in_range("width_mult", self.width_mult, 0, None, low_open=True)
+        for name in ("patch_size", "vit_width", "depth", "heads", "mlp_ratio"):
+            _positive_int(name, getattr(self, name))
+        if self.vit_width % self.heads:
+            raise BadInput(f"vit_width={self.vit_width} is not a multiple of heads={self.heads}: expected heads to "
+                           f"divide the token width")
         _in_range("lr", self.lr, 0, None, low_open=True)
         _in_range("momentum", self.momentum, 0, 1, high_open=True)
         _in_range("weight_decay", self.weight_decay, 0, None)
@@ -158,15 +176,28 @@ class Config:
         _in_range("grad_clip", self.grad_clip, 0, None)
         _in_range("seed", self.seed, 0, None)
         for family in self.shift_families:
-            if family not in CORRUPTIONS:
-                raise BadInput(f"shift_families contains {family!r}: expected families from {', '.join(CORRUPTIONS)}")
+            if family not in CORRUPTIONS and not (self.dataset == "cifar10" and family in CIFAR10_C_FAMILIES):
+                raise BadInput(f"shift_families contains {family!r}: expected families from {', '.join(CORRUPTIONS)}"
+                               + (f" or the CIFAR-10-C release's {', '.join(CIFAR10_C_FAMILIES)}"
+                                  if self.dataset == "cifar10" else ""))
         if self.shift_severity not in SEVERITIES:
             raise BadInput(f"shift_severity={self.shift_severity} is out of range: expected one of "
                            f"{', '.join(map(str, SEVERITIES))}")
+        if self.task == "regression" and self.arch != "mlp":
+            raise BadInput(f"arch={self.arch!r} is not valid for the regression data set {self.dataset!r}: expected "
+                           f"'mlp' (inputs are feature vectors)")
+        if self.task == "regression" and self.ood_dataset:
+            raise BadInput(f"ood_dataset={self.ood_dataset!r} is not valid for regression: expected '' (the shift "
+                           f"split is the out-of-distribution probe)")
         _in_range("num_workers", self.num_workers, 0, None)
         _in_range("threads", self.threads, 0, None)
 
     # ------------------------------------------------------------------------------------------------------------------
+    @property
+    def task(self) -> str:
+        """``classification`` or ``regression``: decided by the data set (``data.task_of``)."""
+        return task_of(self.dataset)
+
     @property
     def ood_name(self) -> str:
         return self.ood_dataset or ood_dataset_for(self.dataset)
@@ -177,7 +208,9 @@ class Config:
                                batchnorm=self.batchnorm, dropout=self.dropout)
         return ModelSpec(arch=self.arch, in_shape=input_shape(self.dataset), num_classes=num_classes(self.dataset),
                          widths=self.widths, activation=self.activation, width_mult=self.width_mult,
-                         shortcut=self.shortcut, method=self.method, members=self.members,
+                         shortcut=self.shortcut, patch_size=self.patch_size, vit_width=self.vit_width,
+                         depth=self.depth, heads=self.heads, mlp_ratio=self.mlp_ratio, pooling=self.pooling,
+                         be_scope=self.be_scope, layernorm=self.layernorm, method=self.method, members=self.members,
                          mc_samples=self.mc_samples, de_mode=self.de_mode, precision=self.precision,
                          factory=factory)
 
@@ -262,17 +295,30 @@ def _in_range(name: str, value: float, low: float, high: float | None, low_open:
         raise BadInput(f"{name}={value} is out of range: expected a value in {left}{low}, {upper}")
 
 
-def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
-    """Defaults, then the TOML file (top-level keys or a ``[config]`` table), then ``key=value`` overrides."""
-    values: dict[str, Any] = {}
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), base: Config | None = None) -> Config:
+    """``base`` (default: the defaults), then the TOML file (top-level keys or a ``[config]`` table, not both), then
+    ``key=value`` overrides."""
+    values: dict[str, Any] = base.to_dict() if base is not None else {}
     if path is not None:
-        path = Path(path)
-        try:
-            with open(path, "rb") as handle:
-                values = tomllib.load(handle)
-        except FileNotFoundError:
-            raise BadInput(f"config file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as error:
-            raise BadInput(f"config file {path} is not valid TOML: {error}") from None
-        values = values.get("config", values)
+        values.update(read_config_file(Path(path)))
     return Config.from_dict(values).with_overrides(overrides)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The keys of a TOML config file: its top-level keys, or its ``[config]`` table. A file with both, or with any
+    other table, is refused (a key would otherwise be silently ignored); the keys themselves are checked by
+    ``Config.from_dict``."""
+    try:
+        with open(path, "rb") as handle:
+            values = tomllib.load(handle)
+    except FileNotFoundError:
+        raise BadInput(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as error:
+        raise BadInput(f"config file {path} is not valid TOML: {error}") from None
+    if "config" not in values:
+        return values
+    others = sorted(set(values) - {"config"})
+    if others:
+        raise BadInput(f"config file {path} has a [config] table and also {', '.join(others)} outside it: put every "
+                       f"key in [config] or every key at the top level (valid keys: {', '.join(field_names())})")
+    return values["config"]

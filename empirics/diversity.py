@@ -40,13 +40,13 @@ import numpy as np
 import torch
 from scipy import stats
 
-from empirics import data, metrics
+from empirics import data, metrics, regression, tasks
 from empirics.config import Config
 from empirics.evaluate import apply_execution_settings, data_root, load_run, predict_member_probs
 from empirics.models import DeepEnsembleModel, build_model, member_weight_tuples
 from theory.batchensemble import DENSE_VARIANTS, BatchEnsembleSpec
 from theory.cli_support import BadInput
-from theory.network import network_counts
+from theory.network import attention_roles, network_counts
 from theory.records import atomic_write_bytes, atomic_write_json, provenance
 from theory.distance import DEFAULT_MAX_ITER, distance_by_rank
 
@@ -185,8 +185,17 @@ def reachable_fraction(config: Config) -> float | None:
     counts = network_counts(plain, config.members, rank=FULL_RANK if config.rank == "full" else config.rank,
                             variant=config.variant, bias="shared" if config.bias == "shared" else "per-member",
                             norm=config.batchnorm, shortcuts="shared" if config.shortcut == "plain" else "perturbed",
-                            certify_route="none")
+                            certify_route="none", **transformer_counting(config, plain))
     return counts.fraction_reached
+
+
+def transformer_counting(config: Config, plain) -> dict[str, Any]:
+    """The ``network_counts`` options of a ViT run: attention projections shared under ``be_scope="mlp"``, its
+    LayerNorm sharing, class token and position embedding shared by the members; nothing for other architectures."""
+    if config.arch != "vit":
+        return {}
+    roles = attention_roles(plain) if config.be_scope == "mlp" else {}
+    return {"roles": roles, "layernorm": config.layernorm, "embeddings": "shared"}
 
 
 def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -256,11 +265,14 @@ FUNCTION_DIVERSITY = (
     ("mutual information (OOD)", "ood/mutual_information", lambda v: v),
     ("disagreement (test)", "test/disagreement", lambda v: v),
     ("1 − feature CKA (test)", "features/test/mean_cka", lambda v: 1.0 - v),
+    ("epistemic variance (test)", "test/epistemic_variance", lambda v: v),
+    ("epistemic variance (shift)", "shift/epistemic_variance", lambda v: v),
 )
 
 LINK_WITHOUT_MCD = "link_without_mc_dropout"  # summary key of the link over the studies' ensembles other than MCD
 WITHOUT_MCD_REASON = "its members are dropout masks of one weight set, drawn at test time"
 HEADLINE_LINK = ("weights/network/mean_relative_distance", "shift/mutual_information")
+REGRESSION_HEADLINE_LINK = ("weights/network/mean_relative_distance", "shift/epistemic_variance")
 RANK1_LINK = ("distance/network/rank1/relative_residual", "shift/mutual_information")  # the paper's open question
 
 
@@ -268,18 +280,25 @@ def link_analysis(points: Sequence[Mapping[str, float]], seed: int = 0) -> dict:
     """Spearman ρ (bootstrap CI) for every (parameter-space, function-space) diversity pair across runs × seeds.
 
     ``points`` are the flat metrics of each finished run; runs without a measure (k = 1) are left out of its pairs.
-    The headline pair is ``HEADLINE_LINK``: weight relative distance vs mutual information under shift.
+    The headline pair is ``HEADLINE_LINK``: weight relative distance vs mutual information under shift (for a
+    regression study, ``REGRESSION_HEADLINE_LINK``: vs the epistemic variance under shift). Function-space measures
+    that no run has are left out (classification runs have no epistemic variance, regression runs no mutual
+    information).
     """
+    regression_only = any(REGRESSION_HEADLINE_LINK[1] in point for point in points) and not any(
+        HEADLINE_LINK[1] in point for point in points)
+    wanted = REGRESSION_HEADLINE_LINK if regression_only else HEADLINE_LINK
     pairs = []
     for p_label, p_key, p_map in PARAMETER_DIVERSITY:
         for f_label, f_key, f_map in FUNCTION_DIVERSITY:
+            if f_key != wanted[1] and not any(f_key in point for point in points):
+                continue  # a measure no run has (the other task's: mutual information vs epistemic variance)
             usable = [point for point in points if p_key in point and f_key in point]
             x = [p_map(point[p_key]) for point in usable]
             y = [f_map(point[f_key]) for point in usable]
             pairs.append({"parameter": p_label, "parameter_key": p_key, "function": f_label, "function_key": f_key,
                           **spearman_with_ci(x, y, seed=seed)})
-    headline = next(pair for pair in pairs if pair["parameter_key"] == HEADLINE_LINK[0]
-                    and pair["function_key"] == HEADLINE_LINK[1])
+    headline = next(pair for pair in pairs if (pair["parameter_key"], pair["function_key"]) == wanted)
     return {"method": "Spearman rank correlation, paired percentile bootstrap (2000 resamples, 95% CI)",
             "headline": headline, "pairs": pairs}
 
@@ -412,6 +431,32 @@ def load_sketch(run_dir: Path) -> tuple[torch.Tensor, torch.Tensor] | None:
         return torch.from_numpy(stored["weights"]), torch.from_numpy(stored["test_predictions"])
 
 
+def _regression_function_space(config: Config, model, device: torch.device, samples: int) -> tuple[dict, dict]:
+    """Regression: the CKA matrix of penultimate features and the ensemble's coverage curve on ``samples`` seeded
+    inputs of the test and shift sets, and for a data set with a grid (the 1-D toy) every member's predictive mean and
+    variance on it (the figure of predictive bands). The metrics on the full sets are ``evaluate_run``'s."""
+    task = tasks.REGRESSION
+    torch.manual_seed(config.seed)  # MC Dropout's test-time masks, as in evaluate_run
+    curves: dict[str, Any] = {"coverage": {}}
+    matrices, scalars = {}, {}
+    for split in ("test", "shift"):
+        inputs, targets = task.evaluation_set(config, split)
+        chosen = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(config.seed))[:samples]
+        predicted = task.predict(model, inputs[chosen], config.eval_batch_size, device, split)
+        curves["coverage"][split] = regression.coverage_curve(predicted[..., 0], predicted[..., 1], targets[chosen])
+        if predicted.shape[0] >= 2:
+            cka = pairwise_cka(_member_features(model, inputs[chosen], config.eval_batch_size, device))
+            matrices[split] = cka.tolist()
+            scalars[split] = {"mean_cka": mean_off_diagonal(cka)}
+    grid = regression.load(config.dataset).grid
+    if grid is not None:
+        predicted = task.predict(model, grid, config.eval_batch_size, device, "grid")
+        curves["bands"] = {"x": grid[:, 0].tolist(), "member_mean": predicted[..., 0].tolist(),
+                           "member_variance": predicted[..., 1].tolist(),
+                           "truth": regression.toy_function(grid[:, 0]).tolist()}
+    return {"cka": matrices, **curves}, scalars
+
+
 def analyse_run(run_dir: str | Path, distance_ranks: Sequence[int] = (1,), starts: int = 1,
                 max_iter: int = DEFAULT_MAX_ITER, samples: int = FEATURE_SAMPLES) -> dict:
     """Measure the diversity geometry of a trained run and write ``diversity.json`` (atomically) into ``run_dir``.
@@ -433,8 +478,11 @@ def analyse_run(run_dir: str | Path, distance_ranks: Sequence[int] = (1,), start
                               for layer, entry in geometry.items()}
         scalars["distance"] = distance_to_be_sets(weights, sorted(set(distance_ranks)), config.variant,
                                                   starts=starts, max_iter=max_iter, seed=config.seed)
-    function_matrices, scalars["features"], test_probs = _function_space(config, model, device, samples)
-    _write_sketch(run_dir, weights, test_probs)
+    if config.task == "regression":  # no class labels: no sketch of predicted labels (load_sketch gives None)
+        function_matrices, scalars["features"] = _regression_function_space(config, model, device, samples)
+    else:
+        function_matrices, scalars["features"], test_probs = _function_space(config, model, device, samples)
+        _write_sketch(run_dir, weights, test_probs)
     payload = {"provenance": provenance(config.to_dict(), config.seed), "checkpoint_epoch": state["epoch"],
                "distance_fit": {"starts": starts, "max_iter": max_iter}, "function_space_samples": samples,
                "scalars": scalars,

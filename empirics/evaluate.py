@@ -14,21 +14,16 @@ from __future__ import annotations
 
 import io
 import json
-import pickle
-import sys
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
-from empirics import data, metrics
+from empirics import data, metrics, tasks
 from empirics.config import Config
-from empirics.corruptions import CORRUPTIONS
 from empirics.models import EnsembleModel, build_model
 from theory.cli_support import BadInput
-from theory.records import atomic_write_json, provenance
+from theory.records import atomic_write_json, load_torch_file, provenance
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -58,18 +53,7 @@ def data_root(config: Config) -> Path:
 def predict_member_probs(model: EnsembleModel, images: torch.Tensor, batch_size: int, device: torch.device,
                          desc: str = "predict") -> torch.Tensor:
     """softmax(member_logits) in eval mode, in chunks of ``batch_size`` images: (k, N, C) float32 on the CPU."""
-    model.eval()
-    chunks = []
-    with torch.no_grad():
-        for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", leave=False,
-                          disable=not _interactive()):
-            logits = model.member_logits(images[start:start + batch_size].to(device))
-            chunks.append(torch.softmax(logits.float(), dim=-1).cpu())
-    return torch.cat(chunks, dim=1)
-
-
-def _interactive() -> bool:
-    return sys.stderr.isatty()
+    return tasks.CLASSIFICATION.predict(model, images, batch_size, device, desc)
 
 
 def read_config(run_dir: Path) -> Config:
@@ -85,14 +69,10 @@ def read_config(run_dir: Path) -> Config:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """``torch.load`` of a checkpoint; a missing, truncated or corrupted file is a one-line ``BadInput``."""
+    """``torch.load`` of a checkpoint; a missing, empty, truncated or corrupted file is a one-line ``BadInput``."""
     if not path.is_file():
         raise BadInput(f"{path} does not exist: the run has not finished an epoch yet")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as error:
-        raise BadInput(f"{path} is corrupted or truncated ({type(error).__name__}: {str(error).splitlines()[0]}); "
-                       f"delete it to restart the run") from None
+    return load_torch_file(path, str(path), "delete it to restart the run")
 
 
 def checkpoint_bytes(state: dict[str, Any]) -> bytes:
@@ -137,7 +117,7 @@ def shift_metrics(config: Config, model: EnsembleModel, device: torch.device) ->
                                                          config.n_eval)
     probs = predict_member_probs(model, images, config.eval_batch_size, device, "shift")
     out = metrics.member_and_ensemble_metrics(probs, labels, "shift")
-    for position, family in enumerate(families or CORRUPTIONS):
+    for position, family in enumerate(data.resolve_shift_families(config.dataset, data_root(config), families)):
         rows = family_index == position
         out.update(metrics.member_and_ensemble_metrics(probs[:, rows], labels[rows], f"shift/{family}"))
     return out
@@ -157,11 +137,19 @@ def evaluate_run(run_dir: str | Path, data_root_override: str | None = None) -> 
     if data_root_override:
         config = Config.from_dict({**config.to_dict(), "data_root": data_root_override})
     device = apply_execution_settings(config)
-    torch.manual_seed(config.seed)  # MC Dropout's test-time masks
-    results, test_probs = test_metrics(config, model, device)
-    results.update(shift_metrics(config, model, device))
-    results.update(ood_metrics(config, model, device, test_probs))
+    torch.manual_seed(config.seed)  # MC Dropout's test-time masks: the test pass draws as training's final one
+    if config.task == "regression":
+        results = tasks.REGRESSION.evaluate(config, model, device)
+    else:
+        results, test_probs = test_metrics(config, model, device)
+        results.update(shift_metrics(config, model, device))
+        results.update(ood_metrics(config, model, device, test_probs))
+    ood_name = config.ood_name if config.task == "classification" else ""
     atomic_write_json(run_dir / EVAL_FILE, {"provenance": provenance(config.to_dict(), config.seed),
-                                            "checkpoint_epoch": state["epoch"], "ood_dataset": config.ood_name,
-                                            "complete": (run_dir / COMPLETE_MARKER).is_file(), "metrics": results})
+                                            "checkpoint_epoch": state["epoch"], "ood_dataset": ood_name,
+                                            "complete": (run_dir / COMPLETE_MARKER).is_file(),
+                                            "shift_sources": data.shift_sources(
+                                                config.dataset, data_root(config), list(config.shift_families) or None,
+                                                config.shift_severity) if config.task == "classification" else {},
+                                            "metrics": results})
     return results

@@ -1,4 +1,4 @@
-"""MLP and CIFAR-style ResNet-18 built from one layer factory, wrapped behind one ensemble interface.
+"""MLP, CIFAR-style ResNet-18 and a small ViT (``empirics.attention``) built from one layer factory, wrapped behind one ensemble interface.
 
 The same architecture yields every method:
 
@@ -17,6 +17,7 @@ and ``member_weight_tuples(model) -> {layer name: (k, out, in[, h, w])}`` gives 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -25,13 +26,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from empirics.attention import MemberLayerNorm, VisionTransformer
 from empirics.layers import BatchEnsembleConv2d, BatchEnsembleLinear, MemberBatchNorm, make_spec, split_members
 from empirics.precision import PRECISIONS, active_dtype, autocast, convert_layout, to_layout, wants_channels_last
 from theory.batchensemble import DENSE_VARIANTS
 from theory.cli_support import BadInput
 
 METHODS = ("single", "batchensemble", "deep-ensemble", "mc-dropout")
-ARCHS = ("mlp", "resnet18")
+ARCHS = ("mlp", "resnet18", "vit")
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "identity": nn.Identity}
 BATCHNORMS = ("shared", "per-member")
 SHORTCUTS = ("plain", "batchensemble")
@@ -77,8 +79,10 @@ class LayerFactory:
             return self.rank
         return min(self.rank, make_spec(kernel_shape, self.members, "full", variant).max_rank)
 
-    def linear(self, in_features: int, out_features: int) -> nn.Module:
-        if not self.ensembled:
+    def linear(self, in_features: int, out_features: int, ensembled: bool = True) -> nn.Module:
+        """A dense layer with bias; ``ensembled=False`` gives a plain one shared by members (BE ViT attention with
+        ``be_scope="mlp"``)."""
+        if not (self.ensembled and ensembled):
             return nn.Linear(in_features, out_features)
         variant = self.variant if self.variant in DENSE_VARIANTS else "channel-wise"
         rank = self.layer_rank((out_features, in_features), variant)
@@ -98,6 +102,13 @@ class LayerFactory:
         if self.ensembled and self.batchnorm == "per-member":
             return MemberBatchNorm(num_features, self.members)
         return nn.BatchNorm2d(num_features) if spatial else nn.BatchNorm1d(num_features)
+
+    def layernorm(self, features: int, sharing: str = "shared") -> nn.Module:
+        """LayerNorm over the last dimension: one shared by the members, or (BE, ``sharing="per-member"``) a scale and
+        shift per member (``empirics.attention.MemberLayerNorm``)."""
+        if self.ensembled and sharing == "per-member":
+            return MemberLayerNorm(features, self.members)
+        return nn.LayerNorm(features)
 
     def dropout_layer(self) -> nn.Module:
         return AlwaysOnDropout(self.dropout) if self.method == "mc-dropout" else nn.Dropout(self.dropout)
@@ -366,6 +377,14 @@ class ModelSpec:
     activation: str = "relu"
     width_mult: float = 1.0
     shortcut: str = "plain"
+    patch_size: int = 7
+    vit_width: int = 64
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: int = 2
+    pooling: str = "cls"
+    be_scope: str = "all"
+    layernorm: str = "shared"
     method: str = "single"
     members: int = 4
     mc_samples: int = 4
@@ -376,8 +395,10 @@ class ModelSpec:
 
 def build_net(spec: ModelSpec, factory: LayerFactory) -> nn.Module:
     if spec.arch == "mlp":
-        return MLP(factory, spec.in_shape[0] * spec.in_shape[1] * spec.in_shape[2], spec.widths, spec.num_classes,
-                   spec.activation)
+        return MLP(factory, math.prod(spec.in_shape), spec.widths, spec.num_classes, spec.activation)
+    if spec.arch == "vit":
+        return VisionTransformer(factory, spec.in_shape, spec.num_classes, spec.patch_size, spec.vit_width, spec.depth,
+                                 spec.heads, spec.mlp_ratio, spec.pooling, spec.be_scope, spec.layernorm)
     return ResNet18(factory, spec.in_shape[0], spec.num_classes, spec.width_mult, spec.shortcut)
 
 
@@ -417,20 +438,41 @@ def _check_rank_used(model: BatchEnsembleModel, rank: int | str) -> None:
                        f"(the largest layer's max rank) or 'full'")
 
 
+KERNEL_KINDS = (nn.Linear, nn.Conv2d, BatchEnsembleLinear, BatchEnsembleConv2d)
+PARAMETER_KINDS = (*KERNEL_KINDS, nn.BatchNorm1d, nn.BatchNorm2d, MemberBatchNorm)
+
+
 def _kernel_layers(net: nn.Module) -> dict[str, nn.Module]:
-    kinds = (nn.Linear, nn.Conv2d, BatchEnsembleLinear, BatchEnsembleConv2d)
-    return {name: module for name, module in net.named_modules() if isinstance(module, kinds)}
+    """Every kernel layer of one of this project's nets; a module with parameters of any other type (a foreign layer
+    such as torch-uncertainty's ``BatchConv2d``, whose plain ``conv`` child holds only the slow weight) is a
+    ``BadInput`` naming it, so no member tuple is made from a weight that is not the members' own."""
+    for name, module in net.named_modules():
+        owner = name.rpartition(".")[0]
+        if name and isinstance(net.get_submodule(owner), (BatchEnsembleLinear, BatchEnsembleConv2d, MemberBatchNorm)):
+            continue  # the fast-factor list of a BE layer, the k·C norm of a per-member BatchNorm
+        if isinstance(module, PARAMETER_KINDS):
+            continue
+        if any(True for _ in module.parameters(recurse=False)):
+            raise BadInput(f"layer {name!r} of type {type(module).__name__} is not one of this project's layers "
+                           f"({', '.join(kind.__name__ for kind in PARAMETER_KINDS)}): its member weights are "
+                           "unknown here (empirics.diagnose reads torch-uncertainty and TabM layers)")
+    return {name: module for name, module in net.named_modules() if isinstance(module, KERNEL_KINDS)}
 
 
 def member_weight_tuples(model: EnsembleModel, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """{layer name: (k, out, in[, h, w])} — each layer's per-member kernel, detached.
 
-    BE: ``effective_weights()`` (layers shared by members, such as plain shortcuts, repeated k times); DE: the
+    BE: ``effective_weights()`` (layers shared by members, such as plain shortcuts, repeated k times: one kernel that
+    every member applies); a model that is not one of this module's, or holds a layer of a foreign type, is a
+    ``BadInput`` (never the slow weight repeated as if it were the members'); DE: the
     members' stacked kernels; single: k = 1. MC Dropout: Gal & Ghahramani's reading of dropout as Bernoulli masks on
     the input columns of the next kernel: member i's kernel is ``W ∘ z_i / (1 - p)`` with z_i ~ Bernoulli(1 - p) per
     input channel (drawn from ``generator``), for every layer whose input passes through dropout; the actual forward
     draws a fresh mask per example, so these are k samples of the weight distribution, not the test-time passes.
     """
+    if not isinstance(model, (SingleModel, BatchEnsembleModel, MCDropoutModel, DeepEnsembleModel)):
+        raise BadInput(f"model of type {type(model).__name__} is not one of this project's ensemble models: "
+                       "member_weight_tuples reads only those (empirics.diagnose reads foreign ensembles)")
     with torch.no_grad():
         if isinstance(model, DeepEnsembleModel):
             if model.mode == "sequential":

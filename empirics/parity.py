@@ -3,15 +3,15 @@
 For each pair and metric (test accuracy, NLL, ECE, mutual information) the mean over seeds in each precision, their
 difference Δ = mean_bf16 − mean_fp32 and the seed-to-seed spread s = max(std_fp32, std_bf16) (sample standard
 deviations over the pair's seeds). A pair is *within the seed spread* when |Δ| ≤ s for every metric; a study may use
-bf16 only if every pair is (preset ``resnet18-parity``; docs/design.md §Precision). Written as ``parity.json`` and
-``parity.md`` beside the study's ``summary.json``.
+bf16 only if every pair is (preset ``resnet18-parity``). Written as ``parity.json`` beside the study's
+``summary.json``; the study report shows the table (``empirics.report``).
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Mapping
 
-from theory.records import atomic_write_json, atomic_write_text, provenance
+from theory.records import atomic_write_json, provenance
 
 PARITY_METRICS = (("test accuracy", "test/ensemble/accuracy"), ("test NLL", "test/ensemble/nll"),
                   ("test ECE", "test/ensemble/ece"), ("test MI", "test/mutual_information"))
@@ -54,11 +54,10 @@ def parity_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def write_parity(out: Path, summary: Mapping[str, Any]) -> bool:
-    """``parity.json`` and ``parity.md`` in ``out`` when the study has precision pairs; whether it wrote them."""
+    """``parity.json`` in ``out`` when the study has precision pairs; whether it wrote it."""
     rows = parity_rows(summary)
     if not rows:
         return False
     atomic_write_json(Path(out) / "parity.json", {"rows": rows, "within_spread": all(r["within_spread"] for r in rows),
                                                   "provenance": provenance({"preset": summary.get("preset")})})
-    atomic_write_text(Path(out) / "parity.md", parity_markdown(rows))
     return True

@@ -15,7 +15,7 @@ the BatchEnsemble layers' own hand-written forward and backward (``empirics.laye
 autocast dtype before the autograd function runs, so the scalings, the shared convolutions and their backward all
 run in bf16), and the Deep Ensemble's stacked member weights (``DeepEnsembleModel``). Convolutional models use the
 channels-last layout, which oneDNN's bf16 convolutions need to be fast (measured: bf16 in NCHW made the plain
-ResNet-18 width-1.0 step several times slower than fp32). See docs/design.md §Precision.
+ResNet-18 width-1.0 step several times slower than fp32). See docs/design.md §10.
 """
 from __future__ import annotations
 

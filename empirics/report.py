@@ -15,7 +15,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from empirics import paper_claims
+from empirics import paper_claims, parity
+from empirics.data import task_of
 from empirics.diversity import LINK_WITHOUT_MCD, RANK1_LINK, WITHOUT_MCD_REASON
 from empirics.layers import output_factor_spread, rank_one_moments
 from theory.cli_support import BadInput
@@ -43,6 +44,17 @@ DIVERSITY_COLUMNS = [("weight cosine", "weights/network/mean_cosine"),
                      ("relative distance", "weights/network/mean_relative_distance"),
                      ("dist. to rank-1 BE (rel.)", "distance/network/rank1/relative_residual"),
                      ("reachable fraction (theory)", "theory/reachable_fraction")]
+REGRESSION_SPLIT_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    split: [("RMSE", f"{split}/ensemble/rmse"), ("NLL", f"{split}/ensemble/nll"),
+            ("coverage 90%", f"{split}/ensemble/coverage_90"),
+            ("interval cal. error", f"{split}/ensemble/interval_calibration_error"),
+            ("aleatoric", f"{split}/aleatoric_variance"), ("epistemic", f"{split}/epistemic_variance"),
+            ("epistemic fraction", f"{split}/epistemic_fraction"), ("feature CKA", f"features/{split}/mean_cka")]
+    for split in ("test", "shift")
+}
+REGRESSION_SPLIT_TITLES = {"test": "test set (Gaussian heads; diamonds: standardised log price, toy-gap: raw y)",
+                           "shift": "shifted split (toy: the gap; diamonds: carat above its 80% quantile)"}
+SHIFT_EPISTEMIC = "shift/epistemic_variance"
 SHIFT_MI = "shift/mutual_information"
 WEIGHT_COSINE = "weights/network/mean_cosine"
 REACHABLE = "theory/reachable_fraction"
@@ -86,7 +98,8 @@ def runs_where(summary: dict, **fields: Any) -> list[str]:
             if all(run["fields"].get(key, DEFAULTS.get(key)) == value for key, value in fields.items())]
 
 
-DEFAULTS = {"rank": 1, "init": "normal", "init_std": 0.5, "variant": "channel-wise", "arch": "mlp"}
+DEFAULTS = {"rank": 1, "init": "normal", "init_std": 0.5, "variant": "channel-wise", "arch": "mlp",
+            "dataset": "mnist", "be_scope": "all", "sign_prob": 0.5}
 
 
 # ---------------------------------------------------------------- tables
@@ -106,8 +119,22 @@ def latex_table(header: list[str], rows: list[list[str]], caption: str) -> str:
                       r"\end{tabular}", r"\end{table}"])
 
 
+def is_regression(summary: dict) -> bool:
+    """A study of regression data sets (``empirics.data.task_of``): its tables and questions use the regression
+    metrics of ``empirics.regression``."""
+    return any(task_of(run["fields"].get("dataset", DEFAULTS["dataset"])) == "regression"
+               for run in summary["runs"].values())
+
+
+def split_sections(summary: dict) -> tuple[dict[str, list[tuple[str, str]]], dict[str, str]]:
+    """(columns per split, titles per split) for the study's task."""
+    if is_regression(summary):
+        return REGRESSION_SPLIT_COLUMNS, REGRESSION_SPLIT_TITLES
+    return SPLIT_COLUMNS, SPLIT_TITLES
+
+
 def split_table(summary: dict, split: str) -> tuple[list[str], list[list[str]]]:
-    columns = SPLIT_COLUMNS[split]
+    columns = split_sections(summary)[0][split]
     return ["run"] + [label for label, _ in columns], [[run] + [cell(summary, run, key) for _, key in columns]
                                                        for run in summary["runs"]]
 
@@ -146,6 +173,10 @@ def console_table(summary: dict) -> str:
     """The end-of-study printout: mean ± std over seeds of the headline metrics per run."""
     columns = [("test acc", TEST_ACCURACY), ("shift ECE", SHIFT_ECE), ("shift MI", SHIFT_MI),
                ("weight cos", WEIGHT_COSINE), ("OOD AUROC", "ood/max_prob/auroc")]
+    if is_regression(summary):
+        columns = [("test RMSE", "test/ensemble/rmse"), ("shift NLL", "shift/ensemble/nll"),
+                   ("shift epistemic", SHIFT_EPISTEMIC), ("weight cos", WEIGHT_COSINE),
+                   ("shift cov. 90%", "shift/ensemble/coverage_90")]
     header = ["run", "seeds"] + [label for label, _ in columns]
     rows = [[run, str(len(summary["runs"][run]["seeds"]))] + [cell(summary, run, key) for _, key in columns]
             for run in summary["runs"]]
@@ -188,9 +219,142 @@ def _ratio(summary: dict, run: str, other: str, key: str) -> float | None:
 
 
 def question_other_models(summary: dict) -> str:
-    return ("Transformers and regression are outside every preset of this toolkit (classification MLPs and ResNet-18 "
-            "only): this study gives no evidence either way. The diversity geometry (`empirics.diversity`) takes any "
-            "model's per-member weights and features, so such a study needs only a model and a preset.")
+    if is_regression(summary):
+        return question_regression_diversity(summary)
+    if "vit" in {run["fields"].get("arch", DEFAULTS["arch"]) for run in summary["runs"].values()}:
+        return question_attention_diversity(summary)
+    return ("This study trains classification MLPs / ResNet-18 only: it gives no evidence either way. The presets "
+            "`vit-mnist` (BatchEnsemble attention in a small ViT) and `regression` (Gaussian heads on a 1-D toy with a "
+            "gap and on the diamonds data) answer it in their reports.")
+
+
+# ---------------------------------------------------------------- attention and regression (issue 15), generated text
+
+def difference_text(summary: dict, run: str, other: str, key: str) -> tuple[str, int]:
+    """'difference +d (95% Welch CI [lo, hi])' of the seed means of ``key`` (run − other,
+    ``paper_claims.welch_difference``) and its sign: +1 / −1 when the CI excludes 0 above / below, 0 otherwise (or
+    when there are too few seeds or no spread for a CI)."""
+    a, b = paper_claims.seed_values(summary, run, key), paper_claims.seed_values(summary, other, key)
+    if a is None or b is None:
+        return "difference not measured", 0
+    difference = paper_claims.welch_difference(a, b)
+    delta, low, high = difference["delta"], difference["ci_low"], difference["ci_high"]
+    if low is None or high is None:
+        return f"difference {delta:+.4f} (no CI: fewer than 2 seeds or no spread)", 0
+    sign = 1 if low > 0 else -1 if high < 0 else 0
+    return f"difference {delta:+.4f} (95% Welch CI [{low:.4f}, {high:.4f}], n = {len(a)} and {len(b)} seeds)", sign
+
+
+def comparison_sentence(summary: dict, run: str, other: str, key: str, label: str, names: tuple[str, str]) -> str:
+    """'<label>: run X vs other Y, ratio, difference (CI): <what the CI says>'."""
+    text, sign = difference_text(summary, run, other, key)
+    ratio = _ratio(summary, run, other, key)
+    verdict = {1: f"{names[0]} is above {names[1]} (the CI excludes 0)",
+               -1: f"{names[0]} is below {names[1]} (the CI excludes 0)",
+               0: "no difference established at this number of seeds"}[sign]
+    return (f"{label}: {run} {cell(summary, run, key)} vs {other} {cell(summary, other, key)} "
+            f"(ratio {fmt(ratio, 2)}), {text}: {verdict}")
+
+
+def _be_runs(summary: dict, **fields: Any) -> list[str]:
+    return runs_where(summary, method="batchensemble", **fields)
+
+
+def _init_label(summary: dict, run: str) -> str:
+    fields = {**DEFAULTS, **summary["runs"][run]["fields"]}
+    init = (f"random signs p = {fields['sign_prob']}" if fields["init"] == "random_sign" else
+            f"N(1, {fields['init_std']})")
+    return init + (", BE in the MLP blocks only" if fields["be_scope"] == "mlp" else "")
+
+
+def init_carries_over(summary: dict, normal: str, sign: str, key: str, measure: str) -> str:
+    """Whether random signs diversify more than N(1, 0.5) here (the MLP studies' finding), from the CI."""
+    text, direction = difference_text(summary, sign, normal, key)
+    verdict = {1: "the MLP studies' init finding carries over (random signs diversify more; the CI excludes 0)",
+               -1: "the MLP studies' init finding is reversed here (random signs diversify less; the CI excludes 0)",
+               0: "the MLP studies' init finding is not established here (the CI includes 0 or no CI)"}[direction]
+    return (f"Init: {measure} with random signs ({sign}) {cell(summary, sign, key)} vs N(1, 0.5) ({normal}) "
+            f"{cell(summary, normal, key)}, {text}: {verdict}.")
+
+
+def question_attention_diversity(summary: dict) -> str:
+    """ViT: BE's function-space diversity (MI under shift) and weight cosine against the Deep Ensemble's, per BE run,
+    the BE-in-MLP-only scope, and the init comparison."""
+    de = runs_where(summary, method="deep-ensemble")
+    be = _be_runs(summary, arch="vit")
+    if not be or not de:
+        return "This ViT study lacks BE or DE runs: no comparison."
+    lines = [comparison_sentence(summary, run, de[0], SHIFT_MI, f"MI under shift ({_init_label(summary, run)})",
+                                 ("BE", "the Deep Ensemble"))
+             + f"; weight cosine {cell(summary, run, WEIGHT_COSINE)} vs {cell(summary, de[0], WEIGHT_COSINE)}; "
+               f"reachable fraction (theory) {cell(summary, run, REACHABLE)}"
+             for run in be]
+    text = "Attention (ViT; every BE run's attention projections are BE dense layers unless stated) — " +         "; ".join(lines) + "."
+    normal = _be_runs(summary, arch="vit", init="normal", be_scope="all")
+    sign = _be_runs(summary, arch="vit", init="random_sign", be_scope="all")
+    if normal and sign:
+        text += " " + init_carries_over(summary, normal[0], sign[0], SHIFT_MI, "MI under shift")
+    scoped = _be_runs(summary, arch="vit", init="random_sign", be_scope="mlp")
+    if scoped and sign:
+        text += (" Scope: " + comparison_sentence(summary, scoped[0], sign[0], SHIFT_MI,
+                                                   "MI under shift, BE in the MLP blocks only vs everywhere",
+                                                   ("MLP-only BE", "BE everywhere")) + ".")
+    return text
+
+
+def _dataset_runs(summary: dict, dataset: str, method: str, **fields: Any) -> list[str]:
+    return runs_where(summary, dataset=dataset, method=method, **fields)
+
+
+def question_regression_diversity(summary: dict) -> str:
+    """Per regression data set: BE's epistemic variance (variance of member means) under shift against the Deep
+    Ensemble's, the epistemic fraction, NLL and 90% coverage under shift, and TabM's claim (test RMSE of random-sign BE
+    vs DE)."""
+    datasets = sorted({run["fields"].get("dataset") for run in summary["runs"].values()})
+    parts = []
+    for dataset in datasets:
+        de = _dataset_runs(summary, dataset, "deep-ensemble")
+        be = _dataset_runs(summary, dataset, "batchensemble")
+        if not de or not be:
+            parts.append(f"{dataset}: no BE and DE pair.")
+            continue
+        lines = [comparison_sentence(summary, run, de[0], SHIFT_EPISTEMIC,
+                                     f"epistemic variance under shift ({_init_label(summary, run)})",
+                                     ("BE", "the Deep Ensemble"))
+                 + f"; epistemic fraction {cell(summary, run, 'shift/epistemic_fraction')} vs "
+                   f"{cell(summary, de[0], 'shift/epistemic_fraction')}; shift NLL "
+                   f"{cell(summary, run, 'shift/ensemble/nll')} vs {cell(summary, de[0], 'shift/ensemble/nll')}; "
+                   f"shift coverage of the 90% interval {cell(summary, run, 'shift/ensemble/coverage_90')} vs "
+                   f"{cell(summary, de[0], 'shift/ensemble/coverage_90')}"
+                 for run in be]
+        text = f"{dataset} — " + "; ".join(lines) + "."
+        sign = _dataset_runs(summary, dataset, "batchensemble", init="random_sign")
+        if sign:
+            text += (" TabM's claim (random-sign BE beats DE on tabular regression), test RMSE: "
+                     + comparison_sentence(summary, sign[0], de[0], "test/ensemble/rmse", "RMSE",
+                                           ("random-sign BE", "the Deep Ensemble")) + ".")
+        parts.append(text)
+    return "Regression (Gaussian heads; diamonds in standardised log price, toy-gap in raw y) — " + " ".join(parts)
+
+
+def question_regression_init(summary: dict) -> str:
+    datasets = sorted({run["fields"].get("dataset") for run in summary["runs"].values()})
+    parts = []
+    for dataset in datasets:
+        normal = _dataset_runs(summary, dataset, "batchensemble", init="normal")
+        sign = _dataset_runs(summary, dataset, "batchensemble", init="random_sign")
+        if normal and sign:
+            parts.append(f"{dataset}: " + init_carries_over(summary, normal[0], sign[0], SHIFT_EPISTEMIC,
+                                                            "epistemic variance under shift"))
+    return " ".join(parts) or "This study has no pair of BE inits on one data set."
+
+
+REGRESSION_QUESTIONS = (
+    ("Do the limits hold for regression (does BE's epistemic variance stay near zero)?", question_regression_diversity),
+    ("Does the init finding of the MLP studies (random signs diversify more) carry over?", question_regression_init),
+    ("Is there a link from the rank-1 parametrisation to functional diversity?", None),
+    ("Do the limits hold for Transformers?", None),
+)
 
 
 def question_link(summary: dict) -> str:
@@ -320,6 +484,16 @@ OPEN_QUESTIONS = (
 )
 
 
+def open_questions(summary: dict) -> tuple[tuple[str, Any], ...]:
+    """The questions the report answers: ``OPEN_QUESTIONS``, or for a regression study ``REGRESSION_QUESTIONS``
+    (the link question as in ``OPEN_QUESTIONS``; Transformers pointed to `vit-mnist`)."""
+    if not is_regression(summary):
+        return OPEN_QUESTIONS
+    pointer = lambda _: "This regression study has no attention layers: `vit-mnist` answers it."  # noqa: E731
+    return tuple((question, answer or (question_link if "link" in question else pointer))
+                 for question, answer in REGRESSION_QUESTIONS)
+
+
 # ---------------------------------------------------------------- assembling the report
 
 def figure_paths(preset: str, out: Path) -> list[str]:
@@ -337,8 +511,11 @@ def build_markdown(summary: dict, out: Path) -> str:
              f"mean ± sample std over seeds. Missing (unfinished) runs: {', '.join(summary['missing']) or 'none'}."]
     if summary.get("reference"):
         parts += ["", "## Ours vs reference (docs/paper.md §4)", "", markdown_table(*reference_table(summary))]
-    for split, title in SPLIT_TITLES.items():
+    for split, title in split_sections(summary)[1].items():
         parts += ["", f"## {title.capitalize()}", "", markdown_table(*split_table(summary, split))]
+    parity_rows = parity.parity_rows(summary)
+    if parity_rows:
+        parts += ["", "## Precision parity: bf16 against fp32 (empirics.parity)", "", parity.parity_markdown(parity_rows)]
     claims = paper_claims.claims_table(summary)
     if claims[1]:
         parts += ["", "## The paper's claims at this scale (docs/paper.md §2 claim 2), one by one", "",
@@ -353,7 +530,7 @@ def build_markdown(summary: dict, out: Path) -> str:
     figures = figure_paths(preset, out)
     parts += [f"![{Path(path).stem}]({path})" for path in figures] or ["(none yet: run `make figures`)"]
     parts += ["", "## Open questions of the paper (docs/paper.md §3): what this study shows", ""]
-    for question, answer in OPEN_QUESTIONS:
+    for question, answer in open_questions(summary):
         parts += [f"**{question}** {answer(summary)}", ""]
     parts += ["## Every metric (mean ± std over seeds; per-member values are in summary.json)", "",
               markdown_table(*every_metric_table(summary)), ""]
@@ -365,7 +542,7 @@ def build_latex(summary: dict) -> str:
     tables = []
     if summary.get("reference"):
         tables.append(latex_table(*reference_table(summary), f"{preset}: ours vs the reference (docs/paper.md §4)"))
-    for split, title in SPLIT_TITLES.items():
+    for split, title in split_sections(summary)[1].items():
         tables.append(latex_table(*split_table(summary, split), f"{preset}: {title}, mean ± std over seeds"))
     claims = paper_claims.claims_table(summary)
     if claims[1]:

@@ -1,6 +1,7 @@
 """Studies: a preset (``empirics/presets/<name>.toml``) names a claim, the evidence it produces and a grid of runs.
 
-``python -m empirics study PRESET [--seeds N] [--resume | --rerun] [--jobs J] [--reuse DIR] [--out DIR] [--tiny]``
+``python -m empirics study PRESET [--seeds N] [--resume | --rerun] [--jobs J] [--reuse DIR] [--out DIR] [--tiny]
+[--executor local|slurm [--partition P] [--timeout-min M]]``
 trains every (run, seed), evaluates it on test / shift / OOD data, measures its diversity geometry
 (``empirics.diversity``), then aggregates mean ± std over seeds and the parameter ↔ function-space link into
 ``<out>/summary.json`` and writes the report (``empirics.report``). PRESET is a name under ``empirics/presets/`` or the path of a preset ``.toml`` file.
@@ -21,16 +22,21 @@ and configuration in several of them is trained once) and applies its own [base]
 Parallel runs: ``--jobs J`` trains J runs side by side, each in its own process with its config's ``threads``
 (keep J × threads within the machine's cores). Every run seeds itself, so the numbers do not depend on J.
 
+Cluster: ``--executor slurm`` (or ``local``) submits one submitit job per run instead (``empirics.executors``).
+
 Reuse: ``--reuse DIR`` (repeatable) copies, instead of training, every unfinished run whose twin in another study's
 folder ``DIR/runs/NAME/seedS`` is finished with the same config (execution keys aside) and the same analysis settings
 (distance ranks, ALS starts and sweeps, function-space samples): same seed, same numbers, so ``rank-ablation`` after
 ``paper-mnist`` trains only its new runs. ``summary.json`` lists the copied runs and their sources.
 
-Faults: finished runs are always skipped (``--rerun`` trains every run afresh). A run counts as finished only when
+Faults: finished runs are skipped (``--rerun`` trains every run afresh). A run counts as finished only when
 the engine's completion marker ``COMPLETE``, ``eval.json`` and ``diversity.json`` all exist, each written atomically
 and in that order, so a study killed at any point and restarted with ``--resume`` redoes no finished run and never
 reads a partial one; an unfinished run continues from its last checkpoint with ``--resume`` and restarts from scratch
-without it.
+without it (the study says how many). A finished run is kept only when its ``config.json`` equals the config the
+preset asks for (execution keys aside): otherwise, and when ``--out`` holds another preset's summary, the study
+lists what differs and stops before training (exit 2), asking for ``--rerun`` or another ``--out``. SIGTERM or
+SIGINT to a ``--jobs J`` study stops its workers too: each checkpoints its run and exits, then the study exits.
 """
 from __future__ import annotations
 
@@ -40,22 +46,25 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 from tqdm import tqdm
 
-from empirics import diversity, parity, report
-from empirics.config import Config
+from empirics import diversity, executors, parity, report
+from empirics.config import Config, field_names
 from empirics.diversity import DIVERSITY_FILE
 from empirics.report import SUMMARY_FILE
-from empirics.evaluate import COMPLETE_MARKER, EVAL_FILE, read_config
-from empirics.train import config_differences, evaluate_run, train
+from empirics.evaluate import COMPLETE_MARKER, CONFIG_FILE, EVAL_FILE, read_config
+from empirics.train import config_differences, describe_differences, evaluate_run, train
 from theory.cli_support import BadInput, require_int_in_range
 from theory.records import atomic_write_json, provenance
 
@@ -119,9 +128,38 @@ def _read_preset_file(name: str) -> dict[str, Any]:
         raise BadInput(f"preset file {path} is not valid TOML: {error}") from None
 
 
+PRESET_TABLES = ("study", "base", "runs", "tiny", "reference")
+STUDY_KEYS = ("claim", "evidence", "seeds", "include", "distance_ranks", "distance_starts", "distance_max_iter")
+
+
+def check_preset_keys(name: str, raw: dict[str, Any]) -> None:
+    """Unknown tables and keys are refused with the valid ones, as ``Config`` refuses unknown config keys: [study]
+    keys from ``STUDY_KEYS``; [base], [tiny] and each [runs.NAME] from the config keys; [reference.NAME] only for a
+    run NAME the preset defines (its keys are metric names, data)."""
+    _refuse_unknown(name, "top-level table(s)", raw, PRESET_TABLES)
+    for table in PRESET_TABLES:
+        if table in raw and not isinstance(raw[table], dict):
+            raise BadInput(f"preset {name!r}: {table} = {raw[table]!r} is not a table: expected [{table}]")
+    _refuse_unknown(name, "[study] key(s)", raw.get("study", {}), STUDY_KEYS)
+    for table in ("base", "tiny"):
+        _refuse_unknown(name, f"[{table}] key(s)", raw.get(table, {}), field_names())
+    for run_name, fields in raw.get("runs", {}).items():
+        if not isinstance(fields, dict):
+            raise BadInput(f"preset {name!r}: runs.{run_name} is not a table: expected [runs.{run_name}]")
+        _refuse_unknown(name, f"[runs.{run_name}] key(s)", fields, field_names())
+
+
+def _refuse_unknown(name: str, what: str, table: dict[str, Any], valid: Iterable[str]) -> None:
+    unknown = sorted(set(table) - set(valid))
+    if unknown:
+        raise BadInput(f"preset {name!r} has unknown {what} {', '.join(unknown)}: valid are {', '.join(valid)}")
+
+
 def load_preset(name: str) -> Preset:
-    """Read ``presets/<name>.toml``, resolving ``include`` (runs of the same name must have the same fields)."""
+    """Read ``presets/<name>.toml`` (keys checked by ``check_preset_keys``), resolving ``include`` (runs of the same
+    name must have the same fields)."""
     raw = _read_preset_file(name)
+    check_preset_keys(name, raw)
     study = raw.get("study", {})
     for key in ("claim", "evidence", "seeds"):
         if key not in study:
@@ -142,6 +180,7 @@ def load_preset(name: str) -> Preset:
     reference.update(raw.get("reference", {}))
     if not runs:
         raise BadInput(f"preset {name!r} defines no runs: add [runs.NAME] tables or [study] include")
+    _refuse_unknown(name, "[reference.NAME] run(s)", raw.get("reference", {}), list(runs))
     return Preset(name=preset_path(name).stem, claim=" ".join(study["claim"].split()),
                   evidence=" ".join(study["evidence"].split()),
                   seeds=require_int_in_range("seeds", study["seeds"], 1), runs=runs, tiny=raw.get("tiny", {}),
@@ -193,7 +232,8 @@ def execute_run(spec: RunSpec, run_dir: Path, resume: bool, preset: Preset, reru
     first, so no stage reads a result of another model (``train`` removes ``eval.json`` when it starts afresh)."""
     if rerun or not (run_dir / COMPLETE_MARKER).is_file():
         (run_dir / DIVERSITY_FILE).unlink(missing_ok=True)
-        train(build_config(spec), run_dir, resume=resume and not rerun)
+        started = (run_dir / CONFIG_FILE).is_file()
+        train(build_config(spec), run_dir, resume=resume and not rerun and started)
     if not (run_dir / EVAL_FILE).is_file():
         evaluate_run(run_dir)
     if not (run_dir / DIVERSITY_FILE).is_file():
@@ -246,16 +286,55 @@ def reuse_finished_runs(todo: list[RunSpec], sources: list[Path], out: Path, pre
     return reused
 
 
+def stale_runs(specs: list[RunSpec], out: Path, resume: bool) -> dict[str, str]:
+    """``{runs/NAME/seedS: 'key (old → new), ...'}`` for every run under ``out`` that the study would keep (a finished
+    run, or with ``resume`` a started one) although its ``config.json`` differs from the preset's config (execution
+    keys aside; keys missing from an older ``config.json`` count as their defaults)."""
+    stale = {}
+    for spec in specs:
+        run_dir = out / spec.relative_dir
+        kept = is_finished(run_dir) or (resume and (run_dir / CONFIG_FILE).is_file())
+        if kept:
+            differing = describe_differences(read_config(run_dir), build_config(spec))
+            if differing:
+                stale[str(spec.relative_dir)] = differing
+    return stale
+
+
+def partial_runs(specs: list[RunSpec], out: Path) -> list[RunSpec]:
+    """Runs started under ``out`` (``config.json``) whose training did not finish (no ``COMPLETE``)."""
+    return [spec for spec in specs if (out / spec.relative_dir / CONFIG_FILE).is_file()
+            and not (out / spec.relative_dir / COMPLETE_MARKER).is_file()]
+
+
+def check_output_folder(preset: Preset, specs: list[RunSpec], out: Path, resume: bool) -> None:
+    """Refuse, before any training, to mix this study with other results in ``out``: the summary of another preset,
+    or runs trained under another config (which would otherwise be reported as this preset's)."""
+    if (out / SUMMARY_FILE).is_file():
+        earlier = _earlier_summary(out)
+        if earlier is not None and earlier.get("preset") not in (None, preset.name):
+            raise BadInput(f"--out {out} holds the study {earlier['preset']!r}, not {preset.name!r}: choose another "
+                           f"--out, or pass --rerun to replace its summary and report")
+    stale = stale_runs(specs, out, resume)
+    if stale:
+        listed = "; ".join(f"{run}: {differing}" for run, differing in stale.items())
+        raise BadInput(f"{len(stale)} run(s) in {out} were trained under another config than {preset.name!r} asks "
+                       f"for ({listed}): pass --rerun to retrain them, or choose another --out")
+
+
 def default_out(preset: str, tiny: bool) -> Path:
     return RESULTS_DIR / TINY_SUBDIR / preset if tiny else RESULTS_DIR / preset
 
 
 def run_study(preset_name: str, out: Path | None = None, seeds: int | None = None, resume: bool = False,
               tiny: bool = False, rerun: bool = False, workers: int = 1,
-              reuse: list[Path] | None = None) -> dict[str, Any]:
+              reuse: list[Path] | None = None, executor: str | None = None,
+              cluster: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run every unfinished (run, seed) of the preset (every one with ``rerun``), ``workers`` at a time, after copying
     those with a reusable twin under a ``reuse`` folder; then write ``summary.json`` and the report; return it."""
     require_int_in_range("--jobs", workers, 1)
+    if executor is not None:
+        executors.check_executor(executor)
     preset = load_preset(preset_name)
     if tiny:
         preset = dataclasses.replace(preset, distance_max_iter=min(preset.distance_max_iter, TINY_DISTANCE_MAX_ITER))
@@ -270,16 +349,32 @@ def run_study(preset_name: str, out: Path | None = None, seeds: int | None = Non
     for folder in reuse or []:
         if not Path(folder).is_dir():
             raise BadInput(f"--reuse {folder} is not a folder: expected a study's output folder (with runs/)")
+    if not rerun:
+        check_output_folder(preset, specs, out, resume)
     todo = [spec for spec in specs if rerun or not is_finished(out / spec.relative_dir)]
     reused = reuse_finished_runs(todo, [Path(folder) for folder in reuse or []], out, preset, tiny)
     todo = [spec for spec in todo if f"{spec.name}/seed{spec.seed}" not in reused]
     print(f"{preset.name}: {len(specs)} runs, {len(specs) - len(todo) - len(reused)} already finished, "
           f"{len(reused)} copied, {len(todo)} to run -> {out}", file=sys.stderr)
+    restarted = [] if resume or rerun else partial_runs(todo, out)
+    if restarted:
+        print(f"{preset.name}: {len(restarted)} partial runs restart from scratch; use --resume to continue them",
+              file=sys.stderr)
     jobs = [(spec, out / spec.relative_dir, resume, preset, rerun, tiny) for spec in todo]
     earlier = {} if rerun else _earlier_records(out)
     timings = {key: value for key, value in earlier.get("timings_s", {}).items() if key not in reused}
-    timings.update(_run_all(jobs, workers, preset.name))
+    failures: dict[str, str] = {}
+    if executor is None:
+        timings.update(_run_all(jobs, workers, preset.name))
+    else:  # one submitit job per run (empirics.executors)
+        devices = [build_config(spec).device for spec in todo]
+        done, failures = executors.submit_runs(jobs, _timed_run, executor, out, preset.name, workers,
+                                               executors.wants_gpu(devices), max(1, build_config(specs[0]).threads),
+                                               **(cluster or {}))
+        timings.update(done)
     summary = summarise(preset, specs, out, tiny)
+    if failures:
+        summary["failures"] = failures
     summary["timings_s"] = timings
     summary["reused"] = {**{key: value for key, value in earlier.get("reused", {}).items() if key not in timings},
                          **reused}
@@ -293,13 +388,21 @@ def run_study(preset_name: str, out: Path | None = None, seeds: int | None = Non
 def _earlier_records(out: Path) -> dict[str, Any]:
     """The ``timings_s`` and ``reused`` of the summary an earlier invocation left in ``out`` (kept across resumes:
     a run's wall time is that of the invocation that finished it)."""
-    if not (out / SUMMARY_FILE).is_file():
-        return {}
-    try:
-        earlier = report.load_summary(out)
-    except json.JSONDecodeError:  # a damaged summary only loses the earlier records; it is rewritten below
+    earlier = _earlier_summary(out)
+    if earlier is None:
         return {}
     return {key: earlier.get(key, {}) for key in ("timings_s", "reused")}
+
+
+def _earlier_summary(out: Path) -> dict[str, Any] | None:
+    """The ``summary.json`` an earlier invocation left in ``out``; None when there is none or it is damaged (a damaged
+    summary only loses the earlier records; it is rewritten at the end)."""
+    if not (out / SUMMARY_FILE).is_file():
+        return None
+    try:
+        return report.load_summary(out)
+    except json.JSONDecodeError:
+        return None
 
 
 def _timed_run(spec: RunSpec, run_dir: Path, resume: bool, preset: Preset, rerun: bool,
@@ -313,18 +416,74 @@ def _timed_run(spec: RunSpec, run_dir: Path, resume: bool, preset: Preset, rerun
 def _run_all(jobs: list[tuple], workers: int, label: str) -> list[tuple[str, float]]:
     """Every job through ``_timed_run``: in this process when ``workers`` is 1, else in a pool of ``workers`` spawned
     processes (spawn, not fork: a forked child would inherit torch's thread pools). The first failure cancels the
-    runs not yet started and is raised; runs already going finish (or stop at a checkpoint on Ctrl-C)."""
+    runs not yet started and is raised; runs already going finish. SIGTERM or SIGINT stops the workers (each
+    checkpoints at its next batch and exits) and then the study, with exit code 128 + signal."""
     progress = tqdm(total=len(jobs), desc=label, unit="run", disable=not sys.stderr.isatty())
     with progress:
         if workers == 1:
             return [_progressed(progress, _timed_run(*job)) for job in jobs]
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_timed_run, *job) for job in jobs]
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool, \
+                _signals_raise() as received:
+            futures = [pool.submit(_worker_run, *job) for job in jobs]
             try:
                 return [_progressed(progress, future.result()) for future in as_completed(futures)]
+            except KeyboardInterrupt:
+                stop_workers()
+                pool.shutdown(wait=True, cancel_futures=True)
+                print(f"{label}: stopped by signal {received[-1] if received else signal.SIGINT}; every worker "
+                      f"checkpointed its run and exited; continue with --resume", file=sys.stderr)
+                raise SystemExit(128 + (received[-1] if received else signal.SIGINT)) from None
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
+
+
+WORKER_STOP_TIMEOUT_S = 300  # a worker checkpoints at its next batch boundary; past this it is killed
+
+
+@contextmanager
+def _signals_raise() -> Iterator[list[int]]:
+    """While the pool runs, SIGTERM as well as SIGINT raise ``KeyboardInterrupt`` in the main thread (the signal
+    numbers received are appended to the yielded list), so the study can stop its workers instead of orphaning them."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def stop_workers(timeout_s: float = WORKER_STOP_TIMEOUT_S) -> None:
+    """SIGTERM to every child process (the engine checkpoints and exits), wait for them, SIGKILL any left."""
+    children = multiprocessing.active_children()
+    for child in children:
+        child.terminate()
+    deadline = time.monotonic() + timeout_s
+    for child in children:
+        child.join(max(0.0, deadline - time.monotonic()))
+        if child.is_alive():
+            child.kill()
+            child.join()
+
+
+def _worker_run(spec: RunSpec, run_dir: Path, resume: bool, preset: Preset, rerun: bool,
+                tiny: bool) -> tuple[str, float]:
+    """``_timed_run`` in a pool worker. A run stopped by a signal (``SystemExit`` after its checkpoint, or
+    ``KeyboardInterrupt``) ends the worker process itself: a pool worker would otherwise take the next run."""
+    try:
+        return _timed_run(spec, run_dir, resume, preset, rerun, tiny)
+    except (SystemExit, KeyboardInterrupt) as stopped:
+        sys.stderr.flush()
+        os._exit(stopped.code if isinstance(stopped, SystemExit) and isinstance(stopped.code, int) else 130)
 
 
 def _progressed(progress: tqdm, item: tuple[str, float]) -> tuple[str, float]:
@@ -411,10 +570,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="copy finished runs with the same config from another study's folder (repeatable)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs trained side by side, one process each (default 1; keep jobs x threads <= cores)")
+    parser.add_argument("--executor", choices=executors.EXECUTORS,
+                        help="one submitit job per run: 'local' processes or 'slurm' jobs (empirics.executors); "
+                             "--jobs then caps the runs at once")
+    parser.add_argument("--partition", help="SLURM partition for --executor slurm")
+    parser.add_argument("--timeout-min", type=int, default=executors.DEFAULT_TIMEOUT_MIN,
+                        help="time limit of one run's job in minutes (default %(default)s)")
     parser.set_defaults(handler=_handle)
 
 
 def _handle(args: argparse.Namespace) -> int:
+    cluster = {"timeout_min": require_int_in_range("--timeout-min", args.timeout_min, 1), "partition": args.partition}
     summary = run_study(args.preset, args.out, args.seeds, args.resume, args.tiny, args.rerun, args.jobs,
-                        args.reuse)
+                        args.reuse, args.executor, cluster if args.executor else None)
     return 1 if summary["missing"] else 0

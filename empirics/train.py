@@ -10,15 +10,21 @@
 * ``train.log`` — one line per epoch and every event (resume, interruption, divergence, early stop);
 * ``COMPLETE`` — written last: the run finished and ``checkpoint.pt`` holds the final (best) model.
 
-Loss: the mean cross-entropy over all k·B member rows (each member sees the whole batch), as edward2 and
-torch-uncertainty up to 0.8 train BatchEnsemble and jointly trained Deep Ensembles (docs/peers.md §1; for SGD this
-gives each DE member the gradient of its own loss divided by k; torch-uncertainty's DE recipe raises the learning
-rate by k accordingly).
+Loss: the mean cross-entropy over all k·B member rows (each member sees the whole batch of B examples), as edward2
+trains BatchEnsemble (the batch repeated k times) and as torch-uncertainty did up to 0.8; since 0.9 torch-uncertainty
+splits the batch across members in training instead (``repeat_strategy="paper"``, the ``batched_resnet`` default:
+member i trains on B/k examples, the input is repeated only at evaluation; docs/peers.md §1), so at equal batch size
+its members see k times fewer examples per step than ours. The jointly trained Deep Ensembles use the same mean (for
+SGD this gives each DE member the gradient of its own loss divided by k; torch-uncertainty's DE recipe raises the
+learning rate by k accordingly).
 
 Determinism: deterministic algorithms on; the epoch's shuffling comes from a generator seeded with (seed, epoch), the
 dropout masks from torch's global generator whose state is checkpointed, so a resumed run — from an epoch end or
-from the batch where a signal stopped it — is bit-identical to an uninterrupted one. A non-finite loss stops the run
-with a ``TrainingDiverged`` (exit 2) and leaves the last good checkpoint untouched. No mixed precision (float32).
+from the batch where a signal stopped it — is bit-identical to an uninterrupted one. The final test pass draws MC
+Dropout's masks from a generator seeded with the config's seed (inside ``torch.random.fork_rng``), as ``evaluate``
+does: its numbers do not depend on a resume and equal ``evaluate``'s for the same checkpoint. A non-finite loss stops
+the run with a ``TrainingDiverged`` (exit 2) and leaves the last good checkpoint untouched. Precision: the model's
+(``empirics.precision``; float32 by default, bf16 autocast with ``precision = "bf16"``).
 """
 from __future__ import annotations
 
@@ -35,16 +41,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
-from empirics import data, metrics
 from empirics.config import Config
-from empirics.evaluate import (CHECKPOINT_FILE, COMPLETE_MARKER, CONFIG_FILE, EVAL_FILE, checkpoint_bytes, data_root,
-                               apply_execution_settings, evaluate_run, load_checkpoint, predict_member_probs,
-                               read_config)
+from empirics.evaluate import (CHECKPOINT_FILE, COMPLETE_MARKER, CONFIG_FILE, EVAL_FILE, checkpoint_bytes,
+                               apply_execution_settings, evaluate_run, load_checkpoint, read_config)
 from empirics.models import EnsembleModel, build_model
+from empirics.tasks import CLASSIFICATION, task_for
 from theory.cli_support import BadInput
 from theory.records import atomic_write_bytes, atomic_write_json, provenance
 
@@ -104,8 +108,8 @@ def _close_logger(logger: logging.Logger) -> None:
 
 
 def load_training_data(config: Config) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    images, labels = data.load_split(config.dataset, "train", data_root(config), config.download)
-    return data.train_val_split(images, labels, config.val_fraction, config.seed, config.n_train or None)
+    """(train, validation) pairs of the run's task (``empirics.tasks``)."""
+    return task_for(config).training_data(config)
 
 
 def build_optimizer(config: Config, model: EnsembleModel) -> torch.optim.Optimizer:
@@ -132,9 +136,9 @@ def build_scheduler(config: Config, optimizer: torch.optim.Optimizer) -> torch.o
 
 
 def ensemble_loss(member_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """mean over members i and rows b of CE(logits[i, b], y_b) — the mean over the k·B member-major rows."""
-    k, _, classes = member_logits.shape
-    return F.cross_entropy(member_logits.reshape(-1, classes), labels.repeat(k))
+    """mean over members i and rows b of CE(logits[i, b], y_b) — the mean over the k·B member-major rows (the
+    classification task's loss; a regression run trains on ``Task.loss``, the Gaussian NLL)."""
+    return CLASSIFICATION.loss(member_logits, labels)
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
@@ -149,18 +153,32 @@ def _fresh_state() -> dict[str, Any]:
 
 
 def config_differences(stored: Config, current: Config) -> list[str]:
-    """The config keys whose values differ, execution keys (which do not change results) aside."""
+    """The config keys whose values differ, execution keys (which do not change results) aside. A key missing from
+    an older ``config.json`` was read as its default (``evaluate.read_config``), so it differs only when the current
+    value is not the default."""
     stored_fields, current_fields = stored.to_dict(), current.to_dict()
     return [key for key in current_fields if key not in EXECUTION_KEYS and current_fields[key] != stored_fields[key]]
 
 
+def describe_differences(stored: Config, current: Config) -> str:
+    """``key (old → new), ...`` for every key of ``config_differences`` ('' when none)."""
+    old, new = stored.to_dict(), current.to_dict()
+    return ", ".join(f"{key} ({old[key]!r} → {new[key]!r})" for key in config_differences(stored, current))
+
+
 def _check_resumable(config: Config, run_dir: Path) -> None:
-    stored = read_config(run_dir)
-    differing = config_differences(stored, config)
+    differing = describe_differences(read_config(run_dir), config)
     if differing:
-        stored, current = stored.to_dict(), config.to_dict()
-        raise BadInput(f"cannot resume {run_dir}: config differs from its config.json in "
-                       + ", ".join(f"{key} ({stored[key]!r} → {current[key]!r})" for key in differing))
+        raise BadInput(f"cannot resume {run_dir}: config differs from its config.json in {differing}")
+
+
+def require_resumable_folder(run_dir: Path) -> None:
+    """``--resume`` needs a folder holding a started run; anything else is refused before anything is written."""
+    if not run_dir.is_dir():
+        raise BadInput(f"cannot resume {run_dir}: no such folder; check the path, or drop --resume to start a new run")
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise BadInput(f"cannot resume {run_dir}: it holds no {CONFIG_FILE} (no run was started there); check the "
+                       f"path, or drop --resume to start a new run (nothing was overwritten)")
 
 
 def _start_fresh(config: Config, run_dir: Path) -> None:
@@ -191,6 +209,7 @@ def _train_epoch(config: Config, model: EnsembleModel, optimizer, train_set: Ten
     loader = DataLoader(train_set, sampler=batches[state["batch"]:], batch_size=None, num_workers=config.num_workers,
                         generator=torch.Generator().manual_seed(config.seed * _SHUFFLE_STRIDE + state["epoch"]))
     model.train()
+    task = task_for(config)
     running = state["running"]
     bar = tqdm(loader, desc=f"epoch {state['epoch'] + 1}", unit="batch", leave=False, initial=state["batch"],
                total=len(batches), disable=not sys.stderr.isatty())
@@ -198,7 +217,7 @@ def _train_epoch(config: Config, model: EnsembleModel, optimizer, train_set: Ten
         images, labels = images.to(device), labels.to(device)
         optimizer.zero_grad(set_to_none=True)
         logits = model.member_logits(images)
-        loss = ensemble_loss(logits, labels)
+        loss = (ensemble_loss if task is CLASSIFICATION else task.loss)(logits, labels)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"loss is {loss.item()} at epoch {state['epoch'] + 1}, batch {state['batch'] + 1}: training stopped; "
@@ -209,7 +228,7 @@ def _train_epoch(config: Config, model: EnsembleModel, optimizer, train_set: Ten
         optimizer.step()
         rows = logits.shape[0] * logits.shape[1]
         running["loss"] += loss.item() * rows
-        running["correct"] += (logits.argmax(-1) == labels).sum().item()
+        running["correct"] += task.score_sum(logits, labels)  # the task's score (accuracy: correct rows)
         running["rows"] += rows
         state["batch"] += 1
         bar.set_postfix(loss=f"{running['loss'] / running['rows']:.4f}")
@@ -228,8 +247,8 @@ def _validate(config: Config, model: EnsembleModel, val_set: tuple[torch.Tensor,
               device: torch.device) -> dict[str, float]:
     if len(val_set[1]) == 0:
         return {}
-    probs = predict_member_probs(model, val_set[0], config.eval_batch_size, device, "val")
-    return metrics.member_and_ensemble_metrics(probs, val_set[1], "val")
+    task = task_for(config)
+    return task.split_metrics(task.predict(model, val_set[0], config.eval_batch_size, device, "val"), val_set[1], "val")
 
 
 def _end_epoch(config: Config, model: EnsembleModel, optimizer, scheduler, state: dict[str, Any],
@@ -237,7 +256,8 @@ def _end_epoch(config: Config, model: EnsembleModel, optimizer, scheduler, state
     """Record the epoch, step the schedule, update early stopping (on ``val/ensemble/nll``)."""
     running = state["running"]
     entry = {"epoch": state["epoch"] + 1, "lr": optimizer.param_groups[0]["lr"],
-             "train/loss": running["loss"] / running["rows"], "train/accuracy": running["correct"] / running["rows"],
+             "train/loss": running["loss"] / running["rows"],
+             f"train/{task_for(config).score}": running["correct"] / running["rows"],
              **val}
     state["history"].append(entry)
     scheduler.step()
@@ -270,13 +290,13 @@ def _read_final(run_dir: Path) -> dict[str, float]:
 def train(config: Config, run_dir: str | Path, resume: bool = False) -> dict[str, float]:
     """Train ``config`` into ``run_dir`` and return the final flat test metrics (see the module docstring).
 
-    ``resume=True`` continues from ``checkpoint.pt`` (a finished run returns its stored metrics); ``resume=False``
-    starts from scratch, removing an earlier run's results in ``run_dir``.
+    ``resume=True`` continues from ``checkpoint.pt`` (a finished run returns its stored metrics) and needs
+    ``run_dir/config.json`` (else ``BadInput``, nothing written); ``resume=False`` starts from scratch, removing an
+    earlier run's results in ``run_dir``.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    resuming = resume and (run_dir / CONFIG_FILE).is_file()
-    if resuming:
+    if resume:
+        require_resumable_folder(run_dir)
         _check_resumable(config, run_dir)
         if (run_dir / COMPLETE_MARKER).is_file():
             return _read_final(run_dir)
@@ -284,15 +304,16 @@ def train(config: Config, run_dir: str | Path, resume: bool = False) -> dict[str
     torch.use_deterministic_algorithms(True)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.manual_seed(config.seed)
-    model = build_model(config.model_spec()).to(device)
+    model = build_model(config.model_spec()).to(device)  # a rejected model or missing data writes nothing
     optimizer, train_set, val_set = build_optimizer(config, model), *load_training_data(config)
     scheduler = build_scheduler(config, optimizer)
     state = _fresh_state()
-    if not resuming:
+    if not resume:
+        run_dir.mkdir(parents=True, exist_ok=True)
         _start_fresh(config, run_dir)
     logger = _logger(run_dir)
     try:
-        if resuming and (run_dir / CHECKPOINT_FILE).is_file():
+        if resume and (run_dir / CHECKPOINT_FILE).is_file():
             state = _restore(model, optimizer, scheduler, load_checkpoint(run_dir / CHECKPOINT_FILE))
             logger.info("resumed at epoch %d, batch %d", state["epoch"] + 1, state["batch"])
         return _run(config, run_dir, model, optimizer, scheduler, state, TensorDataset(*train_set), val_set, device,
@@ -332,13 +353,17 @@ def _run(config: Config, run_dir: Path, model, optimizer, scheduler, state: dict
         logger.info("early stop after epoch %d; best epoch %d", state["epoch"], state["best_epoch"])
     if state["best_model"] is not None and config.patience > 0:
         model.load_state_dict(state["best_model"])
-    test_images, test_labels = data.load_split(config.dataset, "test", data_root(config), config.download,
-                                               n_eval=config.n_eval)
-    final = metrics.member_and_ensemble_metrics(
-        predict_member_probs(model, test_images, config.eval_batch_size, device, "test"), test_labels, "test")
+    task = task_for(config)
+    test_inputs, test_targets = task.test_data(config)
+    with torch.random.fork_rng(devices=[] if device.type == "cpu" else None):
+        # MC Dropout's test-time masks from a generator seeded with the config's seed, as evaluate_run draws them:
+        # the numbers do not depend on when the RNG state was saved or restored (a resume re-scores identically)
+        torch.manual_seed(config.seed)
+        final = task.split_metrics(task.predict(model, test_inputs, config.eval_batch_size, device, "test"),
+                                   test_targets, "test")
     save()
     _write_metrics(run_dir, config, state, final)
     atomic_write_bytes(run_dir / COMPLETE_MARKER, b"")
-    logger.info("complete: test/ensemble/accuracy %.4f, test/ensemble/nll %.4f", final["test/ensemble/accuracy"],
-                final["test/ensemble/nll"])
+    logger.info("complete: %s", ", ".join(f"test/ensemble/{name} {final[f'test/ensemble/{name}']:.4f}"
+                                          for name in task.headline))
     return final

@@ -41,3 +41,9 @@ def ensemble_runs(study: dict) -> list[str]:
 
 def metric(study: dict, run: str, key: str) -> dict | None:
     return study["runs"][run]["metrics"].get(key)
+
+
+def classification_study(study: dict) -> bool:
+    """True when the study's runs are scored as classifiers (accuracy, MI, ROC); a regression study (Gaussian heads,
+    ``empirics.regression``) has RMSE and coverage instead."""
+    return any("test/ensemble/accuracy" in run["metrics"] for run in study["runs"].values())

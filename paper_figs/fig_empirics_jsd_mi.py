@@ -1,7 +1,7 @@
 """Mutual information and mean pairwise JSD of the members per method and split (mean ± std over seeds)."""
 import numpy as np
 
-from empirics_results import ensemble_runs, metric, studies, summary
+from empirics_results import classification_study, ensemble_runs, metric, studies, summary
 from style import FULL_WIDTH, figure, save
 
 SPLITS = ("test", "shift", "ood")
@@ -9,6 +9,8 @@ QUANTITIES = (("mutual_information", "mutual information (nats)"), ("pairwise_js
 
 for preset in studies():
     study = summary(preset)
+    if not classification_study(study):
+        continue
     runs = ensemble_runs(study)
     fig, axes = figure(width=FULL_WIDTH, height=2.7, ncols=2)
     width = 0.8 / len(runs)

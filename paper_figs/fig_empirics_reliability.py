@@ -1,11 +1,13 @@
 """Reliability diagrams (accuracy vs confidence, 15 bins) of each method's ensemble on test and shifted data."""
 import numpy as np
 
-from empirics_results import first_seed, run_file, studies, summary
+from empirics_results import classification_study, first_seed, run_file, studies, summary
 from style import FULL_WIDTH, figure, save
 
 for preset in studies():
     study = summary(preset)
+    if not classification_study(study):
+        continue
     fig, axes = figure(width=FULL_WIDTH, height=2.6, ncols=2, sharey=True)
     for ax, split in zip(axes, ("test", "shift")):
         ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8, label="perfect calibration")

@@ -1,11 +1,13 @@
 """OOD ROC curves (OOD = positive) of each method, score −max p̄ and, for ensembles, the mutual information."""
-from empirics_results import first_seed, run_file, studies, summary
+from empirics_results import classification_study, first_seed, run_file, studies, summary
 from style import FULL_WIDTH, figure, save
 
 SCORES = (("max_prob", "score: −max p̄"), ("mutual_information", "score: mutual information"))
 
 for preset in studies():
     study = summary(preset)
+    if not classification_study(study):
+        continue
     fig, axes = figure(width=FULL_WIDTH, height=2.6, ncols=2, sharey=True)
     for ax, (score, title) in zip(axes, SCORES):
         ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8, label="chance")

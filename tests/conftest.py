@@ -23,3 +23,11 @@ def generator() -> torch.Generator:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20260125)
+
+
+@pytest.fixture(scope="session")
+def torch_uncertainty():
+    """torch-uncertainty's own BatchLinear, BatchConv2d and batched_resnet (``tests/peer_code.py``)."""
+    from peer_code import load_torch_uncertainty  # tests/ is on sys.path (conftest rootdir, no __init__)
+
+    return load_torch_uncertainty()

@@ -9,8 +9,7 @@ import sys
 from tqdm import tqdm
 
 from theory import claims
-from theory.cli_support import OneLineParser, add_subcommands, dispatch, run_cli
-from theory.records import atomic_write_json, provenance
+from theory.cli_support import BadInput, OneLineParser, add_output_options, add_subcommands, dispatch, emit_json, run_cli
 
 # Modules with ``register(subparsers)``; each adds one subcommand whose handler returns an exit code.
 SUBCOMMAND_MODULES: list[str] = ["theory.cli_dimension", "theory.cli_geometry", "theory.theory_results",
@@ -26,18 +25,21 @@ def _format_table(rows: list[list[str]], header: list[str]) -> str:
 def run_check(args) -> int:
     registry = claims.load_all()
     selected = [c for c in registry.values() if not args.only or any(part in c.id for part in args.only)]
+    if not selected:
+        raise BadInput(f"--only {' '.join(args.only)} matches no claim: expected part of one of "
+                       f"{', '.join(registry)}")
     results = []
     for item in tqdm(selected, desc="claims", unit="claim", disable=not sys.stderr.isatty()):
         results.append(claims.run_claim(item, full=args.full))
+    failed = [r.claim.id for r in results if not r.passed]
+    emit_json(args, {"claims": [r.as_dict() for r in results]})
+    if args.json:
+        return 1 if failed else 0
     rows = [[r.claim.id, r.claim.statement, r.claim.method, r.evidence.sizes, r.evidence.verdict,
              f"{r.seconds:.2f}"] for r in results]
     print(_format_table(rows, ["id", "statement", "method", "sizes covered", "verdict", "seconds"]))
-    failed = [r.claim.id for r in results if not r.passed]
     print(f"\n{len(results) - len(failed)} of {len(results)} claims certified or verified"
           + (f"; FAILED: {', '.join(failed)}" if failed else ""))
-    if args.json:
-        atomic_write_json(args.json, {"provenance": provenance({"full": args.full, "only": args.only}),
-                                      "claims": [r.as_dict() for r in results]})
     return 1 if failed else 0
 
 
@@ -47,7 +49,7 @@ def build_parser() -> OneLineParser:
     check = subparsers.add_parser("check", help="run every registered claim and print the claims table")
     check.add_argument("--full", action="store_true", help="run the long sweeps too")
     check.add_argument("--only", nargs="*", default=[], help="run only claims whose id contains one of these")
-    check.add_argument("--json", metavar="PATH", help="also write the results with provenance to PATH")
+    add_output_options(check)
     check.set_defaults(handler=run_check)
     add_subcommands(subparsers, SUBCOMMAND_MODULES)
     return parser

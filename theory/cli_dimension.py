@@ -1,17 +1,26 @@
 """``python -m theory dim`` (one layer's counts and certificate) and ``python -m theory network`` (a whole network).
 
-    python -m theory dim --layer dense --out 512 --in 512 --members 4 --rank 1 --json
+    python -m theory dim --layer dense --fan-out 512 --fan-in 512 --members 4 --rank 1 --json
     python -m theory network --arch resnet18-cifar --in-channels 1 --members 4
+
+Before certifying, the route's memory and time are estimated (``theory.certificate.estimate_cost``): past
+``--max-memory-gb`` / ``--max-minutes`` the default route (``auto``) reports the closed form (``--route none``) and
+says why on stderr, and an explicitly requested route is refused with a one-line message naming ``--route none``.
+A long certification announces its estimate; ``network`` shows a progress bar over the layers.
 """
 from __future__ import annotations
 
-import json
+import sys
 
 from theory import dimension
 from theory.batchensemble import DENSE_VARIANTS, VARIANTS, BatchEnsembleSpec
-from theory.certificate import ROUTES, certify
-from theory.cli_support import BadInput, require_int_in_range
-from theory.network import ARCHS, build_arch, network_counts
+from theory.certificate import (MEMORY_LIMIT_BYTES, ROUTES, TIME_LIMIT_S, CostLimits, certify, closed_form_note,
+                                estimate_cost, planned_route)
+from theory.cli_support import BadInput, add_output_options, emit_json, require_int_in_range
+from theory.network import ARCHS, attention_roles, build_arch, network_counts
+
+
+ANNOUNCE_AFTER_S = 10.0  # a certification estimated to take longer says so on stderr before it starts
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -23,8 +32,8 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 def layer_spec(args) -> BatchEnsembleSpec:
     """Validate the ``dim`` arguments (one line naming the bad value on failure) and build the spec."""
-    out = require_int_in_range("--out", args.out, 1)
-    fan_in = require_int_in_range("--in", args.fan_in, 1)
+    out = require_int_in_range("--fan-out", args.fan_out, 1)
+    fan_in = require_int_in_range("--fan-in", args.fan_in, 1)
     members = require_int_in_range("--members", args.members, 1)
     if args.layer == "dense":
         if args.kernel is not None:
@@ -34,7 +43,10 @@ def layer_spec(args) -> BatchEnsembleSpec:
     else:
         if args.kernel is None:
             raise BadInput("--kernel is missing: --layer conv needs --kernel H W (integers >= 1)")
-        shape = (out, fan_in, *(require_int_in_range(name, value, 1) for name, value in zip(("H", "W"), args.kernel)))
+        if len(args.kernel) != 2:
+            raise BadInput(f"--kernel {' '.join(args.kernel)} is not valid: expected two integers H W >= 1")
+        shape = (out, fan_in, *(require_int_in_range(f"--kernel {name}", value, 1)
+                                for name, value in zip(("H", "W"), args.kernel)))
         accepted = VARIANTS
     if args.variant not in accepted:
         raise BadInput(f"--variant {args.variant!r} is unknown for --layer {args.layer}: expected one of "
@@ -44,16 +56,46 @@ def layer_spec(args) -> BatchEnsembleSpec:
     return BatchEnsembleSpec(shape, members, rank, args.variant)
 
 
+def cost_limits(args) -> CostLimits:
+    """``--max-memory-gb`` and ``--max-minutes`` as the limits a certification is estimated against."""
+    memory = _positive_number("--max-memory-gb", args.max_memory_gb)
+    minutes = _positive_number("--max-minutes", args.max_minutes)
+    return CostLimits(memory * 2**30, minutes * 60)
+
+
+def _positive_number(name: str, value: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not number > 0 or number == float("inf"):
+        raise BadInput(f"{name}={value!r} is not valid: expected a number > 0")
+    return number
+
+
+def _announce(spec: BatchEnsembleSpec, route: str, limits: CostLimits) -> None:
+    """On stderr, before a certification estimated to take more than a few seconds: its route and cost."""
+    chosen, _ = planned_route(spec, route, limits)
+    cost = estimate_cost(spec, chosen)
+    if cost.seconds > ANNOUNCE_AFTER_S:
+        print(f"certifying by the {chosen} route: estimated {cost.describe()} (--route none gives "
+              f"{closed_form_note(spec)} at once)", file=sys.stderr)
+
+
 def run_dim(args) -> int:
     spec = layer_spec(args)
+    limits = cost_limits(args)
     counts = dimension.layer_counts(spec)
-    certificate = certify(spec, args.route, args.seed)
+    _announce(spec, args.route, limits)
+    certificate = certify(spec, args.route, args.seed, limits)
+    if certificate.details.get("reason"):
+        print(f"note: {certificate.details['reason']}", file=sys.stderr)
     payload = {"layer": args.layer, "kernel_shape": list(spec.kernel_shape), "members": spec.members,
                "rank": spec.rank, "variant": spec.variant, **counts.as_dict(),
                "upper_bound": dimension.upper_bound(spec), "certificate": certificate.to_json(),
                "certificate_details": certificate.as_dict()}
+    emit_json(args, payload, args.seed)
     if args.json:
-        print(json.dumps(payload, indent=2))
         return 0
     rows = [[key, f"{payload[key]:,}" if isinstance(payload[key], int) and not isinstance(payload[key], bool)
              else str(payload[key])] for key in ("ambient_dim", "image_dim", "codim", "params", "redundancy", "fills")]
@@ -66,6 +108,20 @@ def run_dim(args) -> int:
     return 0
 
 
+VIT_FLAGS = ("image_size", "patch_size", "width", "depth", "heads", "mlp_ratio")
+
+
+def _vit_options(args) -> dict:
+    """The ViT shape flags that were given (``--image-size`` … ``--mlp-ratio``, ``--pooling``); an error off --arch vit."""
+    given = {name: getattr(args, name) for name in VIT_FLAGS if getattr(args, name) is not None}
+    if args.arch != "vit":
+        if given or args.be_scope != "all" or args.layernorm != "shared" or args.pooling != "cls":
+            raise BadInput(f"the ViT options are only valid for --arch vit (got --arch {args.arch})")
+        return {}
+    options = {name: require_int_in_range(f"--{name.replace('_', '-')}", value, 1) for name, value in given.items()}
+    return {**options, "pooling": args.pooling}
+
+
 def run_network(args) -> int:
     members = require_int_in_range("--members", args.members, 1)
     widths = [require_int_in_range("--widths", width, 1) for width in args.widths] if args.widths else None
@@ -75,11 +131,20 @@ def run_network(args) -> int:
     if channels is not None and args.arch == "mlp":
         raise BadInput("--in-channels is not valid for --arch mlp: the input width is the first of --widths")
     classes = require_int_in_range("--num-classes", args.num_classes, 1) if args.num_classes is not None else None
-    model = build_arch(args.arch, channels, classes, widths)
+    vit_options = _vit_options(args)
+    model = build_arch(args.arch, channels, classes, widths, **vit_options)
+    transformer = {}
+    if args.arch == "vit":
+        roles = attention_roles(model) if args.be_scope == "mlp" else {}
+        transformer = {"roles": roles, "layernorm": args.layernorm, "embeddings": "shared"}
     counts = network_counts(model, members, rank=require_int_in_range("--rank", args.rank, 1), bias=args.bias,
-                            norm=args.norm, shortcuts=args.shortcuts, certify_route=args.route, seed=args.seed)
+                            norm=args.norm, shortcuts=args.shortcuts, certify_route=args.route, seed=args.seed,
+                            limits=cost_limits(args), **transformer)
+    for row in counts.rows:
+        if row.certificate is not None and row.certificate.details.get("reason"):
+            print(f"note: {row.name}: {row.certificate.details['reason']}", file=sys.stderr)
+    emit_json(args, {"arch": args.arch, **counts.as_dict()}, args.seed)
     if args.json:
-        print(json.dumps({"arch": args.arch, **counts.as_dict()}, indent=2))
         return 0
     rows = [[row.name or "(root)", row.kind, "x".join(map(str, row.shape)), row.role, f"{row.counts.ambient_dim:,}",
              f"{row.counts.params:,}", f"{row.counts.image_dim:,}", f"{row.counts.codim:,}",
@@ -98,15 +163,16 @@ def run_network(args) -> int:
 def register(subparsers) -> None:
     dim = subparsers.add_parser("dim", help="counts and certificate of one BatchEnsemble layer")
     dim.add_argument("--layer", choices=("dense", "conv"), required=True)
-    dim.add_argument("--out", required=True, help="output features / channels (m)")
-    dim.add_argument("--in", dest="fan_in", required=True, help="input features / channels (n)")
-    dim.add_argument("--kernel", nargs=2, metavar=("H", "W"), help="spatial kernel size (conv only)")
+    dim.add_argument("--fan-out", required=True, help="output features / channels (m)")
+    dim.add_argument("--fan-in", required=True, help="input features / channels (n)")
+    dim.add_argument("--kernel", nargs="+", metavar="H W", help="spatial kernel size H W (conv only)")
     dim.add_argument("--members", required=True, help="ensemble size k >= 1")
     dim.add_argument("--rank", default="1", help="BatchEnsemble rank r, 1..min(m, n) (default 1)")
     dim.add_argument("--variant", default="channel-wise", help=f"one of {', '.join(VARIANTS)}")
     dim.add_argument("--route", default="auto", choices=ROUTES, help="certificate route (default: toric for r = 1)")
     dim.add_argument("--seed", type=int, default=0, help="seed of the random integer point (modular routes)")
-    dim.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_limit_options(dim)
+    add_output_options(dim)
     dim.set_defaults(handler=run_dim)
 
     network = subparsers.add_parser("network", help="per-layer and total counts of a whole network")
@@ -123,5 +189,24 @@ def register(subparsers) -> None:
                          help="1×1 shortcut convs (torch-uncertainty: plain, i.e. shared)")
     network.add_argument("--route", default="auto", choices=ROUTES)
     network.add_argument("--seed", type=int, default=0)
-    network.add_argument("--json", action="store_true")
+    _add_limit_options(network)
+    add_output_options(network)
+    vit_group = network.add_argument_group("--arch vit (each projection Q, K, V, O is one dense layer)")
+    for flag, meaning in (("image-size", "image side, pixels (default 28)"), ("patch-size", "patch side p (default 7)"),
+                          ("width", "token width d (default 64)"), ("depth", "transformer blocks (default 4)"),
+                          ("heads", "attention heads (default 4)"), ("mlp-ratio", "MLP hidden = ratio · d (default 2)")):
+        vit_group.add_argument(f"--{flag}", help=meaning)
+    vit_group.add_argument("--pooling", choices=("cls", "mean"), default="cls", help="class token or mean pooling")
+    vit_group.add_argument("--be-scope", choices=("all", "mlp"), default="all",
+                           help="'mlp': attention projections plain and shared (uncertainty-baselines' BE ViT)")
+    vit_group.add_argument("--layernorm", choices=("shared", "per-member"), default="shared",
+                           help="LayerNorm scale and shift shared or per member")
     network.set_defaults(handler=run_network)
+
+
+def _add_limit_options(parser) -> None:
+    parser.add_argument("--max-memory-gb", default=str(MEMORY_LIMIT_BYTES / 2**30),
+                        help="refuse (or, with --route auto, skip) a certification estimated to need more memory "
+                             f"(default {MEMORY_LIMIT_BYTES / 2**30:g})")
+    parser.add_argument("--max-minutes", default=str(TIME_LIMIT_S / 60),
+                        help=f"the same for the estimated time (default {TIME_LIMIT_S / 60:g})")

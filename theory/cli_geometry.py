@@ -1,9 +1,9 @@
 """``python -m theory distance | tube | fdim``: distance to the BE set, ε-tube scaling, functional dimension.
 
-    python -m theory distance --weights member_kernels.pt --rank 1 --json out.json     # (k, out, in[, h, w]) tensor
+    python -m theory distance --weights member_kernels.pt --max-rank 1 --out out.json     # (k, out, in[, h, w])
     python -m theory distance --random-de 4 64 32 3 3 --max-rank 2                      # demo on a random point
-    python -m theory tube --case 2 3 3 --samples 20000 --json tube.json
-    python -m theory fdim --widths 4 4 4 --activation relu --members 2 --json fdim.json
+    python -m theory tube --case 2 3 3 --samples 20000 --out tube.json
+    python -m theory fdim --widths 4 4 4 --activation relu --members 2 --out fdim.json
 """
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from theory.batchensemble import VARIANTS, BatchEnsembleSpec, member_weights, random_factors
-from theory.cli_support import BadInput, require, require_int_in_range
+from theory.cli_support import BadInput, add_output_options, emit_json, require, require_int_in_range
 from theory.distance import distance_by_rank, log_contrasts, validate_weights
 from theory.functional import ACTIVATIONS, MLPSpec, functional_dimension
-from theory.records import atomic_write_json, provenance
+from theory.records import UNREADABLE_FILE_ERRORS, describe_error, load_torch_file
 from theory.tube import DEFAULT_EPSILONS, DEFAULT_SAMPLES, FULL_SAMPLES, tube_probability
 
 
@@ -26,9 +26,12 @@ def load_weights(path: str) -> torch.Tensor:
     file = Path(path)
     require(file.is_file(), f"--weights {path!r} does not exist: expected a .pt or .npy file")
     if file.suffix == ".npy":
-        return torch.from_numpy(np.load(file, allow_pickle=False))
+        try:
+            return torch.from_numpy(np.load(file, allow_pickle=False))
+        except UNREADABLE_FILE_ERRORS as error:
+            raise BadInput(f"--weights {path!r} is not a readable .npy array ({describe_error(error)})") from None
     if file.suffix == ".pt":
-        loaded = torch.load(file, map_location="cpu", weights_only=True)
+        loaded = load_torch_file(file, f"--weights {path!r}")
         require(isinstance(loaded, torch.Tensor), f"--weights {path!r} holds a {type(loaded).__name__}: expected a tensor")
         return loaded
     raise BadInput(f"--weights {path!r} has suffix {file.suffix!r}: expected .pt or .npy")
@@ -59,14 +62,15 @@ def run_distance(args) -> int:
     payload = {"shape": list(weights.shape), "variant": args.variant, "ranks": [r.as_dict() for r in results],
                "seconds": seconds}
     payload["log_contrasts"] = log_contrasts(weights, args.variant).as_dict()
+    emit_json(args, payload, args.seed)
+    if args.json:
+        return 0
     print(f"shape {tuple(weights.shape)}, variant {args.variant}, {seconds:.2f}s")
     for r in results:
         print(f"  rank {r.spec.rank}: distance {r.distance:.6g}, relative residual {r.relative_residual:.3e}")
     lc = payload["log_contrasts"]
     print(f"  rank-1 log-contrasts: {lc['num_contrasts']} values, max |g| = {lc['max_abs_contrast']:.3g}, "
           f"signs consistent: {lc['signs_consistent']}")
-    if args.json:
-        atomic_write_json(args.json, {"provenance": provenance(vars_of(args), args.seed), **payload})
     return 0
 
 
@@ -78,10 +82,10 @@ def run_tube(args) -> int:
     require_int_in_range("--samples", samples, 1)
     epsilons = np.logspace(np.log10(args.eps_min), np.log10(args.eps_max), args.num_eps)
     result = tube_probability(*args.case, epsilons=epsilons, samples=samples, seed=args.seed)
-    print(f"(k,m,n)={result.case}: codim {result.codim}, slope {result.slope:.4f} "
-          f"[{result.slope_ci[0]:.4f}, {result.slope_ci[1]:.4f}], {result.samples} draws, {result.seconds:.2f}s")
-    if args.json:
-        atomic_write_json(args.json, {"provenance": provenance(vars_of(args), args.seed), **result.as_dict()})
+    emit_json(args, result.as_dict(), args.seed)
+    if not args.json:
+        print(f"(k,m,n)={result.case}: codim {result.codim}, slope {result.slope:.4f} "
+              f"[{result.slope_ci[0]:.4f}, {result.slope_ci[1]:.4f}], {result.samples} draws, {result.seconds:.2f}s")
     return 0
 
 
@@ -89,18 +93,16 @@ def run_fdim(args) -> int:
     spec = MLPSpec(tuple(args.widths), args.activation, args.members, args.rank)
     result = functional_dimension(spec, args.batch, args.seed)
     row = result.as_dict()
+    emit_json(args, row, args.seed)
+    if args.json:
+        return 0
     print(f"widths {list(spec.widths)} {spec.activation} k={spec.members} r={spec.rank} batch {result.batch}")
     for name in ("single", "de", "be"):
         print(f"  fdim {name}: {row[f'{name}_lower'] if row[f'{name}_lower'] is not None else row[f'{name}_float_rank']}"
               f" (upper {row[f'{name}_upper']}, {row[f'{name}_status']}, float gap {row[f'{name}_gap']:.2g})")
     print(f"  functional codim {result.functional_codim}, parameter codim {spec.parameter_codim}")
-    if args.json:
-        atomic_write_json(args.json, {"provenance": provenance(vars_of(args), args.seed), **row})
     return 0
 
-
-def vars_of(args) -> dict:
-    return {key: value for key, value in vars(args).items() if key != "handler"}
 
 
 def register(subparsers) -> None:
@@ -113,7 +115,7 @@ def register(subparsers) -> None:
     distance.add_argument("--starts", type=int, default=3)
     distance.add_argument("--max-iter", type=int, default=300)
     distance.add_argument("--seed", type=int, default=0)
-    distance.add_argument("--json", metavar="PATH")
+    add_output_options(distance)
     distance.set_defaults(handler=run_distance)
 
     tube = subparsers.add_parser("tube", help="ε-tube probability around the rank-1 BE set and its log-log slope")
@@ -124,7 +126,7 @@ def register(subparsers) -> None:
     tube.add_argument("--num-eps", type=int, default=len(DEFAULT_EPSILONS))
     tube.add_argument("--full", action="store_true", help=f"{FULL_SAMPLES} draws unless --samples is given")
     tube.add_argument("--seed", type=int, default=0)
-    tube.add_argument("--json", metavar="PATH")
+    add_output_options(tube)
     tube.set_defaults(handler=run_tube)
 
     fdim = subparsers.add_parser("fdim", help="batch functional dimension of single / DE / BE MLPs")
@@ -134,5 +136,5 @@ def register(subparsers) -> None:
     fdim.add_argument("--rank", type=int, default=1)
     fdim.add_argument("--batch", type=int, default=None, help="inputs in the batch (default: saturating)")
     fdim.add_argument("--seed", type=int, default=0)
-    fdim.add_argument("--json", metavar="PATH")
+    add_output_options(fdim)
     fdim.set_defaults(handler=run_fdim)

@@ -1,10 +1,14 @@
-"""Shared command-line behaviour: bad input is one clear line on stderr and exit code 2, never a traceback."""
+"""Shared command-line behaviour: bad input is one clear line on stderr and exit code 2, never a traceback.
+
+Output flags mean the same in every subcommand of ``python -m theory`` and ``python -m empirics``: ``--json`` prints
+the result as JSON on stdout (instead of the table), ``--out PATH`` writes it (a JSON file with provenance, or the
+output folder of commands that write several files: ``study``, ``report``, ``results``)."""
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
-from typing import Callable, NoReturn
+from typing import Any, Callable, NoReturn
 
 EXIT_BAD_INPUT = 2
 
@@ -67,3 +71,21 @@ def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     """Parse ``argv`` and call the chosen subcommand's ``handler(args)``; its return value is the exit code."""
     args = parser.parse_args(argv)
     return args.handler(args)
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    """``--json`` (print JSON on stdout) and ``--out PATH`` (write a JSON file with provenance), see the module."""
+    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout instead of a table")
+    parser.add_argument("--out", metavar="PATH", help="also write the result, with provenance, to the JSON file PATH")
+
+
+def emit_json(args: argparse.Namespace, payload: dict[str, Any], seed: int | None = None) -> None:
+    """Write ``{provenance, **payload}`` to ``args.out`` (atomically) when given; print ``payload`` with ``--json``.
+    The provenance records the command's arguments and ``seed``."""
+    from theory.records import atomic_write_json, json_text, provenance  # records is infrastructure below this module
+
+    if args.out:
+        arguments = {key: value for key, value in vars(args).items() if key != "handler"}
+        atomic_write_json(args.out, {"provenance": provenance(arguments, seed), **payload})
+    if args.json:
+        print(json_text(payload))

@@ -3,13 +3,21 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import platform
 import subprocess
 import sys
 import tempfile
+import zipfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from theory.cli_support import BadInput
+
+# What a truncated, empty or foreign file makes torch.load / np.load raise (the weights-only unpickler included).
+UNREADABLE_FILE_ERRORS = (RuntimeError, EOFError, IndexError, KeyError, pickle.UnpicklingError, zipfile.BadZipFile,
+                          ValueError, OSError)
 
 TRACKED_PACKAGES = ("torch", "torchvision", "numpy", "scipy", "sympy", "python-flint", "torchmetrics", "matplotlib")
 
@@ -35,7 +43,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def atomic_write_json(path: str | os.PathLike, payload: Any) -> None:
-    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False, default=_json_default) + "\n")
+    atomic_write_text(path, json_text(payload) + "\n")
+
+
+def json_text(payload: Any) -> str:
+    """``payload`` as indented JSON (arrays, tuples, sets and paths converted), as every result file stores it."""
+    return json.dumps(payload, indent=2, sort_keys=False, default=_json_default)
 
 
 def _json_default(value: Any) -> Any:
@@ -74,3 +87,21 @@ def provenance(config: dict[str, Any] | None = None, seed: int | None = None) ->
     """The block every result file carries: what was run, with which seed, on which code and library versions."""
     return {"config": config or {}, "seed": seed, "versions": versions(), "git_commit": git_commit(),
             "command": " ".join(sys.argv)}
+
+
+def load_torch_file(path: str | os.PathLike, what: str, hint: str = "") -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; an empty, truncated or foreign file is a one-line
+    ``BadInput`` naming ``what`` (e.g. ``--weights 'x.pt'``) and the error, never a traceback."""
+    import torch  # here, so writing records does not import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except UNREADABLE_FILE_ERRORS as error:
+        raise BadInput(f"{what} is not a readable torch file (empty, truncated or corrupted: "
+                       f"{describe_error(error)}){'; ' + hint if hint else ''}") from None
+
+
+def describe_error(error: BaseException) -> str:
+    """``TypeName: first line of the message`` (just the type when the message is empty, as for an empty file)."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__

@@ -94,6 +94,16 @@ def write_tiny_svhn(root: Path, generator: torch.Generator, n_train: int, n_test
                        torch.randint(0, 10, (count,), generator=generator).numpy())
 
 
+def write_tiny_cifar10_c(root: Path, generator: torch.Generator, families: tuple[str, ...], n_test: int) -> None:
+    """``root/CIFAR-10-C/<family>.npy`` (uint8 (5·n_test, 32, 32, 3): severities 1..5 as consecutive blocks, as the
+    release) and ``labels.npy`` (5·n_test labels)."""
+    folder = root / "CIFAR-10-C"
+    folder.mkdir(parents=True, exist_ok=True)
+    for family in families:
+        np.save(folder / f"{family}.npy", colour_images(5 * n_test, generator))
+    np.save(folder / "labels.npy", np.tile(torch.randint(0, 10, (n_test,), generator=generator).numpy(), 5))
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every empirics test gets its own ``EGEO_CACHE_DIR``."""

@@ -64,7 +64,42 @@ def test_rank_above_every_layer_is_rejected_before_anything_is_written(tiny_mnis
     with pytest.raises(SystemExit):
         run_cli(main, _train_args(tiny_mnist_root, run, "--set", "rank=5000"))
     assert "rank=5000 is out of range for this architecture: expected an integer in 1..16" in capsys.readouterr().err
-    assert not (run / "config.json").exists()
+    assert not run.exists()  # defect 9: a rejected run leaves no empty run folder behind
+
+
+@pytest.mark.parametrize("layout", ["missing", "no-config"])
+def test_resume_of_a_missing_path_or_a_folder_without_config_exits_2_and_overwrites_nothing(layout, tmp_path,
+                                                                                            capsys):
+    """Defect 3: `train --resume` on a mistyped path or a folder without config.json used to start a fresh run
+    (exit 0) over the old checkpoint; now it is a one-line error, exit 2, and nothing is written."""
+    run = tmp_path / "run"
+    if layout == "no-config":
+        run.mkdir()
+        (run / "checkpoint.pt").write_bytes(b"an earlier checkpoint")
+    before = sorted(path.name for path in tmp_path.rglob("*"))
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, ["train", "--run-dir", str(run), "--resume"])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and error.count("\n") == 1 and f"cannot resume {run}" in error
+    assert ("no such folder" if layout == "missing" else "holds no config.json") in error
+    assert sorted(path.name for path in tmp_path.rglob("*")) == before
+    if layout == "no-config":
+        assert (run / "checkpoint.pt").read_bytes() == b"an earlier checkpoint"
+
+
+def test_documented_resume_command_reads_the_runs_own_config(tiny_mnist_root, tmp_path, capsys):
+    """Defect 6: `train --run-dir RUN --resume` on a run started with --set continues it with its config.json (it
+    used to compare the defaults with config.json and exit 2); an execution key may change, a conflicting --set is
+    still refused."""
+    run = tmp_path / "run"
+    assert run_cli(main, _train_args(tiny_mnist_root, run, "--set", "n_train=40")) == 0
+    trained = capsys.readouterr().out
+    assert run_cli(main, ["train", "--run-dir", str(run), "--resume", "--set", "threads=2"]) == 0
+    assert capsys.readouterr().out == trained  # the finished run's stored test metrics, same run directory
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, ["train", "--run-dir", str(run), "--resume", "--set", "lr=0.5"])
+    assert exit_info.value.code == 2 and "config differs from its config.json in lr (0.001 → 0.5)" in \
+        capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -74,3 +109,20 @@ def test_module_entry_point_exits_2_without_traceback():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip() == "error: members=0 is out of range: expected a value in [1, ∞)"
+
+
+@pytest.mark.parametrize("command", ["evaluate", "resume"])
+def test_empty_checkpoint_is_one_line_exit_2(command, tiny_mnist_root, tmp_path, capsys):
+    """Defect 8: a 0-byte checkpoint.pt gave an IndexError traceback (the empty EOFError message was indexed) in
+    `evaluate` and `train --resume`; now one line naming the file, exit 2."""
+    run = tmp_path / "run"
+    run_cli(main, _train_args(tiny_mnist_root, run))
+    (run / "COMPLETE").unlink()
+    (run / "checkpoint.pt").write_bytes(b"")
+    capsys.readouterr()
+    argv = ["evaluate", str(run)] if command == "evaluate" else ["train", "--run-dir", str(run), "--resume"]
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert "checkpoint.pt is not a readable torch file (empty, truncated or corrupted: EOFError)" in err

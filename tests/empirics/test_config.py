@@ -87,3 +87,28 @@ def test_cross_field_rules():
     with pytest.raises(BadInput, match="patience > 0 needs a validation set"):
         load_config(None, ["val_fraction=0"])
     assert load_config(None, ["val_fraction=0", "patience=0"]).val_fraction == 0.0
+
+
+def test_top_level_keys_beside_a_config_table_are_refused_not_ignored(tmp_path):
+    """Defect 7: a file with top-level keys *and* a [config] table used to ignore the top-level ones silently (a
+    typo'd key and ``seed = 5`` alike); now it is a one-line error naming them."""
+    path = tmp_path / "run.toml"
+    path.write_text('seed = 5\nlearning_rate = 0.1\n[config]\nmethod = "deep-ensemble"\n')
+    with pytest.raises(BadInput, match="has a .config. table and also learning_rate, seed outside it"):
+        load_config(path)
+
+
+def test_an_unknown_table_is_refused_with_the_valid_keys(tmp_path):
+    """Defect 7: an unknown table (here [optimiser]) is an unknown key, not silently ignored."""
+    path = tmp_path / "run.toml"
+    path.write_text('method = "single"\n[optimiser]\nlr = 0.1\n')
+    with pytest.raises(BadInput, match="unknown config key.s. optimiser: valid keys are dataset"):
+        load_config(path)
+
+
+def test_a_base_config_is_the_starting_point_of_file_and_overrides(tmp_path):
+    """``load_config(base=...)`` (how ``train --resume`` starts from a run's config.json): keys not set keep the
+    base's values, not the defaults."""
+    base = Config.from_dict({"n_train": 64, "epochs": 3})
+    config = load_config(None, ["threads=1"], base=base)
+    assert (config.n_train, config.epochs, config.threads) == (64, 3, 1)

@@ -34,15 +34,32 @@ def test_same_seed_gives_the_same_images_and_another_seed_other_images(family, d
         assert not torch.equal(corrupt(digit_images, family, 3, seeded(8)), first)
 
 
+# Families whose own output leaves [0, 1] (Poisson counts / λ; strokes added on top of ink): corrupt() clips them.
+CLIPPED = {"shot_noise", "zigzag"}
+
+
+def assert_unit_range_before_the_clip(family: str, images: torch.Tensor) -> None:
+    """``corrupt`` clips to [0, 1] last, so a range check on its output cannot fail; check the family's own output
+    instead: in [0, 1] by itself for every family but ``CLIPPED``, and for those out of range at some severity (so
+    the clip is needed) with ``corrupt`` equal to the clipped output."""
+    raw = [CORRUPTIONS[family](images, severity, seeded()) for severity in SEVERITIES]
+    if family in CLIPPED:
+        assert max(out.max().item() for out in raw) > 1
+    else:
+        assert all(out.min() >= 0 and out.max() <= 1 for out in raw)
+    for severity, out in zip(SEVERITIES, raw):
+        torch.testing.assert_close(corrupt(images, family, severity, seeded()), out.clamp(0, 1), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("family", sorted(CORRUPTIONS))
 def test_every_family_changes_images_and_stays_in_unit_range(family, digit_images):
     """At every severity the output differs from the clean image (mean |Δ| > 0.005, i.e. over a grey level on
-    average) and lies in [0, 1] with the input's shape and dtype."""
+    average) and has the input's shape and dtype; the family maps [0, 1] into [0, 1] by itself, or is clipped."""
     for severity in SEVERITIES:
         out = corrupt(digit_images, family, severity, seeded())
         assert out.shape == digit_images.shape and out.dtype == digit_images.dtype
-        assert out.min() >= 0 and out.max() <= 1
         assert (out - digit_images).abs().mean() > 0.005
+    assert_unit_range_before_the_clip(family, digit_images)
 
 
 def stroke_scale(images: torch.Tensor) -> torch.Tensor:
@@ -65,10 +82,11 @@ def test_distance_from_clean_grows_with_severity_on_average(family, digit_images
 
 @pytest.mark.parametrize("family", sorted(CORRUPTIONS))
 def test_colour_images_of_another_size_work(family, generator):
-    """CIFAR-sized RGB images (3 × 32 × 32) are corrupted in place of shape, within [0, 1]."""
+    """CIFAR-sized RGB images (3 × 32 × 32) keep their shape and stay within [0, 1] (before the clip, or clipped)."""
     images = torch.rand(6, 3, 32, 32, generator=generator)
     out = corrupt(images, family, 5, seeded())
-    assert out.shape == images.shape and out.min() >= 0 and out.max() <= 1
+    assert out.shape == images.shape
+    assert_unit_range_before_the_clip(family, images)
 
 
 def test_rotate_equals_torchvision_rotation_by_plus_or_minus_the_angle_per_image(digit_images):

@@ -328,3 +328,43 @@ def test_real_mnist_has_the_usual_size_and_statistics_and_its_folder_is_untouche
     assert load_split("fashion-mnist", "train", SHARED_DATA)[0].shape[0] == 60000
     assert load_split("fashion-mnist", "test", SHARED_DATA)[0].shape[0] == 10000
     assert snapshot(SHARED_DATA) == before
+
+
+def test_cifar10_default_shift_uses_the_release_files_present_and_names_generated_families(tiny_image_root):
+    """CIFAR-10, default families: without CIFAR-10-C under the root every generated family, each named as generated;
+    with release files (frost, fog) exactly those, in release order, each named as its release file; an explicit
+    list mixes both and says which is which (a generated family never passes for the release's)."""
+    from conftest import write_tiny_cifar10_c
+
+    assert data.resolve_shift_families("cifar10", tiny_image_root, None) == list(CORRUPTIONS)
+    assert set(data.shift_sources("cifar10", tiny_image_root, None, 5).values()) == {data.GENERATED_SOURCE}
+    write_tiny_cifar10_c(tiny_image_root, torch.Generator().manual_seed(3), ("fog", "frost"), n_test=64)
+    assert data.resolve_shift_families("cifar10", tiny_image_root, None) == ["frost", "fog"]
+    sources = data.shift_sources("cifar10", tiny_image_root, ["rotate", "fog"], 5)
+    assert sources["rotate"] == data.GENERATED_SOURCE
+    assert sources["fog"] == f"CIFAR-10-C release file {tiny_image_root / 'CIFAR-10-C' / 'fog.npy'}, severity 5"
+    images, labels, family = shifted_test_set("cifar10", tiny_image_root, None, 5, seed=0, n_eval=16)
+    assert images.shape == (32, 3, 32, 32) and family.tolist() == [0] * 16 + [1] * 16
+    assert data.resolve_shift_families("mnist", tiny_image_root, None) == list(CORRUPTIONS)
+
+
+def test_download_goes_through_torchvision(tmp_path, monkeypatch, generator):
+    """download=True with the files missing calls torchvision's own CIFAR10 / SVHN with download=True into the data
+    root (the fetch is replaced by writing tiny files in the real formats, so no network is used)."""
+    from conftest import write_tiny_cifar10, write_tiny_svhn
+    import torchvision
+
+    calls = []
+
+    def fake(writer):
+        def dataset(root, download=False, **kwargs):
+            calls.append((kwargs, download))
+            writer(Path(root))
+        return dataset
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10",
+                        fake(lambda root: write_tiny_cifar10(root, generator, per_batch=2, n_test=3)))
+    monkeypatch.setattr(torchvision.datasets, "SVHN", fake(lambda root: write_tiny_svhn(root, generator, 2, 3)))
+    assert load_pixels("cifar10", "test", tmp_path, download=True)[0].shape == (3, 3, 32, 32)
+    assert load_pixels("svhn", "test", tmp_path, download=True)[0].shape == (3, 3, 32, 32)
+    assert calls == [({"train": False}, True), ({"split": "test"}, True)]

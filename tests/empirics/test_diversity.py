@@ -236,3 +236,19 @@ def test_last_stage_features_are_the_penultimate_features(method, de_mode, gener
     with torch.no_grad():
         torch.testing.assert_close(stages["stage4"].double(), model.member_features(images), rtol=1e-10, atol=1e-10)
     assert stages["stage1"].shape == (model.members, 5, 4)
+
+
+def test_vit_reachable_fraction_counts_attention_scope_and_shared_embeddings():
+    """A BE ViT's reachable fraction equals theory's count of its shape-only twin (class token and position embedding
+    shared); with BE in the MLP blocks only (attention projections shared) it is smaller; a DE reaches 1."""
+    from theory.network import attention_roles, build_arch, network_counts
+
+    base = dict(arch="vit", method="batchensemble", patch_size=7, vit_width=16, depth=2, heads=2, mlp_ratio=2)
+    reachable_fraction = diversity.reachable_fraction
+    everywhere = reachable_fraction(Config(**base))
+    shapes = build_arch("vit", 1, 10, patch_size=7, width=16, depth=2, heads=2, mlp_ratio=2)
+    assert everywhere == network_counts(shapes, 4, embeddings="shared", certify_route="none").fraction_reached
+    mlp_only = reachable_fraction(Config(**base, be_scope="mlp"))
+    assert mlp_only == network_counts(shapes, 4, embeddings="shared", roles=attention_roles(shapes),
+                                      certify_route="none").fraction_reached
+    assert mlp_only < everywhere < 1 == reachable_fraction(Config(**{**base, "method": "deep-ensemble"}))

@@ -161,3 +161,19 @@ def test_shortcut_and_batchnorm_options_change_the_layers():
 def test_unknown_arch_or_method_is_a_clear_error(bad):
     with pytest.raises(BadInput, match="is unknown: expected one of"):
         build_model(ModelSpec(**{**_spec("single").__dict__, **bad}))
+
+
+def test_member_weight_tuples_refuses_a_foreign_layer_instead_of_repeating_its_slow_weight(torch_uncertainty):
+    """A torch-uncertainty net wrapped so that it looks like ours: member_weight_tuples raises a BadInput naming the
+    foreign layer and its type (before this check it returned BatchConv2d's slow ``conv.weight`` k times)."""
+    from torch import nn
+
+    from empirics.models import BatchEnsembleModel
+    from theory.cli_support import BadInput
+
+    net = nn.Sequential(torch_uncertainty.BatchConv2d(1, 2, 3, num_estimators=4))
+    net.input_layer = net[0]
+    with pytest.raises(BadInput, match=r"layer '0' of type BatchConv2d is not one of this project's layers"):
+        member_weight_tuples(BatchEnsembleModel(net, 4))
+    with pytest.raises(BadInput, match="model of type Sequential is not one of this project's ensemble models"):
+        member_weight_tuples(net)

@@ -27,4 +27,4 @@ def test_difference_within_and_outside_the_seed_spread():
 
 def test_a_study_without_pairs_writes_nothing(tmp_path):
     assert not parity.write_parity(tmp_path, {"runs": {"single": {"metrics": {}}}})
-    assert not (tmp_path / "parity.md").exists()
+    assert not (tmp_path / "parity.json").exists()

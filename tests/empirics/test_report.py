@@ -129,3 +129,71 @@ def test_report_without_summary_is_a_clear_error(tmp_path):
     """No summary.json: a BadInput naming the file and the command that makes it."""
     with pytest.raises(BadInput, match="summary.json does not exist"):
         report.write_report(tmp_path)
+
+
+# ---------------------------------------------------------------- ViT and regression studies (issue 15)
+
+def fake_issue15_study(out: Path, preset: str, values: dict[str, list[dict[str, float]]]) -> dict:
+    """A study of ``preset`` whose runs ``values`` (run -> per-seed metrics) are finished; others are missing."""
+    seeds = max(len(per_seed) for per_seed in values.values())
+    for run, per_seed in values.items():
+        for seed, metrics in enumerate(per_seed):
+            write_finished_run(out, run, seed, metrics,
+                               {"weights": {"network": {"mean_cosine": 0.5, "mean_relative_distance": 0.3 + seed}}})
+    loaded = study.load_preset(preset)
+    summary = study.summarise(loaded, study.run_specs(loaded, seeds=seeds), out)
+    (out / "summary.json").write_text(json.dumps(summary))
+    return summary
+
+
+def regression_values(be: list[float], sign: list[float], de: list[float]) -> dict[str, list[dict[str, float]]]:
+    def seeds(values, rmse):
+        return [{"shift/epistemic_variance": value, "test/ensemble/rmse": rmse + i / 100,
+                 "shift/ensemble/nll": 1.0, "shift/ensemble/coverage_90": 0.8} for i, value in enumerate(values)]
+    return {"toy-be-r1": seeds(be, 0.5), "toy-be-r1-sign": seeds(sign, 0.5), "toy-de": seeds(de, 0.4)}
+
+
+def test_regression_report_says_be_epistemic_variance_is_below_de_when_the_ci_excludes_zero(tmp_path):
+    """BE 0.001-0.0012 vs DE 0.05-0.06 over 3 seeds: Welch CI of the difference below 0 → 'below'; random signs
+    0.030-0.032 above N(1, 0.5) → the init finding carries over; the tables are the regression ones."""
+    fake_issue15_study(tmp_path, "regression", regression_values([0.001, 0.0011, 0.0012], [0.030, 0.031, 0.032],
+                                                                 [0.05, 0.06, 0.055]))
+    text = report.write_report(tmp_path).read_text()
+    assert "toy-be-r1 0.0011 ± 0.0001 vs toy-de 0.0550 ± 0.0050" in text
+    assert "BE is below the Deep Ensemble (the CI excludes 0)" in text
+    assert "the MLP studies' init finding carries over" in text
+    assert "| run | RMSE | NLL | coverage 90% |" in text and "| run | accuracy |" not in text
+    assert "epistemic variance (shift)" in text  # the link's headline for a regression study
+
+
+def test_regression_report_claims_nothing_when_seeds_overlap(tmp_path):
+    """Overlapping seeds (BE 0.01-0.05 vs DE 0.02-0.04): the CI includes 0 → no difference claimed, no init claim."""
+    fake_issue15_study(tmp_path, "regression", regression_values([0.01, 0.05, 0.03], [0.02, 0.04, 0.03],
+                                                                 [0.02, 0.04, 0.03]))
+    answer = report.question_regression_diversity(report.load_summary(tmp_path))
+    epistemic, tabm = answer.split("TabM")
+    assert "no difference established at this number of seeds" in epistemic and "excludes 0" not in epistemic
+    assert "random-sign BE is above the Deep Ensemble" in tabm  # test RMSE 0.50-0.52 vs 0.40-0.42: TabM not seen
+    assert "not established here" in report.question_regression_init(report.load_summary(tmp_path))
+
+
+def test_vit_report_answers_the_attention_question_with_scope_and_init(tmp_path):
+    """A vit-mnist summary: the Transformers question compares each BE run's MI under shift with the DE's, states the
+    init comparison and the BE-in-MLP-only scope, from the numbers."""
+    def seeds(values):
+        return [{"shift/mutual_information": value, "test/ensemble/accuracy": 0.9} for value in values]
+    fake_issue15_study(tmp_path, "vit-mnist", {"be-r1-channel": seeds([0.01, 0.011, 0.012]),
+                                               "be-r1-signs": seeds([0.1, 0.11, 0.12]),
+                                               "be-r1-signs-mlp": seeds([0.05, 0.051, 0.052]),
+                                               "de": seeds([0.2, 0.21, 0.22])})
+    answer = report.question_other_models(report.load_summary(tmp_path))
+    assert answer.startswith("Attention (ViT")
+    assert "be-r1-channel 0.0110 ± 0.0010 vs de 0.2100 ± 0.0100 (ratio 0.05)" in answer
+    assert "the MLP studies' init finding carries over" in answer
+    assert "Scope: MI under shift, BE in the MLP blocks only vs everywhere" in answer
+    assert "MLP-only BE is below BE everywhere (the CI excludes 0)" in answer
+
+
+def test_classification_report_points_to_the_vit_and_regression_presets(tmp_path):
+    fake_study(tmp_path)
+    assert "`vit-mnist`" in report.question_other_models(report.load_summary(tmp_path))

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from empirics import study
-from empirics.config import Config
 from empirics.cli import main
 from theory.cli_support import BadInput, run_cli
 
@@ -48,12 +47,17 @@ rank = 1
 
 @pytest.mark.parametrize("name", study.available_presets())
 def test_every_preset_states_its_claim_and_builds_valid_configs(name):
-    """Each preset names a claim and its evidence, and every (run, seed) — full and --tiny — is a valid Config."""
+    """Each preset names a claim and its evidence, and every (run, seed) — full and --tiny — builds a Config that
+    carries every field the preset sets for it ([base], [runs.NAME], [tiny] with --tiny, and the seed)."""
     preset = study.load_preset(name)
     assert len(preset.claim) > 40 and len(preset.evidence) > 40
     for tiny in (False, True):
         for spec in study.run_specs(preset, tiny=tiny):
-            assert isinstance(study.build_config(spec), Config)
+            built = study.build_config(spec).to_dict()
+            assert {key: built[key] for key in spec.fields} == \
+                {key: list(value) if isinstance(value, tuple) else value for key, value in spec.fields.items()}
+            if tiny:
+                assert preset.tiny.items() <= spec.fields.items()
 
 
 def test_paper_mnist_preset_is_the_paper_recipe():
@@ -214,3 +218,171 @@ def test_every_preset_runs_end_to_end_on_tiny_subsets(name, tmp_path, tiny_image
     summary = study.run_study(name, tmp_path / "out", tiny=True)
     assert summary["missing"] == [] and set(summary["runs"]) == set(preset.runs)
     assert (tmp_path / "out" / "report.md").is_file() and (tmp_path / "out" / "report.tex").is_file()
+
+
+def _fake_run(run_dir: Path, fields: dict, finished: bool = True) -> None:
+    """A run folder as the engine leaves it: config.json (with provenance), and when ``finished`` the completion
+    marker and the result files (contents are not read by the checks below)."""
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({"config": fields, "seed": fields.get("seed", 0)}))
+    if finished:
+        for name in ("COMPLETE", "eval.json", "diversity.json"):
+            (run_dir / name).write_text("{}")
+
+
+class _NothingTrained(Exception):
+    """Raised instead of training: a test checks what the study decided before any run starts."""
+
+
+def _no_training(*args, **kwargs):
+    raise _NothingTrained
+
+
+def _two_run_preset(folder: Path, text: str = TWO_RUN_PRESET) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "two-runs.toml").write_text(text)
+    return folder / "two-runs.toml"
+
+
+def test_finished_runs_trained_under_another_config_are_listed_and_refused(tmp_path, monkeypatch):
+    """Defect 1: a finished run whose config.json differs from the preset's config (here n_train 128 → 64) was
+    counted as finished and summarised; now the study lists each such run (key: old → new), trains nothing and
+    asks for --rerun or another --out."""
+    preset_file = _two_run_preset(tmp_path / "old")
+    out = tmp_path / "out"
+    for spec in study.run_specs(study.load_preset(str(preset_file))):
+        _fake_run(out / spec.relative_dir, study.build_config(spec).to_dict())
+    changed = _two_run_preset(tmp_path / "new", TWO_RUN_PRESET.replace("n_train = 128", "n_train = 64"))
+    monkeypatch.setattr(study, "_run_all", _no_training)
+    with pytest.raises(BadInput) as error:
+        study.run_study(str(changed), out)
+    message = str(error.value)
+    assert message.startswith("2 run(s) in") and "n_train (128 → 64)" in message and "--rerun" in message
+    assert "runs/single/seed0" in message and "runs/be-r1/seed0" in message and "\n" not in message
+    with pytest.raises(_NothingTrained):  # --rerun retrains them
+        study.run_study(str(changed), out, rerun=True)
+
+
+def test_a_finished_run_is_kept_when_its_config_matches_with_older_files_missing_keys_as_defaults(tmp_path):
+    """Same config (execution keys aside) → nothing stale; a key absent from an older config.json counts as its
+    default, so the committed studies stay recognised; a missing key whose preset value is not the default differs."""
+    preset = study.load_preset(str(_two_run_preset(tmp_path)))
+    spec = study.run_specs(preset)[0]
+    fields = study.build_config(spec).to_dict()
+    older = {key: value for key, value in fields.items() if key not in ("de_mode", "threads")}  # default / execution
+    _fake_run(tmp_path / "out" / spec.relative_dir, {**older, "eval_batch_size": 17})
+    assert study.stale_runs([spec], tmp_path / "out", resume=False) == {}
+    without_n_train = {key: value for key, value in fields.items() if key != "n_train"}
+    _fake_run(tmp_path / "out2" / spec.relative_dir, without_n_train)
+    assert study.stale_runs([spec], tmp_path / "out2", resume=False) == \
+        {str(spec.relative_dir): "n_train (0 → 128)"}
+
+
+def test_a_partial_run_of_another_config_is_refused_only_when_it_would_be_resumed(tmp_path):
+    """With --resume a started run is continued, so its config must match too; without it the run restarts."""
+    preset = study.load_preset(str(_two_run_preset(tmp_path)))
+    spec = study.run_specs(preset)[0]
+    _fake_run(tmp_path / "out" / spec.relative_dir, {**study.build_config(spec).to_dict(), "lr": 0.5},
+              finished=False)
+    assert study.stale_runs([spec], tmp_path / "out", resume=True) == {str(spec.relative_dir): "lr (0.5 → 0.001)"}
+    assert study.stale_runs([spec], tmp_path / "out", resume=False) == {}
+
+
+def test_another_studys_folder_is_refused_unless_rerun(tmp_path, monkeypatch):
+    """Defect 9: `study X --out <folder of study Y>` used to overwrite Y's summary and report without asking."""
+    preset_file = _two_run_preset(tmp_path)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "summary.json").write_text(json.dumps({"preset": "paper-mnist", "runs": {}}))
+    monkeypatch.setattr(study, "_run_all", _no_training)
+    with pytest.raises(BadInput, match=r"holds the study 'paper-mnist', not 'two-runs': choose another --out, or "
+                                       r"pass --rerun"):
+        study.run_study(str(preset_file), tmp_path / "other")
+    with pytest.raises(_NothingTrained):
+        study.run_study(str(preset_file), tmp_path / "other", rerun=True)
+
+
+def test_partial_runs_restarted_without_resume_are_announced(tmp_path, monkeypatch, capsys):
+    """Defect 9: without --resume a started, unfinished run restarts from scratch; the study now says so and names
+    --resume (it used to say only "N to run")."""
+    preset_file = _two_run_preset(tmp_path)
+    spec = study.run_specs(study.load_preset(str(preset_file)))[0]
+    _fake_run(tmp_path / "out" / spec.relative_dir, study.build_config(spec).to_dict(), finished=False)
+    monkeypatch.setattr(study, "_run_all", _no_training)
+    with pytest.raises(_NothingTrained):
+        study.run_study(str(preset_file), tmp_path / "out")
+    assert "1 partial runs restart from scratch; use --resume to continue them" in capsys.readouterr().err
+    with pytest.raises(_NothingTrained):
+        study.run_study(str(preset_file), tmp_path / "out", resume=True)
+    assert "restart from scratch" not in capsys.readouterr().err
+
+
+def _worker_pids(parent: int) -> list[int]:
+    """Pids of the multiprocessing spawn children of ``parent`` (from /proc: ppid and command line)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == parent and b"spawn_main" in cmdline:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    """Running or sleeping (a zombie or a vanished pid is not alive)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads worker pids from /proc (Linux)")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_to_a_two_job_study_stops_every_worker(signum, tmp_path, tiny_image_root):
+    """Defect 4: SIGTERM / SIGINT to the parent of `study --jobs 2` used to leave both workers training, re-parented.
+    Now the parent stops them: each checkpoints its run and exits, then the parent exits 128 + signal; no worker
+    survives. Real processes and signals; runs long enough (200 epochs) that only the signal can end them."""
+    preset_file = _two_run_preset(tmp_path, TWO_RUN_PRESET.replace("epochs = 2", "epochs = 200"))
+    out = tmp_path / "out"
+    env = {**os.environ, "EGEO_DATA_ROOT": str(tiny_image_root)}
+    process = subprocess.Popen([sys.executable, "-m", "empirics", "study", str(preset_file), "--out", str(out),
+                                "--jobs", "2"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    checkpoints = [out / "runs" / name / "seed0" / "checkpoint.pt" for name in ("single", "be-r1")]
+    deadline = time.monotonic() + 240
+    while not all(path.is_file() for path in checkpoints) and time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read().decode()
+        time.sleep(0.1)
+    workers = _worker_pids(process.pid)
+    assert len(workers) == 2 and all(path.is_file() for path in checkpoints), "both runs must be training"
+    os.kill(process.pid, signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, stderr.decode()
+    assert "every worker checkpointed its run and exited; continue with --resume" in stderr.decode()
+    time.sleep(1.0)
+    assert [pid for pid in workers if _alive(pid)] == []
+    for path in checkpoints:
+        assert not (path.parent / "COMPLETE").exists() and "stopped by signal" in (path.parent / "train.log").read_text()
+
+
+@pytest.mark.parametrize("addition,message", [
+    ("[study]\nseed = 3\n", r"unknown \[study\] key\(s\) seed: valid are claim, evidence, seeds"),
+    ("[tiny]\nn_trian = 64\n", r"unknown \[tiny\] key\(s\) n_trian: valid are dataset"),
+    ("[base]\nepoch = 3\n", r"unknown \[base\] key\(s\) epoch: valid are dataset"),
+    ("[runs.de]\nmethod = 'deep-ensemble'\nmembrs = 2\n", r"unknown \[runs.de\] key\(s\) membrs"),
+    ("[sweep]\nlr = [0.1]\n", r"unknown top-level table\(s\) sweep: valid are study, base, runs, tiny, reference"),
+    ("[reference.nope]\n'test/ensemble/accuracy' = 0.9\n", r"unknown \[reference.NAME\] run\(s\) nope"),
+])
+def test_preset_keys_are_validated_like_config_keys(addition, message, tmp_path):
+    """Deliver 4: a typo'd [study], [tiny], [base] or [runs.NAME] key, or an unknown table, used to be ignored; now
+    it is a one-line error listing the valid keys (as Config does for config keys)."""
+    # a TOML table is defined once: keys for [study] and [base] go into the existing tables
+    existing = {"[study]": "seeds = 1\n", "[base]": "threads = 1\n"}
+    header, keys = addition.split("\n", 1)
+    text = TWO_RUN_PRESET.replace(existing[header], existing[header] + keys) if header in existing else \
+        TWO_RUN_PRESET + addition
+    path = _two_run_preset(tmp_path, text)
+    with pytest.raises(BadInput, match=message):
+        study.load_preset(str(path))

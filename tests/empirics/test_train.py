@@ -175,13 +175,26 @@ def test_resume_of_a_finished_run_returns_its_metrics_and_a_changed_config_is_re
         train(Config.from_dict({**config.to_dict(), "lr": 0.5}), tmp_path / "run", resume=True)
 
 
+def test_mc_dropout_final_test_pass_survives_a_resume_and_equals_evaluate(tiny_mnist_root, tmp_path):
+    """Defect 5: the final test pass draws MC Dropout's masks from a generator seeded with the config's seed, so
+    (a) resuming between the final checkpoint and COMPLETE re-scores with the same draws (it used to draw from the
+    RNG state saved after the test pass), and (b) train's test metrics equal evaluate's for the same checkpoint."""
+    config = tiny_config(tiny_mnist_root, method="mc-dropout", dropout=0.5, mc_samples=3, epochs=1)
+    run = tmp_path / "run"
+    final = train(config, run)
+    (run / "COMPLETE").unlink()  # killed after the final save, before the completion marker
+    assert train(config, run, resume=True) == final
+    evaluated = train_module.evaluate_run(run)
+    assert {key: value for key, value in evaluated.items() if key.startswith("test/")} == final
+
+
 def test_truncated_checkpoint_is_a_clear_error_on_resume(tiny_mnist_root, tmp_path):
     config = tiny_config(tiny_mnist_root, epochs=1)
     train(config, tmp_path / "run")
     (tmp_path / "run" / "COMPLETE").unlink()
     data = (tmp_path / "run" / "checkpoint.pt").read_bytes()
     (tmp_path / "run" / "checkpoint.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(BadInput, match="checkpoint.pt is corrupted or truncated"):
+    with pytest.raises(BadInput, match="checkpoint.pt is not a readable torch file"):
         train(config, tmp_path / "run", resume=True)
 
 

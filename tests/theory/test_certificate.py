@@ -172,3 +172,33 @@ def test_property_conv_closed_form_certificate_and_float_rank_agree(c_out, c_in,
     assert certificate.lower == diagnostic.rank
     if dimension.has_closed_form(spec):
         assert certificate.status == "certified" and certificate.lower == dimension.image_dim(spec)
+
+
+@pytest.mark.parametrize("spec,route", [(BatchEnsembleSpec((300, 300), 4), "toric"),
+                                        (BatchEnsembleSpec((64, 64, 3, 3), 4, 1, "cp-spatial"), "toric"),
+                                        (BatchEnsembleSpec((24, 24), 3, 2), "schur")], ids=str)
+def test_memory_estimate_brackets_the_measured_peak(spec, route):
+    """Defect 2's guard rests on ``estimate_cost``: on layers large enough for the per-unit terms to dominate, the
+    estimate is at least the measured peak (tracemalloc; numpy reports its buffers to it) and at most 3× it (the
+    constants are measured and rounded up; a factor 3 is the precision the module docstring states)."""
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        ct.certify(spec, route)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    estimate = ct.estimate_cost(spec, route).bytes
+    assert peak <= estimate <= 3 * peak, (peak, estimate)
+
+
+def test_limits_send_auto_to_the_closed_form_and_refuse_an_explicit_route():
+    """Past the limits, ``auto`` returns a not-run certificate with the reason (and the proved bound as upper);
+    an explicit route raises a one-line ``BadInput`` naming ``--route none``; within them nothing changes."""
+    spec, tight = BatchEnsembleSpec((300, 300), 4), ct.CostLimits(memory_bytes=2**20, seconds=3600)
+    skipped = ct.certify(spec, "auto", limits=tight)
+    assert (skipped.status, skipped.route, skipped.upper) == ("not-run", "none", dimension.upper_bound(spec))
+    assert "toric route" in skipped.details["reason"] and "closed form (proved for rank 1)" in skipped.details["reason"]
+    with pytest.raises(ct.BadInput, match=r"--route toric for 300x300.* use --route none for the closed form"):
+        ct.certify(spec, "toric", limits=tight)
+    assert ct.certify(spec, "auto", limits=ct.CostLimits()).status == "certified"

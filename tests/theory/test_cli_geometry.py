@@ -16,7 +16,7 @@ def _run(argv):
 def test_distance_cli_writes_json_for_a_random_be_point(tmp_path, capsys):
     """A random BE point has distance ~0 (relative residual < 1e-10) and consistent signs; JSON has provenance."""
     out = tmp_path / "d.json"
-    assert _run(["distance", "--random-be", "3", "4", "5", "--json", str(out)]) == 0
+    assert _run(["distance", "--random-be", "3", "4", "5", "--out", str(out)]) == 0
     payload = json.loads(out.read_text())
     assert payload["ranks"][0]["relative_residual"] < 1e-10
     assert payload["log_contrasts"]["signs_consistent"] and "git_commit" in payload["provenance"]
@@ -29,17 +29,17 @@ def test_distance_cli_reads_npy_and_pt_files(tmp_path):
     torch.save(torch.from_numpy(weights), tmp_path / "w.pt")
     for name in ("w.npy", "w.pt"):
         out = tmp_path / f"{name}.json"
-        assert _run(["distance", "--weights", str(tmp_path / name), "--max-rank", "2", "--json", str(out)]) == 0
+        assert _run(["distance", "--weights", str(tmp_path / name), "--max-rank", "2", "--out", str(out)]) == 0
         assert len(json.loads(out.read_text())["ranks"]) == 2
 
 
 def test_tube_and_fdim_cli_write_json(tmp_path):
     """tube reports a slope within 0.15 of codim 1; fdim reports functional and parameter codims."""
     tube = tmp_path / "t.json"
-    assert _run(["tube", "--case", "2", "2", "2", "--samples", "2000", "--json", str(tube)]) == 0
+    assert _run(["tube", "--case", "2", "2", "2", "--samples", "2000", "--out", str(tube)]) == 0
     assert abs(json.loads(tube.read_text())["slope"] - 1) <= 0.15
     fdim = tmp_path / "f.json"
-    assert _run(["fdim", "--widths", "3", "3", "3", "--activation", "identity", "--json", str(fdim)]) == 0
+    assert _run(["fdim", "--widths", "3", "3", "3", "--activation", "identity", "--out", str(fdim)]) == 0
     assert json.loads(fdim.read_text())["functional_codim"] == 0
 
 
@@ -73,3 +73,16 @@ def test_nan_weights_are_rejected(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         _run(["distance", "--weights", str(tmp_path / "nan.npy")])
     assert exit_info.value.code == 2 and "NaN/Inf" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name,content", [("garbage.pt", b"not a torch file" * 8), ("empty.pt", b""),
+                                          ("garbage.npy", b"not an array")])
+def test_unreadable_weights_file_is_one_line_exit_2(name, content, tmp_path, capsys):
+    """Defect 8: a garbage file given to --weights gave an UnpicklingError traceback; now one line naming the file."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(SystemExit) as exit_info:
+        _run(["distance", "--weights", str(path)])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1
+    assert f"--weights {str(path)!r} is not a readable" in err and "Traceback" not in err
