@@ -11,7 +11,8 @@ endif
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: install test test-fast reproduce check figures bench bench-theory clean study-quick report-quick theory-results
+.PHONY: install test test-fast reproduce check figures bench bench-theory clean study-quick report-quick theory-results \
+	theory-results-heavy
 
 install: $(STAMP)
 
@@ -43,6 +44,10 @@ report-quick: $(STAMP)
 # Every JSON the theory figures read (results/theory/*.json, committed so `make figures` works on a clean clone).
 theory-results: $(STAMP)
 	$(PY) -m theory results --out results/theory
+
+# The slow theory results (plain Monte Carlo tube, randomised rank-r search): minutes each, outside `make reproduce`.
+theory-results-heavy: $(STAMP)
+	$(PY) -m theory results --out results/theory --only tube_plain rank_r_search
 
 figures: $(STAMP)
 	$(PY) paper_figs/make_all.py

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from empirics.attention import MemberLayerNorm, VisionTransformer
+from empirics.attention import MemberLayerNorm, TokenEmbedding, VisionTransformer
 from empirics.layers import BatchEnsembleConv2d, BatchEnsembleLinear, MemberBatchNorm, make_spec, split_members
 from empirics.precision import PRECISIONS, active_dtype, autocast, convert_layout, to_layout, wants_channels_last
 from theory.batchensemble import DENSE_VARIANTS
@@ -482,7 +482,9 @@ def _check_rank_used(model: BatchEnsembleModel, rank: int | str) -> None:
 
 
 KERNEL_KINDS = (nn.Linear, nn.Conv2d, BatchEnsembleLinear, BatchEnsembleConv2d)
-PARAMETER_KINDS = (*KERNEL_KINDS, nn.BatchNorm1d, nn.BatchNorm2d, MemberBatchNorm)
+# layers with parameters that are not kernels: normalisations and the ViT's class token / position embedding
+PARAMETER_KINDS = (*KERNEL_KINDS, nn.BatchNorm1d, nn.BatchNorm2d, MemberBatchNorm, nn.LayerNorm, MemberLayerNorm,
+                   TokenEmbedding)
 
 
 def _kernel_layers(net: nn.Module) -> dict[str, nn.Module]:

@@ -59,7 +59,7 @@ def check_rank1_dense(max_size: int, max_members: int) -> Evidence:
                     {"failures": failures})
 
 
-@claim("rank1-dense-codim", "rank-1 dense BE: codim Im Φ = (k−1)(m−1)(n−1)", "toric certificate vs closed form")
+@claim("rank1-dense-codim", "rank-1 dense BE: codim Im Φ = (k−1)(m−1)(n−1)", "toric certificate vs closed form", kind="proved")
 def rank1_dense_codim(full: bool) -> Evidence:
     return check_rank1_dense(DENSE_SIZES_FULL if full else DENSE_SIZES, DENSE_MEMBERS_FULL if full else DENSE_MEMBERS)
 
@@ -79,7 +79,7 @@ def check_degenerate_fills(max_size: int, max_members: int) -> Evidence:
 
 
 @claim("degenerate-fills", "rank-1 dense BE fills R^{kmn} iff k = 1, m = 1 or n = 1 (else measure zero)",
-       "toric certificates")
+       "toric certificates", kind="proved")
 def degenerate_fills(full: bool) -> Evidence:
     return check_degenerate_fills(DENSE_SIZES_FULL if full else DENSE_SIZES, DENSE_MEMBERS_FULL if full else DENSE_MEMBERS)
 
@@ -107,8 +107,9 @@ def check_rank_r_dense(max_size: int, max_members: int) -> Evidence:
                     "modular Schur; r = 1 in rank1-dense-codim)", {"failures": failures})
 
 
-@claim("rank-r-dense-dim", "rank-r dense BE: dim = min(kmn, mn + k·r(m+n−r) − (m+n−1))",
-       "modular certificate (Schur) vs closed form")
+@claim("rank-r-dense-dim", "CONJECTURE (upper bound proved, equality certified on the grid): rank-r dense BE: "
+       "dim = min(kmn, mn + k·r(m+n−r) − (m+n−1))",
+       "modular certificate (Schur) vs closed form", kind="conjecture")
 def rank_r_dense_dim(full: bool) -> Evidence:
     return check_rank_r_dense(DENSE_SIZES_FULL if full else DENSE_SIZES, DENSE_MEMBERS_FULL if full else DENSE_MEMBERS)
 
@@ -130,8 +131,9 @@ def check_filling_threshold(max_size: int, max_members: int) -> Evidence:
                     {"mismatches": mismatches[:10]})
 
 
-@claim("rank-r-fills-iff", "rank-r dense BE fills R^{kmn} iff k(m−r)(n−r) <= (m−1)(n−1)",
-       "certificates + symbolic identity")
+@claim("rank-r-fills-iff", "CONJECTURE (certified on the grid): rank-r dense BE fills R^{kmn} iff "
+       "k(m−r)(n−r) <= (m−1)(n−1)",
+       "certificates + symbolic identity", kind="conjecture")
 def rank_r_fills_iff(full: bool) -> Evidence:
     return check_filling_threshold(DENSE_SIZES_FULL if full else DENSE_SIZES, DENSE_MEMBERS_FULL if full else DENSE_MEMBERS)
 
@@ -169,7 +171,7 @@ def check_conv_rank1(max_channels: int, hws: tuple[int, ...], max_members: int) 
 
 
 @claim("conv-rank1-codim", "rank-1 block variants: codim = (k−1)(D − 1 − Σ_j (D_j − 1)) (table of docs/theory.md §3)",
-       "toric certificate vs closed form")
+       "toric certificate vs closed form", kind="proved")
 def conv_rank1_codim(full: bool) -> Evidence:
     return check_conv_rank1(CONV_CHANNELS, CONV_HW, CONV_MEMBERS)
 
@@ -180,8 +182,8 @@ def check_conv_rank_r(max_channels: int, hws: tuple[int, ...], max_members: int)
                     f"channel-wise + flattened ({count} shapes, modular Schur)", {"failures": failures})
 
 
-@claim("conv-rank-r-dim", "rank-r channel-wise conv: dim = min(kD, D + k·r(c_out+c_in−r) − max(c_out+c_in−1, "
-       "c_out·c_in − k(c_out−r)(c_in−r)))", "modular certificate (Schur) vs closed form")
+@claim("conv-rank-r-dim", "CONJECTURE (certified on the grid): rank-r channel-wise conv: dim = min(kD, D + k·r(c_out+c_in−r) − max(c_out+c_in−1, "
+       "c_out·c_in − k(c_out−r)(c_in−r)))", "modular certificate (Schur) vs closed form", kind="conjecture")
 def conv_rank_r_dim(full: bool) -> Evidence:
     return check_conv_rank_r(CONV_RANK_CHANNELS_FULL if full else CONV_RANK_CHANNELS, CONV_HW, CONV_MEMBERS)
 
@@ -240,7 +242,7 @@ def _spec_list(specs: Iterable[BatchEnsembleSpec]) -> str:
 
 
 @claim("be-entries-monomial", "rank-1 BE entries are monomials; the log map is linear with matrix Aᵀ",
-       "sympy, exact")
+       "sympy, exact", kind="proved")
 def be_entries_monomial(full: bool) -> Evidence:
     return Evidence(_verdict(all(symbolic.log_map_is_linear_with_exponent_matrix(s) for s in SYMBOLIC_SPECS)),
                     _spec_list(SYMBOLIC_SPECS))
@@ -272,7 +274,7 @@ def symmetry_tangents_in_kernel(full: bool) -> Evidence:
 
 
 @claim("rank-identities", "mn − r(m+n−r) = (m−r)(n−r); rank-r bound − kmn = (m−1)(n−1) − k(m−r)(n−r)",
-       "sympy, exact")
+       "sympy, exact", kind="proved")
 def rank_identities(full: bool) -> Evidence:
     return Evidence(_verdict(symbolic.rank_identity_holds() and symbolic.threshold_identity_holds()),
                     "indeterminates m, n, r, k")

@@ -12,7 +12,8 @@ from theory import claims
 from theory.cli_support import BadInput, OneLineParser, add_output_options, add_subcommands, dispatch, emit_json, run_cli
 
 # Modules with ``register(subparsers)``; each adds one subcommand whose handler returns an exit code.
-SUBCOMMAND_MODULES: list[str] = ["theory.cli_dimension", "theory.cli_geometry", "theory.theory_results"]
+SUBCOMMAND_MODULES: list[str] = ["theory.cli_dimension", "theory.cli_geometry", "theory.theory_results",
+                                  "theory.claims_table"]
 
 
 def _format_table(rows: list[list[str]], header: list[str]) -> str:

@@ -19,7 +19,13 @@ certified lower bound on the rank at that point. Proved upper bounds:
   outgoing weights is a kH-dimensional group acting on Im Φ with F constant on orbits), so fdim_DE ≤ k(P − H) and
   fdim_BE ≤ dim Im Φ − kH, with dim Im Φ = Σ_l dim(BE layer l) + k·(#biases);
 * identity: each member computes an affine map x ↦ Ax + c with rank A ≤ ρ = min_l n_l, a variety of dimension
-  ρ(n_0 + n_L − ρ) + n_L; so fdim_DE, fdim_BE ≤ k·(ρ(n_0 + n_L − ρ) + n_L) (and fdim_BE ≤ dim Im Φ);
+  ρ(n_0 + n_L − ρ) + n_L; so fdim_DE, fdim_BE ≤ k·(ρ(n_0 + n_L − ρ) + n_L) (and fdim_BE ≤ dim Im Φ). Rank-1 BE
+  also has the diagonal rescaling symmetries (``linear_symmetry_bound``, docs/proofs.md §4): member i computes
+  A_i = D(a_i) W_L D(t_{i,L−1}) W_{L−1} ⋯ D(t_{i,1}) W_1 D(b_i), and the torus acting by
+  W_l ↦ D(α_l) W_l D(β_l), with per-member scalars moved between the member's diagonals, has generic orbit
+  dimension Σ_l (n_l + n_{l−1}) + kL − L, so
+  fdim_BE ≤ k·n_L + Σ_l (n_l − 1)(n_{l−1} − 1) + k(Σ_{l=0}^{L} n_l − L);
+  for constant width n the functional codim is then (n − 1)·max(0, k(n − L) − L(n − 1)) (``linear_functional_codim``);
 * tanh: only fdim_DE ≤ kP and fdim_BE ≤ dim Im Φ; the rank is a float SVD rank reported with its gap.
 Every bound is also ≤ k·N·n_L, the number of outputs. "certified" = lower bound meets upper bound.
 """
@@ -242,6 +248,27 @@ def _single_bound(spec: MLPSpec) -> int:
     return spec.params_per_member
 
 
+def linear_symmetry_bound(spec: MLPSpec) -> int:
+    """k·n_L + Σ_l (n_l − 1)(n_{l−1} − 1) + k(Σ_{l=0}^{L} n_l − L): #(W_l, a_i, t_il, b_i, c_i) minus the generic orbit
+    dimension Σ_l (n_l + n_{l−1}) + kL − L of the diagonal rescalings (module docstring; rank-1 linear BE)."""
+    widths, k, depth = spec.widths, spec.members, len(spec.widths) - 1
+    pairs = sum((out - 1) * (inp - 1) for inp, out in zip(widths[:-1], widths[1:]))
+    return k * widths[-1] + pairs + k * (sum(widths) - depth)
+
+
+def linear_functional_codim(width: int, depth: int, members: int) -> int:
+    """(n − 1)·max(0, k(n − L) − L(n − 1)): functional codim of rank-1 linear BE vs DE, widths (n,)·(L + 1),
+    per-member biases (= k(n² + n) minus the symmetry bound, when that bound is below k(n² + n))."""
+    n, depth, k = (require_int_in_range(name, value, 1) for name, value in
+                   (("width", width), ("depth", depth), ("members", members)))
+    return (n - 1) * max(0, k * (n - depth) - depth * (n - 1))
+
+
+def linear_fills(width: int, depth: int, members: int) -> bool:
+    """Rank-1 linear BE reaches the DE function space iff k(n − L) ≤ L(n − 1)."""
+    return members * (width - depth) <= depth * (width - 1)
+
+
 def upper_bounds(spec: MLPSpec, batch: int) -> dict[str, int]:
     """Proved upper bounds on fdim for one member, the DE and the BE (module docstring)."""
     outputs = batch * spec.widths[-1]
@@ -251,6 +278,8 @@ def upper_bounds(spec: MLPSpec, batch: int) -> dict[str, int]:
         be -= spec.members * spec.hidden_units
     elif spec.activation == "identity":
         be = min(be, spec.members * _single_bound(spec))
+        if spec.rank == 1:
+            be = min(be, linear_symmetry_bound(spec))
     return {"single": single, "de": spec.members * single, "be": min(be, spec.members * outputs)}
 
 

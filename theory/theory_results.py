@@ -5,7 +5,12 @@ Files (each with provenance: config, seed, versions, git commit):
     image_dim_vs_rank.json   dense image dim vs rank r, the filling rank and the DE dim kmn, several (m, n, k)
     tube.json                ε-tube curves, fitted slopes and bootstrap CIs for the five (k, m, n) cases
     fdim.json                functional vs parameter codim over MLP depth, width, k and activation
-    resnet18_layers.json     per-layer fraction of the DE dimension reached by rank-1 BE, CIFAR ResNet-18, k = 4
+    resnet18_layers.json     per-layer fraction of the DE dimension reached by rank-1 BE, CIFAR ResNet-18, k = 4, and
+                             the codim split into parameter counting and algebraic redundancy
+    tube_plain.json          plain Monte Carlo ε-tube (Euclidean distance) for the five cases, slopes and bootstrap CIs
+    rank_r_search.json       rank-r closed forms certified on random shapes beyond the grid; the largest certified
+    trained_points.json      diversity link and head functional dimension at trained paper-mnist-recipe MLPs
+                             (needs the runs under results/theory/trained: ``--only trained_points``)
 """
 from __future__ import annotations
 
@@ -20,7 +25,9 @@ from theory.batchensemble import BatchEnsembleSpec
 from theory.functional import MLPSpec, functional_dimension
 from theory.network import build_arch, network_counts
 from theory.records import atomic_write_json, provenance
-from theory.tube import DEFAULT_SAMPLES, FULL_SAMPLES, TUBE_CASES, tube_probability
+from theory.proofs import certify_against_closed_form, random_rank_r_specs, search_summary
+from theory.tube import (DEFAULT_SAMPLES, FULL_SAMPLES, PLAIN_SAMPLES_RESULTS, TUBE_CASES, plain_tube_probability,
+                         tube_probability)
 
 SEED = 20260125
 FRACTION_MEMBERS = (2, 4, 8)
@@ -31,6 +38,13 @@ FDIM_WIDTHS = (3, 4, 8, 16)
 FDIM_QUICK_SKIP = ((3, 16),)  # (depth, width) left out without --full: ~1 min per case on 2 cores
 FDIM_MEMBERS = (2, 3, 4)
 FDIM_ACTIVATIONS = ("relu", "identity", "tanh")
+
+
+# Written only when named with --only: trained_points needs local training runs (checkpoints are not committed);
+# tube_plain (~8 min of CPU) and rank_r_search (~1.5 min) would take `make reproduce` past its 15-minute budget, so
+# their committed JSON is what the figures read and `make theory-results-heavy` rewrites them (`check` verifies a
+# bounded part of each).
+ON_REQUEST = ("trained_points", "tube_plain", "rank_r_search")
 
 
 def codim_fraction() -> dict:
@@ -67,23 +81,61 @@ def fdim_results(full: bool) -> dict:
     return {"rows": rows}
 
 
+def tube_plain_results() -> dict:
+    cases = []
+    for case in TUBE_CASES:
+        codim = dimension.codim(BatchEnsembleSpec(case[1:], case[0]))
+        cases.append(plain_tube_probability(*case, samples=PLAIN_SAMPLES_RESULTS[codim], seed=SEED).as_dict())
+    return {"cases": cases}
+
+
+def rank_r_search_results() -> dict:
+    from theory.claims_proofs import SEARCH_RESULTS
+    specs = random_rank_r_specs(SEARCH_RESULTS["count"], SEARCH_RESULTS["sizes"], SEARCH_RESULTS["max_members"], SEED)
+    return {"search": SEARCH_RESULTS, "seed": SEED, **search_summary(certify_against_closed_form(specs, SEED))}
+
+
+def trained_points_results() -> dict:
+    from theory.trained_points import trained_results
+    return trained_results(Path("results/theory/trained"))
+
+
+def counting_split(counts) -> dict:
+    """Codim = max(0, kD − #params) (parameter counting alone) + the rest (algebraic redundancy), over perturbed
+    layers; shared and per-member vectors are counted as they are."""
+    return {"codim": counts.codim, "counting": max(0, counts.ambient_dim - counts.params),
+            "algebraic": counts.codim - max(0, counts.ambient_dim - counts.params)}
+
+
 def resnet18_layers(members: int = 4) -> dict:
     counts = network_counts(build_arch("resnet18-cifar", in_channels=1), members)
     layers = [{"name": row.name, "kind": row.kind, "shape": list(row.shape), "role": row.role,
                "ambient_dim": row.counts.ambient_dim, "image_dim": row.counts.image_dim,
                "fraction": row.counts.image_dim / row.counts.ambient_dim if row.counts.ambient_dim else 1.0,
-               "certified": row.certified}
+               "certified": row.certified, "params": row.counts.params,
+               **{f"codim_{key}": value for key, value in counting_split(row.counts).items() if key != "codim"}}
               for row in counts.rows if row.kind.startswith(("Conv2d", "Linear"))]
+    splits = [counting_split(row.counts) for row in counts.rows]
+    split = {key: sum(item[key] for item in splits) for key in ("codim", "counting", "algebraic")}
     return {"arch": "resnet18-cifar", "in_channels": 1, "members": members, "layers": layers,
-            "totals": counts.totals_dict()}
+            "totals": counts.totals_dict(), "codim_split": split}
 
 
-def write_all(out: Path, full: bool) -> list[Path]:
+def write_all(out: Path, full: bool, only: list[str] | None = None) -> list[Path]:
     jobs = {"codim_fraction.json": codim_fraction, "image_dim_vs_rank.json": image_dim_vs_rank,
             "tube.json": lambda: tube_results(full), "fdim.json": lambda: fdim_results(full),
-            "resnet18_layers.json": resnet18_layers}
+            "resnet18_layers.json": resnet18_layers, "tube_plain.json": tube_plain_results,
+            "rank_r_search.json": rank_r_search_results, "trained_points.json": trained_points_results}
+    unknown = sorted(set(only or []) - {name.removesuffix(".json") for name in jobs})
+    if unknown:
+        from theory.cli_support import BadInput
+        raise BadInput(f"--only {' '.join(unknown)} is unknown: expected names from "
+                       f"{', '.join(name.removesuffix('.json') for name in jobs)}")
     written = []
     for name, job in jobs.items():
+        stem = name.removesuffix(".json")
+        if (only and stem not in only) or (not only and stem in ON_REQUEST):
+            continue
         start = time.perf_counter()
         payload = job()
         path = out / name
@@ -94,7 +146,7 @@ def write_all(out: Path, full: bool) -> list[Path]:
 
 
 def run_results(args) -> int:
-    write_all(Path(args.out), args.full)
+    write_all(Path(args.out), args.full, args.only)
     return 0
 
 
@@ -102,4 +154,6 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("results", help="compute and save every JSON the theory figures read")
     parser.add_argument("--out", default="results/theory", help="output folder (default results/theory)")
     parser.add_argument("--full", action="store_true", help="adds depth-3 width-16 MLPs to the fdim grid and uses 400k tube draws")
+    parser.add_argument("--only", nargs="*", default=[], metavar="NAME",
+                        help="write only these results (file names without .json, e.g. tube_plain trained_points)")
     parser.set_defaults(handler=run_results)

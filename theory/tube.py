@@ -20,16 +20,18 @@ bootstrap (resampling draws) gives a confidence interval for the fitted slope.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from theory.batchensemble import BatchEnsembleSpec
 from theory.cli_support import BadInput, require_int_in_range
 from theory.dimension import codim
-from theory.distance import _corner_index, _corner_mask
+from theory.distance import _corner_index, _corner_mask, rank1_dense_distances
 
 TUBE_CASES = ((2, 2, 2), (3, 2, 2), (2, 2, 3), (4, 2, 2), (2, 3, 3))
 DEFAULT_EPSILONS = tuple(float(e) for e in np.logspace(-3, -1, 9))
@@ -171,3 +173,73 @@ def inside_tube(spec: BatchEnsembleSpec, draws: torch.Tensor, epsilon: float) ->
     actual = draws[:, 1:, dependent]
     close = ((torch.log(actual.abs()) - fitted[..., dependent]).abs() < epsilon) & (actual.sign() == sign[..., dependent])
     return close.reshape(draws.shape[0], -1).all(1).numpy()
+
+
+# ---------------------------------------------------------------- plain Monte Carlo with the Euclidean distance
+
+PLAIN_SAMPLES = 2_000  # draws per case in ``theory check`` (the codim-1 and a codim-2 case)
+PLAIN_SAMPLES_RESULTS = {1: 8_000, 2: 8_000, 3: 16_000, 4: 20_000}  # draws per codim in ``theory results``
+PLAIN_MIN_HITS = 25  # smallest ε of the fit: the distance quantile with this many draws inside the tube
+PLAIN_MAX_FRACTION = 0.05  # largest ε of the fit: the 5% distance quantile (the small-ε regime of the power law)
+PLAIN_POINTS = 8  # log-spaced ε between those two
+
+
+@dataclass(frozen=True)
+class PlainTubeResult:
+    """P(dist(X, BE) < ε) by plain Monte Carlo: X ~ N(0, I_{kmn}), Euclidean distance by the ALS projection."""
+
+    members: int
+    out: int
+    inp: int
+    codim: int
+    epsilons: list[float]
+    probabilities: list[float]  # fraction of draws with distance < ε
+    hits: list[int]
+    slope: float
+    slope_ci: tuple[float, float]
+    samples: int
+    seconds: float
+    seed: int
+    distance: str = "Euclidean distance to the rank-1 BE set (batched ALS, 3 starts: an upper bound per draw)"
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"case": [self.members, self.out, self.inp], "confidence": CONFIDENCE,
+                               "slope_ci_contains_codim": self.slope_ci[0] <= self.codim <= self.slope_ci[1]}
+
+
+def plain_tube_probability(members: int, out: int, inp: int, samples: int = PLAIN_SAMPLES, seed: int = 0,
+                           resamples: int = BOOTSTRAP_RESAMPLES, chunk: int = 5_000) -> PlainTubeResult:
+    """Plain Monte Carlo ε-tube: draw X ~ N(0, I_{kmn}), measure d(X) = min ‖X − Φ(θ)‖ (``rank1_dense_distances``),
+    estimate P(d < ε) = #{d < ε}/N on ``PLAIN_POINTS`` log-spaced ε between the ``PLAIN_MIN_HITS``-th smallest distance
+    and the ``PLAIN_MAX_FRACTION`` quantile, and fit the slope of log P vs log ε. Nothing here knows the codimension:
+    the tube is the Euclidean one and the weights are 1, so the slope is measured (the bootstrap resamples draws).
+
+    >>> plain_tube_probability(2, 2, 2, samples=300, resamples=20).codim
+    1
+    """
+    spec, _ = _validate(members, out, inp, [0.5, 1.0], samples)
+    start = time.perf_counter()
+    generator = torch.Generator().manual_seed(int(seed))
+    distances = []
+    for first in tqdm(range(0, samples, chunk), desc=f"plain tube {members}x{out}x{inp}", leave=False,
+                      disable=not sys.stderr.isatty()):
+        draws = torch.randn(min(chunk, samples - first), members, out, inp, generator=generator, dtype=torch.float64)
+        distances.append(rank1_dense_distances(draws, seed=seed + first))
+    distance = torch.cat(distances).numpy()
+    ordered = np.sort(distance)
+    low = ordered[min(PLAIN_MIN_HITS, samples - 1)]
+    high = max(np.quantile(distance, PLAIN_MAX_FRACTION), low * 1.5)
+    eps = np.logspace(np.log10(low), np.log10(high), PLAIN_POINTS)
+    hits = np.searchsorted(ordered, eps, side="left")
+    probabilities = hits / samples
+    rng = np.random.default_rng(seed)
+    slopes = []
+    for _ in range(resamples):
+        resampled = np.sort(rng.choice(distance, size=samples, replace=True))
+        counts = np.searchsorted(resampled, eps, side="left")
+        if (counts > 0).all():
+            slopes.append(fit_slope(eps, counts / samples))
+    tail = (1 - CONFIDENCE) / 2
+    ci = (float(np.quantile(slopes, tail)), float(np.quantile(slopes, 1 - tail)))
+    return PlainTubeResult(members, out, inp, codim(spec), eps.tolist(), probabilities.tolist(), hits.tolist(),
+                           fit_slope(eps, probabilities), ci, samples, time.perf_counter() - start, seed)

@@ -1,4 +1,6 @@
 """Batch functional dimension of single models, Deep Ensembles and BatchEnsembles of MLPs (docs/theory.md §9)."""
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -7,8 +9,8 @@ from torch.func import jacrev
 from theory.batchensemble import member_weights
 from theory.cli_support import BadInput
 from theory.exact_rank import float_rank
-from theory.functional import (MLPSpec, be_point, forward, functional_dimension, member_jacobian,
-                               parameter_map_jacobian)
+from theory.functional import (MLPSpec, be_point, forward, functional_dimension, linear_fills, linear_functional_codim,
+                               linear_symmetry_bound, member_jacobian, parameter_map_jacobian)
 
 SEED = 11
 
@@ -62,15 +64,33 @@ def test_linear_be_fills_the_de_function_space(widths, k):
 
 
 def test_linear_be_does_not_fill_at_width_4_with_4_members():
-    """Refutes 'functional codim 0 for every deep linear net': [4,4,4], k = 4 has certified fdim_BE >= 74 and float
-    rank 74 < 80 = fdim_DE at a random Gaussian point, with the numerical rank bracketed from both sides."""
+    """Refutes 'functional codim 0 for every deep linear net': [4,4,4], k = 4 has certified fdim_BE = 74 (modular
+    rank = the diagonal-rescaling bound) < 80 = fdim_DE, and float rank 74 at a Gaussian point with a clean gap."""
     spec = MLPSpec((4, 4, 4), "identity", 4)
     exact = functional_dimension(spec, seed=SEED)
     assert exact.de.status == "certified" and exact.de.value == 80
-    assert exact.be.lower == 74 and exact.be.upper == 80
+    assert exact.be.status == "certified" and exact.be.lower == exact.be.upper == 74
+    assert exact.functional_codim == linear_functional_codim(4, 2, 4) == 6
     floating = functional_dimension(spec, seed=SEED, certify=False)
     assert floating.be.float_rank == 74
     assert floating.be.gap >= 1e6  # a clean gap: the rank does not hinge on the cutoff
+
+
+@pytest.mark.parametrize("n,depth,k", [(2, 1, 3), (3, 2, 4), (4, 2, 2), (4, 3, 4), (5, 2, 3), (3, 3, 5)])
+def test_linear_functional_codim_is_(n, depth, k):
+    """(n−1)·max(0, k(n−L) − L(n−1)): certified (modular rank = symmetry bound) on cases either side of filling."""
+    result = functional_dimension(MLPSpec((n,) * (depth + 1), "identity", k), seed=SEED)
+    assert result.certified
+    assert result.functional_codim == linear_functional_codim(n, depth, k)
+    assert (result.functional_codim == 0) == linear_fills(n, depth, k)
+
+
+def test_linear_symmetry_bound_equals_the_closed_form_algebra():
+    """k(n² + n) − bound = (n−1)(k(n−L) − L(n−1)) whenever the bound is below k(n² + n) (exact integers)."""
+    for n, depth, k in itertools.product(range(1, 7), range(1, 6), range(1, 6)):
+        spec = MLPSpec((n,) * (depth + 1), "identity", k)
+        de = k * (n * n + n)
+        assert max(0, de - linear_symmetry_bound(spec)) == linear_functional_codim(n, depth, k)
 
 
 def test_tanh_functional_codim_equals_parameter_codim():

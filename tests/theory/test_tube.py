@@ -2,7 +2,7 @@
 import pytest
 
 from theory.cli_support import BadInput
-from theory.tube import TUBE_CASES, brute_force_probability, tube_probability
+from theory.tube import TUBE_CASES, brute_force_probability, plain_tube_probability, tube_probability
 
 SEED = 7
 SLOPE_TOL = {1: 0.15, 2: 0.15, 3: 0.15, 4: 0.3}  # acceptance bands of the issue (codim 4 has the fewest hits in CI)
@@ -46,3 +46,27 @@ def test_bad_tube_input_is_rejected(kwargs, match):
     arguments = {"members": 2, "out": 2, "inp": 2, "samples": 100} | kwargs
     with pytest.raises(BadInput, match=match):
         tube_probability(**arguments)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case,samples", [((2, 2, 2), 2000), ((3, 2, 2), 2000)])
+def test_plain_monte_carlo_slope_ci_contains_codim(case, samples):
+    """Plain MC (Gaussian draws, Euclidean distance, indicator): the 95% bootstrap CI of the measured slope contains
+    (k−1)(m−1)(n−1); the estimator never uses the codim (it only labels the result)."""
+    result = plain_tube_probability(*case, samples=samples, seed=SEED)
+    assert result.slope_ci[0] <= result.codim <= result.slope_ci[1]
+    assert result.hits[0] >= 25 and list(result.hits) == sorted(result.hits)
+    assert result.probabilities == [h / samples for h in result.hits]
+
+
+def test_plain_monte_carlo_slope_is_measured_not_imposed():
+    """With too few draws (400, codim 3) the fit cannot pin the exponent: the slope misses codim ± 0.15 or the CI
+    is wider than 0.3 — unlike the importance sampler, whose slope is exact by construction at any sample size."""
+    result = plain_tube_probability(4, 2, 2, samples=400, seed=SEED, resamples=100)
+    assert result.slope_ci[1] - result.slope_ci[0] > 0.3 or abs(result.slope - result.codim) > 0.15
+
+
+def test_plain_monte_carlo_is_reproducible_with_its_seed():
+    first = plain_tube_probability(2, 2, 2, samples=500, seed=3, resamples=50)
+    second = plain_tube_probability(2, 2, 2, samples=500, seed=3, resamples=50)
+    assert first.probabilities == second.probabilities and first.slope_ci == second.slope_ci
