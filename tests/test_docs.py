@@ -1,5 +1,5 @@
 """The repository carries its own documentation: every ``*.md`` document named in code, README, presets, reports and
-result files exists in the repository, and every section cited as ``docs/NAME.md §N`` exists in that document."""
+result files exists in the repository, and every section cited as ``docs/<name>.md §N`` exists in that document."""
 from __future__ import annotations
 
 import re
@@ -38,7 +38,7 @@ def unresolved_mentions(text: str, source: str, files: set[str]) -> list[str]:
 
 
 def cited_sections(text: str) -> list[tuple[str, int]]:
-    """Every (document, section number) cited as ``docs/NAME.md §N``; ranges ``§2–5`` are expanded."""
+    """Every (document, section number) cited as ``docs/<name>.md §N``; ranges ``§2–5`` are expanded."""
     cited = []
     for match in CITATION.finditer(text):
         for low, high in re.findall(r"(\d+)(?:\s*[–-]\s*§?\s*(\d+))?", match.group("refs")):
@@ -60,7 +60,7 @@ def scanned_texts() -> dict[str, str]:
 
 def test_every_markdown_document_named_in_the_repository_exists():
     """Each ``*.md`` mentioned in a tracked .py/.md/.toml/.tex/.json file resolves to a file of the repository:
-    nothing points outside it (no THEORY.md, PAPER.md, … kept elsewhere)."""
+    nothing points outside it (no notes kept elsewhere)."""
     files = set(repository_files())
     missing = {name: found for name, text in scanned_texts().items()
                if (found := unresolved_mentions(text, name, files))}
@@ -68,7 +68,7 @@ def test_every_markdown_document_named_in_the_repository_exists():
 
 
 def test_every_cited_docs_section_exists():
-    """Each ``docs/NAME.md §N`` citation names a document of ``docs/`` that has a heading ``## N.``."""
+    """Each ``docs/<name>.md §N`` citation names a document of ``docs/`` that has a heading ``## N.``."""
     sections = {path.name: numbered_sections(path.read_text(encoding="utf-8")) for path in (ROOT / "docs").glob("*.md")}
     dangling = sorted({(name, doc, number) for name, text in scanned_texts().items()
                        for doc, number in cited_sections(text) if number not in sections.get(doc, set())})
@@ -78,8 +78,9 @@ def test_every_cited_docs_section_exists():
 def test_the_checks_flag_a_missing_document_and_a_missing_section():
     """Both checks can fail: an outside document and an absent section are reported, present ones are not."""
     files = {"docs/theory.md", "results/quick/report.md", "paper_figs/README.md"}
-    text = "see THEORY.md, docs/theory.md, <out>/report.md, README.md and docs/nosuch.md"
-    assert unresolved_mentions(text, "paper_figs/fig.py", files) == ["THEORY.md", "docs/nosuch.md"]
+    outside, absent = "OUTSIDE" + ".md", "docs/absent" + ".md"  # spelled apart: this file names no real document
+    text = f"see {outside}, docs/theory.md, <out>/report.md, README.md and {absent}"
+    assert unresolved_mentions(text, "paper_figs/fig.py", files) == [outside, absent]
     assert cited_sections("docs/theory.md §2–4 and `docs/paper.md` §3, §5") == [
         ("theory.md", 2), ("theory.md", 3), ("theory.md", 4), ("paper.md", 3), ("paper.md", 5)]
     assert numbered_sections("# Title\n## 1. One\ntext\n### 2. Two\n## Notes\n") == {1, 2}
