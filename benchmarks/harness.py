@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from theory.records import provenance
+from infra.provenance import provenance
 
 BENCH_THREADS = 2
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import torch
 from torch.profiler import ProfilerActivity, profile
 
+from infra.files import atomic_write_json, atomic_write_text
+from infra.provenance import provenance
+
 from harness import machine, set_threads, time_interleaved
-from theory.records import atomic_write_json, atomic_write_text, provenance
 from training import BF16_BASE, GROUPS, train_step
 
 OUT = Path(__file__).resolve().parent.parent / "results" / "resnet18-parity"

@@ -28,10 +28,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from infra.files import atomic_write_json
+from infra.provenance import provenance
+
 import summary
 import theory_certification
 from harness import BENCH_THREADS, load_average, machine
-from theory.records import atomic_write_json, provenance
 from training import GROUPS, RESULTS
 
 HERE = Path(__file__).resolve().parent

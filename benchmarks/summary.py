@@ -10,7 +10,7 @@ import re
 import sys
 from pathlib import Path
 
-from theory.records import atomic_write_text
+from infra.files import atomic_write_text
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"

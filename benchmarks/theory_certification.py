@@ -17,11 +17,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from infra.files import atomic_write_json
+from infra.provenance import provenance
 from theory import dimension
 from theory.batchensemble import BatchEnsembleSpec
 from theory.certificate import certify, certify_cached
 from theory.network import build_arch, network_counts
-from theory.records import atomic_write_json, provenance
 
 CONFIG = {
     "members": 4,                                     # k

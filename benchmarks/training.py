@@ -22,12 +22,15 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from empirics.layers import BatchEnsembleConv2d, BatchEnsembleLinear
-from empirics.models import LayerFactory, ModelSpec, build_model
-from empirics.precision import compute_dtype
-from empirics.train import ensemble_loss
-from harness import (load_average, machine, matmul_gflops, peak_rss_mib, ratio, set_threads, time_interleaved)
-from theory.records import atomic_write_json, provenance
+from empirics.models.ensembles import ModelSpec, build_model
+from empirics.models.layers import BatchEnsembleConv2d, BatchEnsembleLinear
+from empirics.models.networks import LayerFactory
+from empirics.models.precision import compute_dtype
+from empirics.runs.train import ensemble_loss
+from infra.files import atomic_write_json
+from infra.provenance import provenance
+
+from harness import load_average, machine, matmul_gflops, peak_rss_mib, ratio, set_threads, time_interleaved
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MEMBERS = 4
@@ -107,7 +110,7 @@ GROUPS: dict[str, Group] = {
                                warmup=1, gflops=True, ratios=MAIN_RATIOS[:1]),
     "resnet18-w1-32x32": Group("resnet18", (3, 32, 32), 8, 16, (PLAIN, BE), (PLAIN, BE, MCD), width_mult=1.0,
                                repeats=5, warmup=1, gflops=True, ratios=MAIN_RATIOS[:1]),
-    # bf16 autocast + channels-last vs fp32 (empirics.precision); sized for CPUs without bf16 units too, where bf16
+    # bf16 autocast + channels-last vs fp32 (empirics.models.precision); sized for CPUs without bf16 units too, where bf16
     # convolutions run on PyTorch's slow reference kernel (about 10x slower than fp32)
     "bf16-w0.25": Group("resnet18", (1, 28, 28), 8, 32, BF16, BF16_EVAL, width_mult=0.25, repeats=5, warmup=1,
                         gflops=True, ratios=BF16_RATIOS, timeout_s=3600),
@@ -126,8 +129,7 @@ def build(group: Group, case: Case) -> torch.nn.Module:
     factory = LayerFactory(method=case.method, members=MEMBERS, rank=case.rank, variant=case.variant,
                            dropout=case.dropout)
     model = build_model(ModelSpec(arch=group.arch, in_shape=group.in_shape, widths=group.widths,
-                                  width_mult=group.width_mult, method=case.method, members=MEMBERS,
-                                  mc_samples=MEMBERS, de_mode=case.de_mode, precision=case.precision,
+                                  width_mult=group.width_mult, mc_samples=MEMBERS, de_mode=case.de_mode, precision=case.precision,
                                   factory=factory))
     if case.forward_mode:
         for layer in model.modules():

@@ -1,11 +1,11 @@
 """``python -m empirics``: ``train`` and ``evaluate``; more subcommands come from the modules in
 ``SUBCOMMAND_MODULES``, each exposing ``register(subparsers)`` that adds a parser with ``set_defaults(handler=fn)``,
-``fn(args) -> int`` the exit code (as ``theory.cli``).
+``fn(args) -> int`` the exit code (as ``theory.cli.main``).
 
     python -m empirics train --config FILE.toml --set key=value [key=value ...] [--run-dir DIR]
     python -m empirics train --run-dir DIR --resume      (the run's own config.json; --set may change execution keys)
     python -m empirics evaluate RUN_DIR
-    python -m empirics diagnose PATH [PATH ...] [--members K] [--dataset NAME|FILE]   (empirics.diagnose)
+    python -m empirics diagnose PATH [PATH ...] [--members K] [--dataset NAME|FILE]   (empirics.interop.diagnose)
 """
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ import argparse
 import time
 from pathlib import Path
 
-from empirics.config import field_names, load_config
-from empirics.evaluate import CONFIG_FILE, evaluate_run, read_config
-from empirics.train import require_resumable_folder, train
-from theory.cli_support import BadInput, OneLineParser, add_subcommands, dispatch, run_cli
+from empirics.runs import folder
+from empirics.runs.config import field_names, load_config
+from empirics.runs.evaluate import evaluate_run
+from empirics.runs.train import require_resumable_folder, train
+from infra.cli import OneLineParser, add_subcommands, dispatch, run_cli
+from infra.errors import BadInput
 
-SUBCOMMAND_MODULES: list[str] = ["empirics.study", "empirics.report", "empirics.diagnose"]
+SUBCOMMAND_MODULES: list[str] = ["empirics.studies.runner", "empirics.studies.report", "empirics.interop.diagnose"]
 RUNS_DIR = Path("results") / "runs"
 SUMMARY_KEYS = ("accuracy", "rmse", "nll", "ece", "coverage_90")  # those a run has (classification or regression)
 
@@ -46,7 +48,7 @@ def run_train(args: argparse.Namespace) -> int:
     stored = _resumed_config(args.run_dir) if args.resume else None
     config = load_config(args.config, overrides, base=stored)
     run_dir = args.run_dir or default_run_dir(config)
-    if not args.resume and run_dir.is_dir() and (run_dir / CONFIG_FILE).exists():
+    if not args.resume and folder.is_started(run_dir):
         raise BadInput(f"run directory {run_dir} already holds a run: pass --resume to continue it or choose "
                        f"another --run-dir (nothing was overwritten)")
     results = train(config, run_dir, resume=args.resume)
@@ -58,12 +60,12 @@ def run_train(args: argparse.Namespace) -> int:
 def _resumed_config(run_dir: Path):
     """The config a run in ``run_dir`` was started with (``BadInput`` when there is no such run)."""
     require_resumable_folder(run_dir)
-    return read_config(run_dir)
+    return folder.read_config(run_dir)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     results = evaluate_run(args.run_dir, args.data_root)
-    print(f"wrote {args.run_dir / 'eval.json'} ({len(results)} metrics)")
+    print(f"wrote {args.run_dir / folder.EVAL} ({len(results)} metrics)")
     print(_summary(results, ("test", "shift")))
     return 0
 

@@ -5,9 +5,12 @@ A study folder ``results/<preset>/`` holds ``summary.json`` and ``runs/<run>/see
 """
 from __future__ import annotations
 
+from empirics.runs import folder
+from empirics.studies.report import SUMMARY_FILE as SUMMARY
+
 from style import RESULTS, load_json
 
-SUMMARY = "summary.json"
+DIVERSITY, EVAL, METRICS = folder.DIVERSITY, folder.EVAL, folder.METRICS
 
 
 def studies() -> list[str]:
@@ -45,5 +48,5 @@ def metric(study: dict, run: str, key: str) -> dict | None:
 
 def classification_study(study: dict) -> bool:
     """True when the study's runs are scored as classifiers (accuracy, MI, ROC); a regression study (Gaussian heads,
-    ``empirics.regression``) has RMSE and coverage instead."""
+    ``empirics.data.regression``) has RMSE and coverage instead."""
     return any("test/ensemble/accuracy" in run["metrics"] for run in study["runs"].values())

@@ -1,9 +1,9 @@
 """Predictive bands of each method on the 1-D toy with a gap (regression study): ensemble mean, ±2 σ of the total
 predictive variance (aleatoric + epistemic) and ±2 σ of the epistemic part alone, training clusters shaded; BE beside DE.
-Reads the grid predictions that ``empirics.diversity`` saved in ``diversity.json`` (first seed); never trains."""
+Reads the grid predictions that ``empirics.analysis.diversity`` saved in ``diversity.json`` (first seed); never trains."""
 import numpy as np
 
-from empirics_results import first_seed, method_of, run_file, studies, summary
+from empirics_results import DIVERSITY, first_seed, method_of, run_file, studies, summary
 from style import FULL_WIDTH, figure, save
 
 ORDER = ("single", "batchensemble", "deep-ensemble", "mc-dropout")
@@ -17,7 +17,7 @@ for preset in studies():
     fig, axes = figure(width=FULL_WIDTH, height=1.9, ncols=len(runs), squeeze=False, sharey=True)
     for ax, run in zip(axes[0], runs):
         seed = first_seed(study, run)
-        bands = run_file(preset, run, seed, "diversity.json")["curves"]["bands"]
+        bands = run_file(preset, run, seed, DIVERSITY)["curves"]["bands"]
         x = np.array(bands["x"])
         means, variances = np.array(bands["member_mean"]), np.array(bands["member_variance"])
         mean, aleatoric, epistemic = means.mean(0), variances.mean(0), means.var(0)

@@ -1,7 +1,7 @@
 """Member-by-member cosine similarity of the whole network's weights: BatchEnsemble (rank 1) vs Deep Ensemble."""
 import numpy as np
 
-from empirics_results import first_seed, run_file, studies, summary
+from empirics_results import DIVERSITY, first_seed, run_file, studies, summary
 from style import FULL_WIDTH, figure, save
 
 PANELS = ("be-r1", "be-full", "de", "mcd")
@@ -14,7 +14,7 @@ for preset in studies():
     fig, axes = figure(width=min(FULL_WIDTH, 1.8 * len(runs) + 0.6), height=1.9, ncols=len(runs), squeeze=False)
     for ax, run in zip(axes[0], runs):
         seed = first_seed(study, run)
-        matrix = np.array(run_file(preset, run, seed, "diversity.json")["matrices"]["weights"]["network"]["cosine"])
+        matrix = np.array(run_file(preset, run, seed, DIVERSITY)["matrices"]["weights"]["network"]["cosine"])
         image = ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
         for (i, j), value in np.ndenumerate(matrix):
             ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6,

@@ -1,7 +1,7 @@
 """Regression calibration: observed coverage of the ensemble's central intervals against their nominal level, on test
-and shifted data, per run (first seed; the curves ``empirics.diversity`` saved). On the diagonal = calibrated; below =
+and shifted data, per run (first seed; the curves ``empirics.analysis.diversity`` saved). On the diagonal = calibrated; below =
 over-confident."""
-from empirics_results import classification_study, first_seed, run_file, studies, summary
+from empirics_results import DIVERSITY, classification_study, first_seed, run_file, studies, summary
 from style import FULL_WIDTH, figure, save
 
 for preset in studies():
@@ -12,7 +12,7 @@ for preset in studies():
     for ax, split in zip(axes, ("test", "shift")):
         ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8, label="calibrated")
         for run in study["runs"]:
-            curve = run_file(preset, run, first_seed(study, run), "diversity.json")["curves"]["coverage"][split]
+            curve = run_file(preset, run, first_seed(study, run), DIVERSITY)["curves"]["coverage"][split]
             ax.plot(curve["level"], curve["coverage"], marker=".", label=run)
         ax.set_title(f"{split} (first seed of each run)")
         ax.set_xlabel("nominal level of the central interval")

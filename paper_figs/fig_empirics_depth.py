@@ -2,7 +2,7 @@
 set, mean over seeds, for every ensemble run, in the network's layer order."""
 import numpy as np
 
-from empirics_results import ensemble_runs, run_file, studies, summary
+from empirics_results import DIVERSITY, ensemble_runs, run_file, studies, summary
 from style import FULL_WIDTH, figure, save
 
 MIN_LAYERS = 8  # the MLP studies have 4 layers: their per-layer values are in the cosine heatmaps instead
@@ -12,7 +12,7 @@ PANELS = (("mean_cosine", "weights", "member weight cosine"),
 
 def per_layer(preset: str, run: str, seeds: list[int], group: str, key: str) -> tuple[list[str], np.ndarray]:
     """Layer names (network order) and the (seeds, layers) values of ``scalars[group][layer][key]``."""
-    tables = [run_file(preset, run, seed, "diversity.json")["scalars"][group] for seed in seeds]
+    tables = [run_file(preset, run, seed, DIVERSITY)["scalars"][group] for seed in seeds]
     layers = [name for name in tables[0] if name != "network"]
     return layers, np.array([[table[layer][key] for layer in layers] for table in tables])
 
@@ -20,7 +20,7 @@ def per_layer(preset: str, run: str, seeds: list[int], group: str, key: str) -> 
 for preset in studies():
     study = summary(preset)
     runs = [run for run in ensemble_runs(study) if "weights" in run_file(preset, run, study["runs"][run]["seeds"][0],
-                                                                          "diversity.json")["scalars"]]
+                                                                          DIVERSITY)["scalars"]]
     if not runs:
         continue
     layers, _ = per_layer(preset, runs[0], study["runs"][runs[0]]["seeds"], "weights", "mean_cosine")

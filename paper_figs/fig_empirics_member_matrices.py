@@ -3,7 +3,8 @@ matrix (from each run's count sketch, error ~ 1/√d) and one test prediction-di
 import numpy as np
 import torch
 
-from empirics.diversity import SKETCH_DIM, cross_cosine, cross_disagreement, load_sketch
+from empirics.analysis.diversity import SKETCH_DIM, cross_cosine, cross_disagreement, load_sketch
+
 from empirics_results import ensemble_runs, studies, summary
 from style import FULL_WIDTH, RESULTS, figure, save
 

@@ -1,7 +1,7 @@
 """Reliability diagrams (accuracy vs confidence, 15 bins) of each method's ensemble on test and shifted data."""
 import numpy as np
 
-from empirics_results import classification_study, first_seed, run_file, studies, summary
+from empirics_results import DIVERSITY, classification_study, first_seed, run_file, studies, summary
 from style import FULL_WIDTH, figure, save
 
 for preset in studies():
@@ -13,7 +13,7 @@ for preset in studies():
         ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8, label="perfect calibration")
         for run in study["runs"]:
             seed = first_seed(study, run)
-            curve = run_file(preset, run, seed, "diversity.json")["curves"]["reliability"][split]
+            curve = run_file(preset, run, seed, DIVERSITY)["curves"]["reliability"][split]
             filled = np.array(curve["count"]) > 0
             ax.plot(np.array(curve["confidence"])[filled], np.array(curve["accuracy"])[filled], marker="o", label=run)
         ax.set_title(f"{split} (seed of each run: first)")

@@ -1,5 +1,5 @@
 """OOD ROC curves (OOD = positive) of each method, score −max p̄ and, for ensembles, the mutual information."""
-from empirics_results import classification_study, first_seed, run_file, studies, summary
+from empirics_results import DIVERSITY, classification_study, first_seed, run_file, studies, summary
 from style import FULL_WIDTH, figure, save
 
 SCORES = (("max_prob", "score: −max p̄"), ("mutual_information", "score: mutual information"))
@@ -12,7 +12,7 @@ for preset in studies():
     for ax, (score, title) in zip(axes, SCORES):
         ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8, label="chance")
         for run in study["runs"]:
-            curves = run_file(preset, run, first_seed(study, run), "diversity.json")["curves"]["roc"]
+            curves = run_file(preset, run, first_seed(study, run), DIVERSITY)["curves"]["roc"]
             if score in curves:
                 auroc = study["runs"][run]["metrics"].get(f"ood/{score}/auroc")
                 label = run if auroc is None else f"{run} (AUROC {auroc['mean']:.3f})"

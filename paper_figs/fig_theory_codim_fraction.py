@@ -4,6 +4,7 @@ Reads results/theory/codim_fraction.json (``python -m theory results``). Claim: 
 k, m, n >= 2, and the unreached fraction (k−1)(m−1)(n−1)/(kmn) tends to 1 − 1/k.
 """
 import numpy as np
+
 from style import COLUMN_WIDTH, figure, load_json, save
 
 data = load_json("theory/codim_fraction.json")

@@ -7,6 +7,7 @@ log(measured) over the normal-init points (1 = proportional), shown with the y =
 markers) are where the expansion breaks (members far from their mean fast weights).
 """
 import numpy as np
+
 from style import FULL_WIDTH, figure, load_json, save
 
 data = load_json("theory/trained_points.json")

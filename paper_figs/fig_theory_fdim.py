@@ -7,6 +7,7 @@ ranks stay below the proved bounds are drawn as vertical bars from the smallest 
 bounds allow — they do NOT show functional codim = parameter codim.
 """
 import numpy as np
+
 from style import COLUMN_WIDTH, figure, load_json, save
 
 data = load_json("theory/fdim.json")

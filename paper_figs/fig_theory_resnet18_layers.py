@@ -5,6 +5,7 @@ DE dimension (shared 1×1 shortcuts exactly 1/k); the network total is printed i
 """
 import numpy as np
 from matplotlib.patches import Patch
+
 from style import COLUMN_WIDTH, figure, load_json, save
 
 data = load_json("theory/resnet18_layers.json")

@@ -7,6 +7,7 @@ measured, and its 95% bootstrap CI is shown beside the codim. Right: the importa
 ε^codim by construction, so its slopes check the sampler, not the exponent.
 """
 import numpy as np
+
 from style import FULL_WIDTH, figure, load_json, save
 
 plain = load_json("theory/tube_plain.json")

@@ -1,5 +1,5 @@
 import sys
 
-from theory.cli import entry_point
+from theory.cli.main import entry_point
 
 sys.exit(entry_point())

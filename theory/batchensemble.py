@@ -27,13 +27,13 @@ the map has rows ``(i, flat kernel index)`` and columns in that parameter order.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from math import prod
 from typing import Sequence
 
 import torch
 
-from theory.cli_support import BadInput, require_int_in_range
+from infra.errors import BadInput, require_int_in_range
 
 VARIANT_BLOCKS: dict[str, tuple[tuple[int, ...], ...]] = {
     "channel-wise": ((0,), (1,)),
@@ -116,6 +116,47 @@ class BatchEnsembleSpec:
         block = self.blocks[block_index]
         return tuple(self.kernel_shape[d] if d in block else 1 for d in range(len(self.kernel_shape)))
 
+
+
+FULL_RANK = "full"
+
+
+def spec_at_rank(kernel_shape: Sequence[int], members: int, rank: int | str,
+                 variant: str = "channel-wise") -> BatchEnsembleSpec:
+    """The spec of one layer at ``rank``: an integer r in 1..max_rank, or ``"full"`` (the layer's ``max_rank``). A bad
+    value is a ``BadInput`` naming the layer's kernel shape.
+
+    >>> spec_at_rank((8, 3, 3, 3), 4, "full").rank
+    3
+    """
+    kernel_shape = tuple(kernel_shape)
+    try:
+        if rank == FULL_RANK:
+            lowest = BatchEnsembleSpec(kernel_shape, members, 1, variant)
+            return replace(lowest, rank=lowest.max_rank)
+        if isinstance(rank, str):
+            raise BadInput(f"rank={rank!r} is not valid: expected an integer >= 1 or '{FULL_RANK}'")
+        return BatchEnsembleSpec(kernel_shape, members, rank, variant)
+    except BadInput as error:
+        raise BadInput(f"BatchEnsemble layer with kernel {kernel_shape}: {error}") from None
+
+
+def network_layer_spec(kernel_shape: Sequence[int], members: int, rank: int | str,
+                       variant: str = "channel-wise") -> BatchEnsembleSpec:
+    """The spec that a network-wide ``rank`` and ``variant`` give one of its layers — the one place where they become
+    a layer's: a dense kernel takes ``channel-wise`` when ``variant`` needs a conv kernel (``flattened-kernel`` on
+    (out, in) *is* channel-wise), and an integer rank above the layer's ``max_rank`` is capped there (that layer is
+    already at full rank, e.g. the stem of a 1-channel ResNet); ``"full"`` is every layer's ``max_rank``.
+
+    >>> network_layer_spec((8, 1, 3, 3), 4, 4).rank, network_layer_spec((10, 16), 4, 1, "cp-spatial").variant
+    (1, 'channel-wise')
+    """
+    kernel_shape = tuple(kernel_shape)
+    if len(kernel_shape) == 2 and variant in VARIANTS and variant not in DENSE_VARIANTS:
+        variant = "channel-wise"
+    if isinstance(rank, int) and not isinstance(rank, bool) and rank > 1:
+        rank = min(rank, spec_at_rank(kernel_shape, members, FULL_RANK, variant).rank)
+    return spec_at_rank(kernel_shape, members, rank, variant)
 
 def random_factors(spec: BatchEnsembleSpec, generator: torch.Generator | None = None,
                    dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:

@@ -33,9 +33,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from infra.errors import BadInput
 from theory import dimension
 from theory.batchensemble import BatchEnsembleSpec, _block_index_of_entries, jacobian, random_factors
-from theory.cli_support import BadInput
 from theory.exact_rank import PRIMES, FloatRank, float_rank, modular_rank
 
 ROUTES = ("auto", "toric", "modular", "schur", "none")

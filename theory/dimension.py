@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from infra.errors import BadInput, require_int_in_range
 from theory.batchensemble import BatchEnsembleSpec
-from theory.cli_support import BadInput, require_int_in_range
 
 BIAS_MODES = ("none", "per-member", "shared")
 ROLES = ("perturbed", "shared", "per-member")

@@ -27,9 +27,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from infra.errors import BadInput, require_int_in_range
 from theory.batchensemble import (BatchEnsembleSpec, flatten_params, jacobian, member_weights, multipliers,
                                   unflatten_params)
-from theory.cli_support import BadInput, require_int_in_range
 
 DEFAULT_MAX_ITER = 300
 RELATIVE_DECREASE_TOL = 1e-9  # stop when one step lowers ‖X − Φ‖² by less than this fraction

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from torch.func import jvp
 
+from infra.errors import BadInput
 from theory.batchensemble import BatchEnsembleSpec, member_weights
-from theory.cli_support import BadInput
 from theory.functional import ACTIVATIONS
 
 

@@ -39,9 +39,11 @@ import numpy as np
 import torch
 from torch.func import jacrev
 
+from infra.errors import BadInput, require_int_in_range
 from theory import dimension
-from theory.batchensemble import BatchEnsembleSpec, jacobian as be_jacobian, member_weights
-from theory.cli_support import BadInput, require_int_in_range
+from theory.batchensemble import BatchEnsembleSpec
+from theory.batchensemble import jacobian as be_jacobian
+from theory.batchensemble import member_weights
 from theory.exact_rank import PRIMES, float_rank, modular_rank
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {

@@ -10,7 +10,7 @@ plain layer applied to every member, so its bias is one vector too: counted shar
 A model that already *is* a BatchEnsemble is counted as it is (``batch_layer``): torch-uncertainty's ``BatchLinear`` /
 ``BatchConv2d`` (a plain bias-free ``linear``/``conv`` child, ``r_group`` (k, in), ``s_group`` (k, out), optional
 ``bias`` (k, out)), recognised by that parameter layout without importing the package, and this project's
-``empirics.layers`` BatchEnsemble layers (a ``spec`` and ``fast_factors``). Their rank, variant and bias come from the
+``empirics.models.layers`` BatchEnsemble layers (a ``spec`` and ``fast_factors``). Their rank, variant and bias come from the
 layer, every plain Linear/Conv2d beside them is a shared layer (the same kernel for every member's rows), and
 ``members`` must equal the layers' k. Then the BE parameter count equals the model's ``numel`` sum (tested on
 torch-uncertainty's own ``batched_resnet``).
@@ -28,10 +28,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from infra.errors import BadInput, require_int_in_range
 from theory import dimension
-from theory.batchensemble import DENSE_VARIANTS, BatchEnsembleSpec
+from theory.batchensemble import BatchEnsembleSpec, network_layer_spec
 from theory.certificate import Certificate, CostLimits, certify_cached
-from theory.cli_support import BadInput, require_int_in_range
 
 ARCHS = ("resnet18", "resnet18-cifar", "mlp", "vit")
 SHORTCUT_NAMES = ("downsample", "shortcut")
@@ -290,9 +290,7 @@ def kernel_row(name: str, shape: Sequence[int], members: int, role: str, rank: i
     """One row for a kernel of ``shape`` (and a bias over its ``out`` channels): a perturbed kernel gets the rank-r
     BE counts (rank capped at the layer's largest; dense layers fall back to channel-wise) and its certificate."""
     shape = tuple(shape)
-    layer_variant = variant if len(shape) == 4 or variant in DENSE_VARIANTS else "channel-wise"
-    top = BatchEnsembleSpec(shape, members, 1, layer_variant).max_rank
-    spec = BatchEnsembleSpec(shape, members, min(rank, top), layer_variant)
+    spec = network_layer_spec(shape, members, rank, variant)
     kernel = dimension.kernel_counts(spec, role)
     counts = kernel + dimension.vector_counts(shape[0], members, bias_mode)
     certificate = certify_cached(spec, route, seed, limits) if role == "perturbed" else None
@@ -312,7 +310,7 @@ def _batch_row(name: str, layer: nn.Module, described: BatchLayer, route: str, s
 
 
 def _member_norm_features(layer: nn.Module) -> int | None:
-    """C for a per-member BatchNorm over k·C channels (``empirics.layers.MemberBatchNorm``: ``members``,
+    """C for a per-member BatchNorm over k·C channels (``empirics.models.layers.MemberBatchNorm``: ``members``,
     ``num_features`` and an affine ``norm`` child of k·C features); ``None`` for any other module."""
     inner = getattr(layer, "norm", None)
     features, members = getattr(layer, "num_features", None), getattr(layer, "members", None)
@@ -374,7 +372,7 @@ class _TokenEmbedding(nn.Module):
 
 def vit(in_channels: int = 1, image_size: int = 28, patch_size: int = 7, width: int = 64, depth: int = 4,
         heads: int = 4, mlp_ratio: int = 2, num_classes: int = 10, pooling: str = "cls") -> nn.Module:
-    """The layer shapes of ``empirics.attention.VisionTransformer`` (same module names), on the meta device: patch
+    """The layer shapes of ``empirics.models.attention.VisionTransformer`` (same module names), on the meta device: patch
     embedding Linear(C·p², d); per block LayerNorm, attention ``query``/``key``/``value``/``out`` Linear(d, d) (each
     projection one dense layer), LayerNorm, ``fc1`` Linear(d, r·d), ``fc2`` Linear(r·d, d); final LayerNorm; head."""
     for name, value in (("in_channels", in_channels), ("image_size", image_size), ("patch_size", patch_size),

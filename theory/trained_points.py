@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.func import jacrev
 
@@ -104,9 +103,10 @@ def analyse_network(net: BEMLP, images: torch.Tensor) -> dict:
 def trained_results(runs_dir: Path) -> dict:
     """Rows for the init point and the trained checkpoint of every run in ``TRAINED_RUNS`` (empirics imported here:
     the maths above does not depend on it)."""
-    from empirics import data
-    from empirics.evaluate import data_root, load_run
-    from empirics.models import build_model
+    from empirics.data import datasets as data
+    from empirics.models.ensembles import build_model
+    from empirics.runs.folder import load_run
+    from empirics.runs.tasks import data_root
 
     rows = []
     for name in TRAINED_RUNS:

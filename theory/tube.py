@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from infra.errors import BadInput, require_int_in_range
 from theory.batchensemble import BatchEnsembleSpec
-from theory.cli_support import BadInput, require_int_in_range
 from theory.dimension import codim
 from theory.distance import _corner_index, _corner_mask, rank1_dense_distances
 

@@ -4,14 +4,20 @@ cache."""
 from __future__ import annotations
 
 import gzip
+import json
 import pickle
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.io
 import torch
+
+from empirics.runs.config import Config
+from empirics.runs.folder import load_checkpoint
 
 TINY_TRAIN, TINY_TEST = 64, 32
 IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC = 2051, 2049  # IDX: 0x0000 0x08 (uint8) 0x03 / 0x01 (dimensions)
@@ -158,3 +164,59 @@ def tiny_image_root(tmp_path: Path) -> Path:
     write_tiny_cifar10(root, generator, per_batch=16, n_test=64)
     write_tiny_svhn(root, generator, n_train=16, n_test=64)
     return root
+
+
+# ---------------------------------------------------------------- training runs (tests of empirics.runs and models)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tiny_config(root: Path, **overrides) -> Config:
+    """58 training images in 4 batches of 16, 6 validation images, 2 members, one corruption family."""
+    fields = dict(dataset="mnist", arch="mlp", widths=[16], method="batchensemble", members=2, epochs=4,
+                  batch_size=16, eval_batch_size=64, data_root=str(root), shift_families=["rotate"], threads=1)
+    return Config.from_dict({**fields, **overrides})
+
+
+def read_json(path: Path) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def assert_same_run(first: Path, second: Path) -> None:
+    """Identical per-epoch numbers, final metrics and final weights (exact equality, no tolerance)."""
+    a, b = read_json(first / "metrics.json"), read_json(second / "metrics.json")
+    assert a["epochs"] == b["epochs"] and a["final"] == b["final"] and a["best_epoch"] == b["best_epoch"]
+    model_a, model_b = load_checkpoint(first)["model"], load_checkpoint(second)["model"]
+    assert all(torch.equal(model_a[name], model_b[name]) for name in model_a)
+
+
+KILL_SCRIPT = """
+import json, os, signal, sys
+import empirics.runs.train as T
+from empirics.runs.config import Config
+mode, payload, run_dir = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+if mode == "kill-after-epoch-2":
+    write = T._write_metrics
+    def write_then_kill(run_dir, config, state, final):
+        write(run_dir, config, state, final)
+        if state["epoch"] == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+    T._write_metrics = write_then_kill
+else:  # SIGTERM during the 6th step (epoch 2, batch 2)
+    loss, calls = T.ensemble_loss, []
+    def loss_then_term(logits, labels):
+        calls.append(1)
+        if len(calls) == 6:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return loss(logits, labels)
+    T.ensemble_loss = loss_then_term
+T.train(Config.from_dict(payload), run_dir)
+"""
+
+
+def run_kill_script(mode: str, config: Config, run_dir: Path) -> subprocess.CompletedProcess:
+    """Train ``config`` in a child process that kills itself: SIGKILL right after epoch 2's checkpoint
+    (``kill-after-epoch-2``) or SIGTERM during the 6th step (``sigterm``)."""
+    return subprocess.run([sys.executable, "-c", KILL_SCRIPT, mode, json.dumps(config.to_dict()), str(run_dir)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)

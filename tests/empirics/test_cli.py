@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from empirics.cli import main
-from theory.cli_support import run_cli
+from infra.cli import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from infra.errors import BadInput
 from theory.batchensemble import (VARIANTS, BatchEnsembleSpec, flatten_params, jacobian, member_weights,
-                                  member_weights_loop, random_factors, unflatten_params)
-from theory.cli_support import BadInput
+                                  member_weights_loop, network_layer_spec, random_factors, spec_at_rank,
+                                  unflatten_params)
 
 SPECS = [BatchEnsembleSpec((3, 4), 2), BatchEnsembleSpec((3, 4), 3, 2)] + [
     BatchEnsembleSpec((2, 3, 2, 2), 2, 1, variant) for variant in VARIANTS] + [
@@ -55,3 +56,32 @@ def test_bad_spec_raises_one_line_error(kwargs):
     """Invalid shapes, ranks, member counts and variants raise BadInput naming the value."""
     with pytest.raises(BadInput):
         BatchEnsembleSpec(**kwargs)
+
+
+def test_spec_at_rank_resolves_full_and_names_the_kernel_of_a_bad_rank():
+    """``"full"`` is the layer's max_rank (min(out, in) channel-wise: 3 for (8, 3, 3, 3)); a rank above it, below 1
+    or a word other than ``"full"`` is a BadInput naming the kernel."""
+    assert spec_at_rank((8, 3, 3, 3), 4, "full").rank == 3
+    assert spec_at_rank((8, 3, 3, 3), 4, 2).rank == 2
+    for bad in (4, 0, "max"):
+        with pytest.raises(BadInput, match=r"kernel \(8, 3, 3, 3\)"):
+            spec_at_rank((8, 3, 3, 3), 4, bad)
+
+
+@pytest.mark.parametrize("shape, rank, variant, expected", [
+    ((8, 1, 3, 3), 4, "channel-wise", (1, "channel-wise")),       # a 1-channel stem is already at full rank
+    ((8, 1, 3, 3), 4, "flattened-kernel", (4, "flattened-kernel")),  # min(8, 1·3·3) = 8 >= 4: not capped
+    ((10, 16), 2, "cp-spatial", (2, "channel-wise")),              # dense kernel: conv-only variant → channel-wise
+    ((10, 16), "full", "flattened-kernel", (10, "channel-wise")),
+    ((10, 16), 1, "output-scale", (1, "output-scale")),           # a dense variant is kept
+])
+def test_network_layer_spec_caps_the_rank_and_falls_back_on_dense_kernels(shape, rank, variant, expected):
+    spec = network_layer_spec(shape, 4, rank, variant)
+    assert (spec.rank, spec.variant) == expected
+
+
+def test_network_layer_spec_still_rejects_what_no_layer_accepts():
+    """Capping is for ranks above a layer's maximum only: rank 0, an unknown word or an unknown variant stay errors."""
+    for rank, variant in ((0, "channel-wise"), ("max", "channel-wise"), (1, "kernel-wise")):
+        with pytest.raises(BadInput):
+            network_layer_spec((8, 3, 3, 3), 4, rank, variant)

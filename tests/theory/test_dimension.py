@@ -5,9 +5,9 @@ import itertools
 
 import pytest
 
+from infra.errors import BadInput
 from theory import dimension
-from theory.batchensemble import BatchEnsembleSpec, VARIANTS
-from theory.cli_support import BadInput
+from theory.batchensemble import VARIANTS, BatchEnsembleSpec
 
 
 def test_rank1_dense_closed_form_on_512():

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from infra.errors import BadInput
 from theory import dimension
 from theory.batchensemble import DENSE_VARIANTS, VARIANTS, BatchEnsembleSpec, member_weights, random_factors
-from theory.cli_support import BadInput
 from theory.distance import (_update_factor, distance_by_rank, distance_to_batchensemble, log_contrasts,
                              rank1_dense_distances, validate_weights)
 

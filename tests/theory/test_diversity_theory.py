@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from theory.claims_diversity import link_errors
-from theory.cli_support import BadInput
+from infra.errors import BadInput
+from theory.claims.diversity import link_errors
 from theory.distance import distance_to_batchensemble
-from theory.diversity_theory import (BEMLP, cosine_realising_tuple, logit_variance, member_logits, mutual_information,
+from theory.diversity_theory import (cosine_realising_tuple, logit_variance, member_logits, mutual_information,
                                      pairwise_cosines, random_bemlp, second_order)
 from theory.functional import forward
 

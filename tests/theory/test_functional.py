@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.func import jacrev
 
+from infra.errors import BadInput
 from theory.batchensemble import member_weights
-from theory.cli_support import BadInput
 from theory.exact_rank import float_rank
 from theory.functional import (MLPSpec, be_point, forward, functional_dimension, linear_fills, linear_functional_codim,
                                linear_symmetry_bound, member_jacobian, parameter_map_jacobian)

@@ -6,9 +6,9 @@ import torch
 from torch import nn
 from torchvision.models import resnet18 as torchvision_resnet18
 
+from infra.errors import BadInput
 from theory import dimension
 from theory.batchensemble import BatchEnsembleSpec
-from theory.cli_support import BadInput
 from theory.network import build_arch, mlp, network_counts, resnet18_cifar
 
 
@@ -138,15 +138,15 @@ def test_members_must_match_the_batch_layers(torch_uncertainty):
 def test_project_batchensemble_model_counted_as_it_is():
     """This project's BE model (BE layers, per-member BatchNorm, plain shortcut) counted as it is equals its
     parameter count and the plain architecture counted with the matching options."""
-    from empirics.models import LayerFactory, ModelSpec, build_model
+    from empirics.models.ensembles import ModelSpec, build_model
+    from empirics.models.networks import LayerFactory
 
     factory = LayerFactory(method="batchensemble", members=3, batchnorm="per-member")
-    spec = ModelSpec(arch="resnet18", in_shape=(1, 8, 8), width_mult=0.0625, method="batchensemble", members=3,
-                     factory=factory)
+    spec = ModelSpec(arch="resnet18", in_shape=(1, 8, 8), width_mult=0.0625, factory=factory)
     model = build_model(spec)
     counts = network_counts(model.net, 3, certify_route="none")
     assert counts.be_params == sum(p.numel() for p in model.net.parameters())
-    plain = build_model(ModelSpec(arch="resnet18", in_shape=(1, 8, 8), width_mult=0.0625, method="single")).net
+    plain = build_model(ModelSpec(arch="resnet18", in_shape=(1, 8, 8), width_mult=0.0625)).net
     reference = network_counts(plain, 3, norm="per-member", certify_route="none")
     assert (counts.codim, counts.de_dim) == (reference.codim, reference.de_dim)
 
@@ -166,8 +166,8 @@ VIT_SMALL = dict(in_channels=1, image_size=8, patch_size=4, width=8, depth=2, he
 def test_vit_shapes_match_the_empirics_vit_layer_for_layer():
     """theory's shape-only ViT and empirics' trained ViT (single method) give the same rows: names, kinds, shapes
     and counts (the reachable fraction of a ViT study is computed from the empirics net)."""
-    from empirics.attention import VisionTransformer
-    from empirics.models import LayerFactory
+    from empirics.models.attention import VisionTransformer
+    from empirics.models.networks import LayerFactory
 
     for pooling in ("cls", "mean"):
         trained = VisionTransformer(LayerFactory(), (1, 8, 8), 3, patch_size=4, width=8, depth=2, heads=2,

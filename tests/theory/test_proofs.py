@@ -3,9 +3,8 @@ import pytest
 
 from theory import dimension
 from theory.batchensemble import VARIANTS, BatchEnsembleSpec
-from theory.proofs import (anova_dimension_identity, anova_projector_sum, certify_against_closed_form,
-                           factor_groups, jacobian_is_diag_a_diag, log_image_is_anova_sum, random_rank_r_specs,
-                           search_summary)
+from theory.proofs import (anova_dimension_identity, anova_projector_sum, certify_against_closed_form, factor_groups,
+                           jacobian_is_diag_a_diag, log_image_is_anova_sum, random_rank_r_specs, search_summary)
 
 SEED = 5
 

@@ -1,7 +1,7 @@
 """ε-tube Monte Carlo around the rank-1 BE set: slopes match the codimension; the importance sampler is unbiased."""
 import pytest
 
-from theory.cli_support import BadInput
+from infra.errors import BadInput
 from theory.tube import TUBE_CASES, brute_force_probability, plain_tube_probability, tube_probability
 
 SEED = 7

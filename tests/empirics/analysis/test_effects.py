@@ -1,0 +1,99 @@
+"""Design-respecting statistics: cluster-bootstrap Spearman (pooled, between, within) and headline contrasts."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from empirics.analysis import diversity, effects
+from infra.errors import BadInput
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12)
+
+
+def clustered(rng, configs: int = 5, seeds: int = 8, within_noise: float = 0.3):
+    """Configuration c has x = y = c plus independent within-configuration noise: a between-configuration trend and
+    no within-configuration association."""
+    labels = np.repeat([f"run{c}" for c in range(configs)], seeds)
+    centre = np.repeat(np.arange(configs, dtype=float), seeds)
+    return (centre + within_noise * rng.standard_normal(len(centre)),
+            centre + within_noise * rng.standard_normal(len(centre)), labels)
+
+
+def test_vectorised_resample_spearman_matches_scipy_per_resample(rng):
+    """Every resample's pooled ρ from the batched computation equals scipy.stats.spearmanr on that resample
+    (1e-12), and the point estimate is scipy's ρ over all points."""
+    x, y, labels = clustered(rng, configs=4, seeds=3)
+    resamples = effects.cluster_resamples(labels.tolist(), 50, np.random.default_rng(0))
+    fast = effects._batched_spearman([x[i] for i, _ in resamples], [y[i] for i, _ in resamples])
+    slow = [stats.spearmanr(x[i], y[i]).statistic if np.ptp(x[i]) and np.ptp(y[i]) else np.nan
+            for i, _ in resamples]
+    assert np.allclose(fast, slow, atol=1e-12, equal_nan=True)
+    found = effects.cluster_bootstrap_spearman(x, y, labels)
+    assert abs(found["rho"] - stats.spearmanr(x, y).statistic) < 1e-12
+
+
+def test_cluster_resamples_draw_whole_configurations_then_seeds_within_them():
+    """Each resample has C clusters; every point of a resample cluster comes from one configuration, and a cluster has
+    as many points as its configuration has seeds (here configurations of 2, 3 and 4 seeds)."""
+    labels = ["a"] * 2 + ["b"] * 3 + ["c"] * 4
+    for indices, cluster in effects.cluster_resamples(labels, 30, np.random.default_rng(1)):
+        assert cluster.max() == 2
+        for code in range(3):
+            drawn = {labels[i] for i in indices[cluster == code]}
+            assert len(drawn) == 1 and (cluster == code).sum() == labels.count(drawn.pop())
+
+
+def test_a_between_configuration_trend_is_not_read_as_a_within_configuration_link(rng):
+    """Five configurations on a line with independent seed noise: between ρ = 1, pooled ρ high, the within ρ's CI
+    includes 0, and the cluster CI of the pooled ρ is wider than the naive CI that treats runs as independent."""
+    x, y, labels = clustered(rng)
+    found = effects.cluster_bootstrap_spearman(x, y, labels)
+    naive = diversity.spearman_with_ci(x, y)
+    assert found["between"]["rho"] == 1.0 and found["rho"] > 0.8
+    assert found["within"]["ci_low"] < 0 < found["within"]["ci_high"]
+    assert found["ci_high"] - found["ci_low"] > naive["ci_high"] - naive["ci_low"]
+    assert (found["n"], found["n_configs"]) == (40, 5)
+
+
+def test_a_within_configuration_link_is_found_when_present(rng):
+    """y = x + small noise, x independent of the configuration: the within ρ's CI lies above 0."""
+    labels = np.repeat([f"run{c}" for c in range(4)], 10)
+    x = rng.standard_normal(40)
+    y = x + 0.2 * rng.standard_normal(40)
+    found = effects.cluster_bootstrap_spearman(x, y, labels)
+    assert found["within"]["ci_low"] > 0 and effects.excludes_zero(found["within"])
+
+
+def test_between_is_undefined_with_fewer_than_three_configurations(rng):
+    x, y, labels = clustered(rng, configs=2)
+    assert effects.cluster_bootstrap_spearman(x, y, labels)["between"]["rho"] is None
+
+
+def test_contrast_is_visible_arithmetic_and_its_verdict_follows_the_ci():
+    """ratio of means 6/3 = 2 with no spread has CI [2, 2]; difference 6 − 3 = 3; (6/3)/(4/1) = 0.5; sides of one
+    run are paired (one draw of seed indices), so a constant per-seed ratio gives a zero-width CI; the verdict reads
+    the CI against the value."""
+    a, b = [6.0, 6.0, 6.0], [3.0, 3.0, 3.0]
+    ratio = effects.contrast({"a": a, "b": b}, "ratio")
+    assert (ratio["estimate"], ratio["ci_low"], ratio["ci_high"]) == (2.0, 2.0, 2.0)
+    assert effects.contrast({"a": a, "b": b}, "difference")["estimate"] == 3.0
+    both = effects.contrast({"a": a, "b": b, "c": [4.0, 4.0], "d": [1.0, 1.0]}, "ratio_of_ratios")
+    assert both["estimate"] == 0.5
+    paired = effects.contrast({"a": [2.0, 4.0, 8.0], "b": [1.0, 2.0, 4.0]}, "ratio", groups={"a": "run", "b": "run"})
+    assert paired["ci_low"] == pytest.approx(2.0) and paired["ci_high"] == pytest.approx(2.0)
+    unpaired = effects.contrast({"a": [2.0, 4.0, 8.0], "b": [1.0, 2.0, 4.0]}, "ratio")
+    assert unpaired["ci_high"] - unpaired["ci_low"] > 1.0
+    assert effects.verdict(ratio, "above", 1.0) == "supported"
+    assert effects.verdict(ratio, "below", 1.0) == "contradicted"
+    assert effects.verdict({"ci_low": 0.5, "ci_high": 1.5}, "above", 1.0) == "inconclusive"
+    one_seed = effects.contrast({"a": [6.0], "b": [3.0]}, "ratio")
+    assert one_seed["estimate"] == 2.0 and one_seed["ci_low"] is None
+    assert effects.verdict(one_seed, "above", 1.0) == "undefined"
+    with pytest.raises(BadInput, match="statistic='mean'"):
+        effects.contrast({"a": a, "b": b}, "mean")
+    with pytest.raises(BadInput, match="missing c, d"):
+        effects.contrast({"a": a, "b": b}, "ratio_of_ratios")

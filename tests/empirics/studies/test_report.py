@@ -1,0 +1,233 @@
+"""The study report: every number comes from the saved results (change a result file, the report changes), the
+reference numbers sit beside ours, one paragraph per open question (docs/paper.md §3), booktabs LaTeX tables."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from empirics.studies import report
+from empirics.studies import runner as study
+from infra.errors import BadInput
+
+PRESET = "paper-mnist"
+
+
+def write_finished_run(out: Path, run: str, seed: int, metrics: dict[str, float], scalars: dict) -> None:
+    """A finished run as the study leaves it: completion marker, eval.json and diversity.json."""
+    run_dir = out / "runs" / run / f"seed{seed}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "COMPLETE").write_bytes(b"")
+    (run_dir / "eval.json").write_text(json.dumps({"metrics": metrics}))
+    (run_dir / "diversity.json").write_text(json.dumps({"scalars": scalars}))
+
+
+def fake_study(out: Path, be_accuracies=(0.9, 0.8), mcd: bool = False) -> dict:
+    """paper-mnist with two seeds of BE rank 1 and DE (and MC Dropout with ``mcd``), hand-chosen values; returns the
+    written summary."""
+    for seed, accuracy in enumerate(be_accuracies):
+        if mcd:  # the least weight distance and the most MI under shift
+            write_finished_run(out, "mcd", seed, {"test/ensemble/accuracy": 0.9, "shift/mutual_information": 9 + seed},
+                               {"weights": {"network": {"mean_cosine": 0.99, "mean_relative_distance": 0.1}}})
+        write_finished_run(out, "be-r1", seed, {"test/ensemble/accuracy": accuracy, "shift/mutual_information": 0.01},
+                           {"weights": {"network": {"mean_cosine": 0.95, "mean_relative_distance": 0.3 + seed / 10}},
+                            "theory": {"reachable_fraction": 0.27}})
+        write_finished_run(out, "de", seed, {"test/ensemble/accuracy": 0.97, "shift/mutual_information": 0.1 + seed},
+                           {"weights": {"network": {"mean_cosine": 0.01, "mean_relative_distance": 1.4 + seed / 10}},
+                            "theory": {"reachable_fraction": 1.0}})
+    preset = study.load_preset(PRESET)
+    summary = study.summarise(preset, study.run_specs(preset, seeds=2), out)
+    (out / "summary.json").write_text(json.dumps(summary))
+    return summary
+
+
+def test_report_numbers_are_generated_from_the_result_files(tmp_path):
+    """BE accuracies 0.9 and 0.8 give mean 0.85 and sample std √0.005 = 0.0707; rewriting a result file changes
+    the report accordingly (so no number is typed)."""
+    fake_study(tmp_path)
+    text = report.write_report(tmp_path).read_text()
+    assert "0.8500 ± 0.0707" in text
+    fake_study(tmp_path, be_accuracies=(0.6, 0.6))
+    text = report.write_report(tmp_path).read_text()
+    assert "0.6000 ± 0.0000" in text and "0.8500 ± 0.0707" not in text
+
+
+def test_reference_numbers_sit_beside_ours(tmp_path):
+    """The reference table row of BE rank 1 test accuracy shows our mean ± std beside 0.972 (docs/paper.md §4)."""
+    fake_study(tmp_path)
+    rows = report.reference_table(report.load_summary(tmp_path))[1]
+    assert ["be-r1", "test/ensemble/accuracy", "0.8500 ± 0.0707", "2", "0.972"] in rows
+
+
+def test_one_paragraph_per_open_question(tmp_path):
+    """Each open question of docs/paper.md §3 gets its own paragraph, with generated numbers where evidence exists."""
+    fake_study(tmp_path)
+    text = report.write_report(tmp_path).read_text()
+    for question, _ in report.OPEN_QUESTIONS:
+        assert text.count(f"**{question}**") == 1
+    # the link paragraph quotes the Spearman estimate of the summary (4 runs × seeds with both measures)
+    head = report.load_summary(tmp_path)["link"]["headline"]
+    assert head["n"] == 4 and f"ρ = {head['rho']:.2f} [" in text
+
+
+def test_the_link_without_mc_dropout_leaves_out_exactly_its_runs(tmp_path):
+    """With MCD in the study the summary adds the link over the other ensembles: n drops by MCD's 2 runs, and the
+    BE/DE points alone are ordered up to BE's tied MI (ranks x = 1, 2, 3, 4 and y = 1.5, 1.5, 3, 4: ρ = 3/√10),
+    which MCD's outlying points (least weight distance, most MI) break in the link over all runs; the report prints
+    both."""
+    summary = fake_study(tmp_path, mcd=True)
+    every, without = summary["link"]["headline"], summary["link_without_mc_dropout"]["headline"]
+    assert (every["n"], without["n"]) == (6, 4)
+    assert without["rho"] == pytest.approx(3 / 10 ** 0.5, abs=1e-12) and every["rho"] < 0.5
+    text = report.write_report(tmp_path).read_text()
+    assert "Sensitivity, without MC Dropout" in text and f"ρ = {without['rho']:.2f} [" in text
+
+
+def test_a_study_without_mc_dropout_has_one_link_analysis(tmp_path):
+    assert "link_without_mc_dropout" not in fake_study(tmp_path)
+    assert "Sensitivity, without MC Dropout" not in report.write_report(tmp_path).read_text()
+
+
+def test_the_link_paragraph_reads_the_cluster_cis_and_reports_within_configurations_separately(tmp_path):
+    """The paragraph states an association across configurations only when the cluster-bootstrap CI excludes 0, never
+    calls it evidence for a link, and says separately whether the within-configuration CI excludes 0."""
+    summary = fake_study(tmp_path)
+    head = summary["link"]["headline"]
+    no_within = {"rho": 0.1, "ci_low": -0.3, "ci_high": 0.5}
+    excluded = {**head, "rho": 0.9, "ci_low": 0.5, "ci_high": 1.0, "within": no_within}
+    included = {**head, "rho": 0.2, "ci_low": -0.4, "ci_high": 0.6, "within": no_within}
+    both = {**excluded, "within": {"rho": 0.6, "ci_low": 0.2, "ci_high": 0.8}}
+    for headline, verdicts in ((excluded, ["An association across configurations whose CI excludes 0 is not the "
+                                           "formal link", "no association is established"]),
+                               (included, ["This study establishes no association across configurations"]),
+                               (both, ["Within configurations, among seeds, an association's CI also excludes 0"])):
+        paragraph = report.question_link({**summary, "link": {**summary["link"], "headline": headline,
+                                                                "pairs": [headline]}})
+        assert all(verdict in paragraph for verdict in verdicts) and "evidence for a link" not in paragraph
+
+
+def test_the_init_paragraph_gives_the_most_diverse_init_its_ratio_to_de_and_its_accuracy_cost():
+    """Of two rank-1 inits, the one with more MI under shift is named with its ratio to DE's (0.15 / 0.10 = 1.50×,
+    zero-width CI for seed-constant values) and its shift accuracy difference to DE (0.67 − 0.71 = −0.040); random
+    signs are cited as prior practice."""
+    def run(fields: dict, mi: float, ece: float, accuracy: float) -> dict:
+        values = {"shift/mutual_information": mi, "shift/ensemble/ece": ece, "shift/ensemble/accuracy": accuracy}
+        return {"fields": {"method": "batchensemble", "rank": 1, **fields}, "seeds": [0, 1],
+                "metrics": {key: {"mean": value, "std": 0.0, "values": [value, value]}
+                            for key, value in values.items()}}
+    summary = {"runs": {"be-r1": run({}, 0.02, 0.2, 0.69),
+                        "be-r1-init-sign": run({"init": "random_sign"}, 0.15, 0.12, 0.67),
+                        "de": run({"method": "deep-ensemble"}, 0.10, 0.09, 0.71)}}
+    paragraph = report.question_init(summary)
+    assert "The most diverse init, random signs p = 0.5 (be-r1-init-sign), has 1.50× [1.50, 1.50]" in paragraph
+    assert "(difference -0.040 [-0.040, -0.040])" in paragraph
+    assert "shift ECE 0.1200 ± 0.0000 vs DE 0.0900 ± 0.0000" in paragraph and "random_sign_init" in paragraph
+    assert "with more MI under shift than DE and lower shift accuracy than DE (95% CIs)" in paragraph
+
+
+def test_rank_paragraph_quantifies_the_rise_instead_of_calling_it_barely():
+    """MI under shift 0.02 at r = 1 and 0.04 at full rank: the paragraph gives the 2.00× ratio with its CI."""
+    def run(rank, mi: float) -> dict:
+        return {"fields": {"method": "batchensemble", "rank": rank}, "seeds": [0, 1],
+                "metrics": {"shift/mutual_information": {"mean": mi, "std": 0.0, "values": [mi, mi]}}}
+    paragraph = report.question_rank({"runs": {"be-r1": run(1, 0.02), "be-full": run("full", 0.04)}})
+    assert "changes by 2.00× [2.00, 2.00]" in paragraph
+
+
+def test_batch_regime_paragraph_pairs_runs_that_differ_only_in_the_regime():
+    """be-split differs from be-r1 only in batch_regime: its MI ratio (0.03 / 0.02 = 1.50×) is reported; a run that
+    differs in anything else is not paired."""
+    def run(fields: dict, mi: float) -> dict:
+        return {"fields": {"method": "batchensemble", **fields}, "seeds": [0, 1],
+                "metrics": {"shift/mutual_information": {"mean": mi, "std": 0.0, "values": [mi, mi]}}}
+    summary = {"runs": {"be-r1": run({}, 0.02), "be-split": run({"batch_regime": "split"}, 0.03),
+                        "be-sign-split": run({"batch_regime": "split", "init": "random_sign"}, 0.3)}}
+    paragraph = report.question_batch_regime(summary)
+    assert "be-split over be-r1: MI under shift 1.50× [1.50, 1.50]" in paragraph and "be-sign-split" not in paragraph
+
+
+def test_latex_tables_use_booktabs_and_escape_text(tmp_path):
+    """report.tex: booktabs rules, ± as math, underscores escaped."""
+    fake_study(tmp_path)
+    report.write_report(tmp_path)
+    tex = (tmp_path / "report.tex").read_text()
+    assert tex.count(r"\toprule") == tex.count(r"\bottomrule") >= 5
+    assert r"0.8500 $\pm$ 0.0707" in tex
+    assert "test/ensemble/accuracy" in tex.replace(r"\_", "_")
+    assert re.search(r"(?<!\\)_", tex) is None  # every underscore escaped
+
+
+def test_report_without_summary_is_a_clear_error(tmp_path):
+    """No summary.json: a BadInput naming the file and the command that makes it."""
+    with pytest.raises(BadInput, match="summary.json does not exist"):
+        report.write_report(tmp_path)
+
+
+# ---------------------------------------------------------------- ViT and regression studies (issue 15)
+
+def fake_issue15_study(out: Path, preset: str, values: dict[str, list[dict[str, float]]]) -> dict:
+    """A study of ``preset`` whose runs ``values`` (run -> per-seed metrics) are finished; others are missing."""
+    seeds = max(len(per_seed) for per_seed in values.values())
+    for run, per_seed in values.items():
+        for seed, metrics in enumerate(per_seed):
+            write_finished_run(out, run, seed, metrics,
+                               {"weights": {"network": {"mean_cosine": 0.5, "mean_relative_distance": 0.3 + seed}}})
+    loaded = study.load_preset(preset)
+    summary = study.summarise(loaded, study.run_specs(loaded, seeds=seeds), out)
+    (out / "summary.json").write_text(json.dumps(summary))
+    return summary
+
+
+def regression_values(be: list[float], sign: list[float], de: list[float]) -> dict[str, list[dict[str, float]]]:
+    def seeds(values, rmse):
+        return [{"shift/epistemic_variance": value, "test/ensemble/rmse": rmse + i / 100,
+                 "shift/ensemble/nll": 1.0, "shift/ensemble/coverage_90": 0.8} for i, value in enumerate(values)]
+    return {"toy-be-r1": seeds(be, 0.5), "toy-be-r1-sign": seeds(sign, 0.5), "toy-de": seeds(de, 0.4)}
+
+
+def test_regression_report_says_be_epistemic_variance_is_below_de_when_the_ci_excludes_zero(tmp_path):
+    """BE 0.001-0.0012 vs DE 0.05-0.06 over 3 seeds: Welch CI of the difference below 0 → 'below'; random signs
+    0.030-0.032 above N(1, 0.5) → the init finding carries over; the tables are the regression ones."""
+    fake_issue15_study(tmp_path, "regression", regression_values([0.001, 0.0011, 0.0012], [0.030, 0.031, 0.032],
+                                                                 [0.05, 0.06, 0.055]))
+    text = report.write_report(tmp_path).read_text()
+    assert "toy-be-r1 0.0011 ± 0.0001 vs toy-de 0.0550 ± 0.0050" in text
+    assert "BE is below the Deep Ensemble (the CI excludes 0)" in text
+    assert "the MLP studies' init finding carries over" in text
+    assert "| run | RMSE | NLL | coverage 90% |" in text and "| run | accuracy |" not in text
+    assert "epistemic variance (shift)" in text  # the link's headline for a regression study
+
+
+def test_regression_report_claims_nothing_when_seeds_overlap(tmp_path):
+    """Overlapping seeds (BE 0.01-0.05 vs DE 0.02-0.04): the CI includes 0 → no difference claimed, no init claim."""
+    fake_issue15_study(tmp_path, "regression", regression_values([0.01, 0.05, 0.03], [0.02, 0.04, 0.03],
+                                                                 [0.02, 0.04, 0.03]))
+    answer = report.question_regression_diversity(report.load_summary(tmp_path))
+    epistemic, tabm = answer.split("TabM")
+    assert "no difference established at this number of seeds" in epistemic and "excludes 0" not in epistemic
+    assert "random-sign BE is above the Deep Ensemble" in tabm  # test RMSE 0.50-0.52 vs 0.40-0.42: TabM not seen
+    assert "not established here" in report.question_regression_init(report.load_summary(tmp_path))
+
+
+def test_vit_report_answers_the_attention_question_with_scope_and_init(tmp_path):
+    """A vit-mnist summary: the Transformers question compares each BE run's MI under shift with the DE's, states the
+    init comparison and the BE-in-MLP-only scope, from the numbers."""
+    def seeds(values):
+        return [{"shift/mutual_information": value, "test/ensemble/accuracy": 0.9} for value in values]
+    fake_issue15_study(tmp_path, "vit-mnist", {"be-r1-channel": seeds([0.01, 0.011, 0.012]),
+                                               "be-r1-signs": seeds([0.1, 0.11, 0.12]),
+                                               "be-r1-signs-mlp": seeds([0.05, 0.051, 0.052]),
+                                               "de": seeds([0.2, 0.21, 0.22])})
+    answer = report.question_other_models(report.load_summary(tmp_path))
+    assert answer.startswith("Attention (ViT")
+    assert "be-r1-channel 0.0110 ± 0.0010 vs de 0.2100 ± 0.0100 (ratio 0.05)" in answer
+    assert "the MLP studies' init finding carries over" in answer
+    assert "Scope: MI under shift, BE in the MLP blocks only vs everywhere" in answer
+    assert "MLP-only BE is below BE everywhere (the CI excludes 0)" in answer
+
+
+def test_classification_report_points_to_the_vit_and_regression_presets(tmp_path):
+    fake_study(tmp_path)
+    assert "`vit-mnist`" in report.question_other_models(report.load_summary(tmp_path))
