@@ -170,8 +170,10 @@ def header(run: dict | None, groups: list[dict]) -> list[str]:
         earlier = {group["group"]: group["machine"]["git_commit"] for group in groups
                    if group["machine"].get("git_commit") != info.get("git_commit")}
         if earlier:
+            commits = {name: commit[:8] + ("+dirty" if commit.endswith("+dirty") else "")
+                       for name, commit in sorted(earlier.items())}
             lines.append("Measured in earlier runs (git commit of each group): "
-                         + ", ".join(f"{name} at {commit[:8]}{'+dirty' if commit.endswith('+dirty') else ''}" for name, commit in sorted(earlier.items())) + ".")
+                         + ", ".join(f"{name} at {commit}" for name, commit in commits.items()) + ".")
     lines.append("Each time is the median of >= 5 calls after warm-up (min–max in brackets); the cases of a group "
                  "run round-robin in one process, so their ratios share its load. Ratio spreads pair the extremes "
                  "(min/max, max/min): they bound, not estimate, the ratio's noise. Every contender gets the same "

@@ -110,8 +110,8 @@ GROUPS: dict[str, Group] = {
                                warmup=1, gflops=True, ratios=MAIN_RATIOS[:1]),
     "resnet18-w1-32x32": Group("resnet18", (3, 32, 32), 8, 16, (PLAIN, BE), (PLAIN, BE, MCD), width_mult=1.0,
                                repeats=5, warmup=1, gflops=True, ratios=MAIN_RATIOS[:1]),
-    # bf16 autocast + channels-last vs fp32 (empirics.models.precision); sized for CPUs without bf16 units too, where bf16
-    # convolutions run on PyTorch's slow reference kernel (about 10x slower than fp32)
+    # bf16 autocast + channels-last vs fp32 (empirics.models.precision); sized for CPUs without bf16 units too, where
+    # bf16 convolutions run on PyTorch's slow reference kernel (about 10x slower than fp32)
     "bf16-w0.25": Group("resnet18", (1, 28, 28), 8, 32, BF16, BF16_EVAL, width_mult=0.25, repeats=5, warmup=1,
                         gflops=True, ratios=BF16_RATIOS, timeout_s=3600),
     "bf16-w1": Group("resnet18", (1, 28, 28), 2, 4, BF16, BF16_EVAL, width_mult=1.0, repeats=5, warmup=1,
@@ -129,8 +129,8 @@ def build(group: Group, case: Case) -> torch.nn.Module:
     factory = LayerFactory(method=case.method, members=MEMBERS, rank=case.rank, variant=case.variant,
                            dropout=case.dropout)
     model = build_model(ModelSpec(arch=group.arch, in_shape=group.in_shape, widths=group.widths,
-                                  width_mult=group.width_mult, mc_samples=MEMBERS, de_mode=case.de_mode, precision=case.precision,
-                                  factory=factory))
+                                  width_mult=group.width_mult, mc_samples=MEMBERS, de_mode=case.de_mode,
+                                  precision=case.precision, factory=factory))
     if case.forward_mode:
         for layer in model.modules():
             if isinstance(layer, (BatchEnsembleConv2d, BatchEnsembleLinear)):

@@ -1,6 +1,7 @@
 """Predictive bands of each method on the 1-D toy with a gap (regression study): ensemble mean, ±2 σ of the total
 predictive variance (aleatoric + epistemic) and ±2 σ of the epistemic part alone, training clusters shaded; BE beside DE.
-Reads the grid predictions that ``empirics.analysis.diversity`` saved in ``diversity.json`` (first seed); never trains."""
+Reads the grid predictions that ``empirics.analysis.diversity`` saved in ``diversity.json`` (first seed); never
+trains."""
 import numpy as np
 
 from empirics_results import DIVERSITY, first_seed, method_of, run_file, studies, summary

@@ -1,6 +1,6 @@
 """Regression calibration: observed coverage of the ensemble's central intervals against their nominal level, on test
-and shifted data, per run (first seed; the curves ``empirics.analysis.diversity`` saved). On the diagonal = calibrated; below =
-over-confident."""
+and shifted data, per run (first seed; the curves ``empirics.analysis.diversity`` saved). On the diagonal = calibrated;
+below = over-confident."""
 from empirics_results import DIVERSITY, classification_study, first_seed, run_file, studies, summary
 from style import FULL_WIDTH, figure, save
 

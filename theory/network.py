@@ -10,8 +10,8 @@ plain layer applied to every member, so its bias is one vector too: counted shar
 A model that already *is* a BatchEnsemble is counted as it is (``batch_layer``): torch-uncertainty's ``BatchLinear`` /
 ``BatchConv2d`` (a plain bias-free ``linear``/``conv`` child, ``r_group`` (k, in), ``s_group`` (k, out), optional
 ``bias`` (k, out)), recognised by that parameter layout without importing the package, and this project's
-``empirics.models.layers`` BatchEnsemble layers (a ``spec`` and ``fast_factors``). Their rank, variant and bias come from the
-layer, every plain Linear/Conv2d beside them is a shared layer (the same kernel for every member's rows), and
+``empirics.models.layers`` BatchEnsemble layers (a ``spec`` and ``fast_factors``). Their rank, variant and bias come
+from the layer, every plain Linear/Conv2d beside them is a shared layer (the same kernel for every member's rows), and
 ``members`` must equal the layers' k. Then the BE parameter count equals the model's ``numel`` sum (tested on
 torch-uncertainty's own ``batched_resnet``).
 
@@ -372,9 +372,10 @@ class _TokenEmbedding(nn.Module):
 
 def vit(in_channels: int = 1, image_size: int = 28, patch_size: int = 7, width: int = 64, depth: int = 4,
         heads: int = 4, mlp_ratio: int = 2, num_classes: int = 10, pooling: str = "cls") -> nn.Module:
-    """The layer shapes of ``empirics.models.attention.VisionTransformer`` (same module names), on the meta device: patch
-    embedding Linear(C·p², d); per block LayerNorm, attention ``query``/``key``/``value``/``out`` Linear(d, d) (each
-    projection one dense layer), LayerNorm, ``fc1`` Linear(d, r·d), ``fc2`` Linear(r·d, d); final LayerNorm; head."""
+    """The layer shapes of ``empirics.models.attention.VisionTransformer`` (same module names), on the meta device:
+    patch embedding Linear(C·p², d); per block LayerNorm, attention ``query``/``key``/``value``/``out`` Linear(d, d)
+    (each projection one dense layer), LayerNorm, ``fc1`` Linear(d, r·d), ``fc2`` Linear(r·d, d); final LayerNorm;
+    head."""
     for name, value in (("in_channels", in_channels), ("image_size", image_size), ("patch_size", patch_size),
                         ("width", width), ("depth", depth), ("heads", heads), ("mlp_ratio", mlp_ratio),
                         ("num_classes", num_classes)):

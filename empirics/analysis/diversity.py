@@ -9,8 +9,9 @@ Parameter space (per layer and for the whole network, from each member's effecti
 * the distance of the member tuple to the rank-r BatchEnsemble set, ``theory.distance`` (0 for BE by construction);
 * the fraction of the Deep-Ensemble space that rank-r BE reaches, dim Im Φ / dim DE (``theory.network``).
 
-Function space: mutual information, mean pairwise JSD and disagreement come from ``empirics.analysis.metrics`` (one definition
-in the project); linear CKA of the members' penultimate features is hand-written here (Kornblith et al. 2019):
+Function space: mutual information, mean pairwise JSD and disagreement come from ``empirics.analysis.metrics`` (one
+definition in the project); linear CKA of the members' penultimate features is hand-written here (Kornblith et al.
+2019):
 
     CKA(X, Y) = |Y_cᵀ X_c|_F² / (|X_cᵀ X_c|_F · |Y_cᵀ Y_c|_F),   X_c = X − column means   (rows = examples).
 
@@ -298,10 +299,10 @@ def pairwise_cka(member_features: torch.Tensor) -> torch.Tensor:
 def spearman_with_ci(x: Sequence[float], y: Sequence[float], confidence: float = 0.95, n_resamples: int = 2000,
                      seed: int = 0) -> dict[str, float | int | None]:
     """Spearman's ρ of paired samples and a naive paired percentile-bootstrap CI that treats every run as independent
-    (kept for comparison: the link analyses use ``empirics.analysis.effects.cluster_bootstrap_spearman``): runs are resampled
-    with replacement and
-    the CI is the (α/2, 1 − α/2) quantiles of ρ over resamples (resamples with a constant coordinate have no ρ and
-    are dropped; ``n_boot`` says how many were kept). ρ is ``None`` for fewer than 3 runs or constant inputs."""
+    (kept for comparison: the link analyses use ``empirics.analysis.effects.cluster_bootstrap_spearman``): runs are
+    resampled with replacement and the CI is the (α/2, 1 − α/2) quantiles of ρ over resamples (resamples with a constant
+    coordinate have no ρ and are dropped; ``n_boot`` says how many were kept). ρ is ``None`` for fewer than 3 runs or
+    constant inputs."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = x[keep], y[keep]

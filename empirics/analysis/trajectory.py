@@ -1,14 +1,15 @@
 """The diversity trajectory of a training run: the same few diversity and accuracy measures after every epoch.
 
-With ``trajectory = true`` in a run's config, ``empirics.runs.train`` calls ``TrajectoryProbe.measure`` after each epoch and
-stores its values in that epoch's entry of ``metrics.json`` under ``traj/...`` keys:
+With ``trajectory = true`` in a run's config, ``empirics.runs.train`` calls ``TrajectoryProbe.measure`` after each epoch
+and stores its values in that epoch's entry of ``metrics.json`` under ``traj/...`` keys:
 
 * ``traj/shift/mutual_information``, ``traj/shift/disagreement`` — on a fixed, seeded subset of ``trajectory_samples``
   shifted test images (the run's corruption families at its severity, each applied to an evaluation subset of the
   clean test set; ``empirics.data.datasets.shifted_test_set``);
 * ``traj/shift/members_mean/accuracy``, ``traj/shift/ensemble/accuracy`` — on the same images (accuracy next to
   diversity);
-* ``traj/weights/mean_cosine`` — mean pairwise cosine of the members' whole-network weights (``empirics.analysis.diversity``);
+* ``traj/weights/mean_cosine`` — mean pairwise cosine of the members' whole-network weights
+  (``empirics.analysis.diversity``);
 * ``traj/distance/rank1/relative_residual`` — relative distance of the member tuple to the rank-1 BE set, fitted with
   ``TRAJECTORY_MAX_ITER`` ALS sweeps from one start (an upper bound, cheaper than the end-of-run fit).
 

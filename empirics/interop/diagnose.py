@@ -21,14 +21,14 @@ k comes from the file (``r_group``/``r``) or the number of files; ``--members K`
 unknown layer is named with its type) and can also run them on inputs (``function_space``).
 
 Per layer (and for the whole network, the concatenation): mean pairwise weight cosine, centred cosine and relative
-distance (``empirics.analysis.diversity.weight_geometry``), the distance of the member tuple to the rank-1 channel-wise BE set
-and the relative residual (``empirics.analysis.diversity.distance_to_be_sets``: an ALS fit, so an upper bound on the
-distance), and the codimension of that set in the layer's Deep-Ensemble space with its certificate
-(``theory.network.kernel_row``: rank 1 has the proved closed form codim = (k−1)(D − 1 − Σ_j (D_j − 1)), the
-certificate re-derives it by exact modular rank; a shared layer reaches only the diagonal, codim (k−1)·D). Given
-inputs: mutual information, pairwise JSD, disagreement (``empirics.analysis.metrics``) and linear CKA of the inputs of the
-last kernel layer (``empirics.analysis.diversity.pairwise_cka``). Everything is written as ``diagnose.json``,
-``diagnose.md`` and ``diagnose.png``/``.pdf``.
+distance (``empirics.analysis.diversity.weight_geometry``), the distance of the member tuple to the rank-1 channel-wise
+BE set and the relative residual (``empirics.analysis.diversity.distance_to_be_sets``: an ALS fit, so an upper bound on
+the distance), and the codimension of that set in the layer's Deep-Ensemble space with its certificate
+(``theory.network.kernel_row``: rank 1 has the proved closed form codim = (k−1)(D − 1 − Σ_j (D_j − 1)), the certificate
+re-derives it by exact modular rank; a shared layer reaches only the diagonal, codim (k−1)·D). Given inputs: mutual
+information, pairwise JSD, disagreement (``empirics.analysis.metrics``) and linear CKA of the inputs of the last kernel
+layer (``empirics.analysis.diversity.pairwise_cka``). Everything is written as ``diagnose.json``, ``diagnose.md`` and
+``diagnose.png``/``.pdf``.
 
 A parameter this module does not understand (a layer type it cannot read the members of) is a ``BadInput`` naming
 the layer and its type; no member tuple is ever built from a weight it did not read.
@@ -440,8 +440,8 @@ def _measures(geometry: Mapping[str, Any], distance: Mapping[str, float]) -> dic
 
 
 def function_space(ensemble: Ensemble, images: torch.Tensor, batch_size: int = 256) -> dict[str, float]:
-    """MI, pairwise JSD, disagreement (``empirics.analysis.metrics.label_free_metrics``, natural log) and mean pairwise linear
-    CKA of the members' penultimate features on ``images``."""
+    """MI, pairwise JSD, disagreement (``empirics.analysis.metrics.label_free_metrics``, natural log) and mean pairwise
+    linear CKA of the members' penultimate features on ``images``."""
     if ensemble.runner is None:
         raise BadInput(f"{ensemble.source}: function-space diversity needs a model to run; a state_dict file has "
                        "none (give a run folder, or live modules to empirics.interop.diagnose.ensemble_from_modules)")

@@ -1,5 +1,5 @@
-"""A small Vision Transformer whose every layer comes from ``empirics.models.networks.LayerFactory``, so single / BatchEnsemble
-(any rank, variant, init) / Deep Ensemble / MC Dropout share one architecture.
+"""A small Vision Transformer whose every layer comes from ``empirics.models.networks.LayerFactory``, so single /
+BatchEnsemble (any rank, variant, init) / Deep Ensemble / MC Dropout share one architecture.
 
 Layout (pre-LayerNorm ViT, Dosovitskiy et al. 2021)::
 
@@ -165,9 +165,9 @@ class VisionTransformer(nn.Module):
         return self.patch_embed
 
     def stage_outputs(self) -> dict[str, nn.Module]:
-        """Modules whose outputs ``empirics.analysis.diversity`` pools per stage (none: block outputs are token sequences
-        (N, T, d), not the (N, C, H, W) maps its per-stage CKA averages over space; the pooled features are compared
-        by the penultimate-feature CKA)."""
+        """Modules whose outputs ``empirics.analysis.diversity`` pools per stage (none: block outputs are token
+        sequences (N, T, d), not the (N, C, H, W) maps its per-stage CKA averages over space; the pooled features are
+        compared by the penultimate-feature CKA)."""
         return {}
 
     def patchify(self, images: torch.Tensor) -> torch.Tensor:

@@ -183,7 +183,8 @@ class _BatchEnsembleLayer(nn.Module):
         """(k·B, ...) member-major rows; with ``shared_input`` the input is (B, ...), the same for every member (the
         network's first layer: the k-fold repeat is folded into the input scaling instead of copied). Under bf16
         autocast the factored path casts its inputs to bf16 and runs entirely in bf16, forward and backward
-        (``empirics.models.precision``); the output keeps the input's memory format (channels-last stays channels-last)."""
+        (``empirics.models.precision``); the output keeps the input's memory format (channels-last stays
+        channels-last)."""
         grouped = x.unsqueeze(0) if self.shared_input else split_members(x, self.members)
         spatial_dims = x.dim() - 2
         if self.forward_mode not in FORWARD_MODES:

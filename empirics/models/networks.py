@@ -1,6 +1,6 @@
-"""The networks every method is built from: an MLP and a CIFAR-style ResNet-18 (the ViT is ``empirics.models.attention``),
-each made of layers that one ``LayerFactory`` builds, so single / BatchEnsemble / MC Dropout / Deep Ensemble share the
-architecture code and differ only in the factory's layers."""
+"""The networks every method is built from: an MLP and a CIFAR-style ResNet-18 (the ViT is
+``empirics.models.attention``), each made of layers that one ``LayerFactory`` builds, so single / BatchEnsemble / MC
+Dropout / Deep Ensemble share the architecture code and differ only in the factory's layers."""
 from __future__ import annotations
 
 from dataclasses import dataclass

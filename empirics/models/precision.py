@@ -11,11 +11,11 @@ precision without knowing about it. What stays float32 under ``bf16``:
   parameters).
 
 Under ``bf16`` matmuls and convolutions run in bfloat16 (on the CPU: oneDNN's AVX-512-BF16/AMX kernels), including
-the BatchEnsemble layers' own hand-written forward and backward (``empirics.models.layers``: their inputs are cast to the
-autocast dtype before the autograd function runs, so the scalings, the shared convolutions and their backward all
+the BatchEnsemble layers' own hand-written forward and backward (``empirics.models.layers``: their inputs are cast to
+the autocast dtype before the autograd function runs, so the scalings, the shared convolutions and their backward all
 run in bf16), and the Deep Ensemble's stacked member weights (``DeepEnsembleModel``). Convolutional models use the
-channels-last layout, which oneDNN's bf16 convolutions need to be fast (measured: bf16 in NCHW made the plain
-ResNet-18 width-1.0 step several times slower than fp32). See docs/design.md §10.
+channels-last layout, which oneDNN's bf16 convolutions need to be fast (measured: bf16 in NCHW made the plain ResNet-18
+width-1.0 step several times slower than fp32). See docs/design.md §10.
 """
 from __future__ import annotations
 

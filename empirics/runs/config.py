@@ -90,7 +90,8 @@ class Config:
     de_mode: str = field(default="vectorised", metadata=_choice(DE_MODES, "Deep-Ensemble execution"))
     precision: str = field(default="fp32", metadata=_choice(PRECISIONS, "compute precision: 'bf16' = bfloat16 autocast, "
                                                                        "channels-last; weights, optimiser, loss and "
-                                                                       "metrics stay float32 (empirics.models.precision)"))
+                                                                       "metrics stay float32 "
+                                                                       "(empirics.models.precision)"))
     # ---- optimisation -----------------------------------------------------------------------------------------------
     optimizer: str = field(default="adam", metadata=_choice(OPTIMIZERS))
     lr: float = field(default=1e-3, metadata={"unit": "learning rate"})

@@ -72,7 +72,8 @@ def read_json(run_dir: Path, name: str) -> dict[str, Any]:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
     except FileNotFoundError:
-        raise BadInput(f"{path} does not exist: expected a run directory written by `python -m empirics train`") from None
+        raise BadInput(f"{path} does not exist: expected a run directory written by `python -m empirics train`") \
+            from None
     except json.JSONDecodeError as error:
         raise BadInput(f"{path} is not valid JSON ({error})") from None
 

@@ -4,7 +4,8 @@
 [--executor local|slurm [--partition P] [--timeout-min M]] [--summarise-only]``
 trains every (run, seed), evaluates it on test / shift / OOD data, measures its diversity geometry
 (``empirics.analysis.diversity``), then aggregates mean ± std over seeds and the parameter ↔ function-space link into
-``<out>/summary.json`` and writes the report (``empirics.studies.report``). PRESET is a name under ``empirics/presets/`` or the path of a preset ``.toml`` file.
+``<out>/summary.json`` and writes the report (``empirics.studies.report``). PRESET is a name under ``empirics/presets/``
+or the path of a preset ``.toml`` file.
 
 Preset format::
 
@@ -14,8 +15,8 @@ Preset format::
               metric, a, b (run names), statistic ("ratio" = mean_a / mean_b, "difference", or "ratio_of_ratios" =
               (mean_a / mean_b) / (mean_c / mean_d) with runs c, d), expect ("above" or "below") and value:
               supported when the bootstrap CI of the statistic lies entirely on that side of value
-              (``empirics.analysis.effects``); metric_a..metric_d (optional) take a side's value from another metric, e.g.
-              one run's trajectory at two epochs (``traj/shift/mutual_information@30`` vs ``@1``; sides of the same
+              (``empirics.analysis.effects``); metric_a..metric_d (optional) take a side's value from another metric,
+              e.g. one run's trajectory at two epochs (``traj/shift/mutual_information@30`` vs ``@1``; sides of the same
               run are paired by seed)
     [[study.contrasts]]  further contrasts in the same format, each with a name (reported, not pre-registered tests)
     [base]    Config fields shared by every run (``empirics.runs.config``)

@@ -1,5 +1,6 @@
-"""Regression (``empirics.data.regression``, ``empirics.runs.tasks``): Gaussian NLL, the mixture's mean-variance decomposition,
-exact mixture NLL, interval coverage, the toy with a gap, the offline diamonds data and its carat-quantile shift."""
+"""Regression (``empirics.data.regression``, ``empirics.runs.tasks``): Gaussian NLL, the mixture's mean-variance
+decomposition, exact mixture NLL, interval coverage, the toy with a gap, the offline diamonds data and its
+carat-quantile shift."""
 from __future__ import annotations
 
 import math

@@ -1,5 +1,5 @@
-"""empirics.interop.diagnose: member tuples read from torch-uncertainty's own layers (state_dicts and live modules), TabM's
-layout, Deep Ensembles of k state_dicts and this project's models; the CLI's acceptance cases; unknown layers."""
+"""empirics.interop.diagnose: member tuples read from torch-uncertainty's own layers (state_dicts and live modules),
+TabM's layout, Deep Ensembles of k state_dicts and this project's models; the CLI's acceptance cases; unknown layers."""
 from __future__ import annotations
 
 import itertools
@@ -155,8 +155,8 @@ def test_state_dict_without_batch_layers_is_not_an_ensemble():
 
 
 def test_live_torch_uncertainty_module_function_space_equals_direct_computation(torch_uncertainty, generator):
-    """A live batched_resnet (eval repeats the input k times): MI, JSD, disagreement equal empirics.analysis.metrics on its own
-    output split member-major, and CKA equals pairwise_cka on the head's inputs captured directly."""
+    """A live batched_resnet (eval repeats the input k times): MI, JSD, disagreement equal empirics.analysis.metrics on
+    its own output split member-major, and CKA equals pairwise_cka on the head's inputs captured directly."""
     torch.manual_seed(7)
     model = torch_uncertainty.batched_resnet(in_channels=3, num_classes=10, arch=18, num_estimators=K,
                                              style="cifar", width_multiplier=0.125).eval()
@@ -197,8 +197,8 @@ def test_project_models_read_through_member_weight_tuples():
 @pytest.mark.slow
 def test_cli_on_our_run_folder_with_dataset_and_tensor_file(tiny_mnist_root, tmp_path):
     """A trained BE run folder with --dataset mnist: the layer rows are those of member_weight_tuples, and the
-    function-space measures equal empirics.analysis.metrics on the run's own member probabilities over the same inputs; a
-    tensor file of the same inputs gives the same numbers."""
+    function-space measures equal empirics.analysis.metrics on the run's own member probabilities over the same inputs;
+    a tensor file of the same inputs gives the same numbers."""
     from empirics.data.datasets import load_split
     from empirics.runs.config import Config
     from empirics.runs.folder import load_run

@@ -1,5 +1,6 @@
-"""empirics.runs.evaluate end to end on CIFAR-10 files in the real formats: the preset's recipe on CPU with tiny CIFAR-10
-pickles, SVHN .mat files and CIFAR-10-C .npy release files, severity 5, every shift family named by its source."""
+"""empirics.runs.evaluate end to end on CIFAR-10 files in the real formats: the preset's recipe on CPU with tiny
+CIFAR-10 pickles, SVHN .mat files and CIFAR-10-C .npy release files, severity 5, every shift family named by its
+source."""
 from __future__ import annotations
 
 import json

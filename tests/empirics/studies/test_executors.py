@@ -1,5 +1,6 @@
-"""empirics.studies.executors: studies through submitit — real local processes give the numbers of --jobs 1, a failing run
-is reported by name while the others finish, SLURM's absence is a one-line error, preemption requeues with resume."""
+"""empirics.studies.executors: studies through submitit — real local processes give the numbers of --jobs 1, a failing
+run is reported by name while the others finish, SLURM's absence is a one-line error, preemption requeues with
+resume."""
 from __future__ import annotations
 
 import json

@@ -380,8 +380,8 @@ def test_mlp_question_presets_preregister_a_headline_test_with_at_least_three_se
 
 
 def test_mlp_scale_single_models_have_as_many_parameters_as_the_batchensemble():
-    """single-matched-X has the widths empirics.models.ensembles.matching_widths gives for be-r1-X's parameter count (the
-    preset's literal widths cannot go stale), within 1% of it."""
+    """single-matched-X has the widths empirics.models.ensembles.matching_widths gives for be-r1-X's parameter count
+    (the preset's literal widths cannot go stale), within 1% of it."""
     from empirics.models.ensembles import count_parameters, matching_widths
     preset = study.load_preset("mlp-scale")
     for name, fields in preset.runs.items():
