@@ -669,15 +669,26 @@ def _rank_order(rank: int | str) -> float:
 
 
 def question_variant(summary: dict) -> str:
-    variants = {summary["runs"][run]["fields"].get("variant", "channel-wise"): run
-                for run in runs_where(summary, method="batchensemble", rank=1)}
-    if len(variants) < 2:
-        return ("This study uses one BE variant (dense layers have no kernel-wise form): `resnet18-mnist` compares "
-                "channel-wise with flattened-kernel fast weights.")
-    return "Variants at rank 1 — " + "; ".join(
-        f"{variant} ({run}): MI under shift {cell(summary, run, SHIFT_MI)}, weight cosine "
-        f"{cell(summary, run, WEIGHT_COSINE)}, reachable fraction {cell(summary, run, REACHABLE)}"
-        for variant, run in variants.items()) + "."
+    """Each rank-1 BE run of another variant beside its channel-wise partner (the same config but the variant: same
+    init, rank and k), so the comparison changes one thing."""
+    pairs = [(run, partner(summary, run, variant="channel-wise"))
+             for run in runs_where(summary, method="batchensemble", rank=1)
+             if summary["runs"][run]["fields"].get("variant", "channel-wise") != "channel-wise"]
+    pairs = [(run, reference) for run, reference in pairs if reference is not None]
+    if not pairs:
+        return ("This study has no rank-1 BE run of another variant beside a channel-wise run of the same config "
+                "(dense layers have no kernel-wise form): `resnet18-mnist` compares channel-wise with "
+                "flattened-kernel fast weights.")
+
+    def described(run: str) -> str:
+        return (f"{summary['runs'][run]['fields'].get('variant', 'channel-wise')} ({run}): MI under shift "
+                f"{cell(summary, run, SHIFT_MI)}, weight cosine {cell(summary, run, WEIGHT_COSINE)}, reachable "
+                f"fraction {cell(summary, run, REACHABLE)}, shift ensemble accuracy {cell(summary, run, SHIFT_ENS_ACC)}")
+
+    return "Variants at rank 1, each beside the channel-wise run of the same config — " + "; ".join(
+        f"{described(run)} vs {described(reference)}: MI under shift {ratio_text(summary, run, reference)} of the "
+        f"channel-wise run's, shift ensemble accuracy {seed_difference_text(summary, run, reference, SHIFT_ENS_ACC)}"
+        for run, reference in pairs) + "."
 
 
 CONTROLS = (  # (label, change from the reference run): the init controls of mlp-init

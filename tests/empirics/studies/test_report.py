@@ -148,6 +148,25 @@ def test_batch_regime_paragraph_pairs_runs_that_differ_only_in_the_regime():
     assert "be-split over be-r1: MI under shift 1.50× [1.50, 1.50]" in paragraph and "be-sign-split" not in paragraph
 
 
+def test_variant_paragraph_pairs_the_flattened_kernel_run_with_the_channel_wise_run_of_the_same_init():
+    """resnet18-mnist has two channel-wise rank-1 runs (N(1, 0.5) and random signs): the flattened-kernel run (an
+    N(1, 0.5) run) is compared with the N(1, 0.5) one — MI under shift 0.03 / 0.02 = 1.50× — not with random signs."""
+    def run(fields: dict, mi: float) -> dict:
+        values = {"shift/mutual_information": mi, "shift/ensemble/accuracy": 0.7}
+        return {"fields": {"arch": "resnet18", "method": "batchensemble", "rank": 1, **fields}, "seeds": [0, 1],
+                "metrics": {key: {"mean": value, "std": 0.0, "values": [value, value]}
+                            for key, value in values.items()}}
+    summary = {"runs": {"be-r1-channel": run({}, 0.02), "be-r1-signs": run({"init": "random_sign"}, 0.2),
+                        "be-r1-flattened": run({"variant": "flattened-kernel"}, 0.03)}}
+    paragraph = report.question_variant(summary)
+    assert "flattened-kernel (be-r1-flattened)" in paragraph and "vs channel-wise (be-r1-channel)" in paragraph
+    assert "MI under shift 1.50× [1.50, 1.50] of the channel-wise run's" in paragraph
+    assert "be-r1-signs" not in paragraph
+    lone = {"runs": {"be-r1-signs": summary["runs"]["be-r1-signs"],
+                     "be-r1-flattened": summary["runs"]["be-r1-flattened"]}}
+    assert "no rank-1 BE run of another variant beside a channel-wise run" in report.question_variant(lone)
+
+
 def test_latex_tables_use_booktabs_and_escape_text(tmp_path):
     """report.tex: booktabs rules, ± as math, underscores escaped."""
     fake_study(tmp_path)
