@@ -48,7 +48,7 @@ DIVERSITY_COLUMNS = [("weight cosine", "weights/network/mean_cosine"),
                      ("centred cosine", "weights/network/mean_centered_cosine"),
                      ("relative distance", "weights/network/mean_relative_distance"),
                      ("aligned rel. distance", "aligned/network/mean_relative_distance"),
-                     ("dist. to rank-1 BE (rel.)", "distance/network/rank1/relative_residual"),
+                     ("dist. to rank-1 BE, own variant (rel.)", "distance/network/rank1/relative_residual"),
                      ("reachable fraction (theory)", "theory/reachable_fraction"),
                      ("shift MI", "shift/mutual_information"), ("shift disagreement", "shift/disagreement"),
                      ("shift member acc.", "shift/members_mean/accuracy"),
@@ -62,7 +62,9 @@ PARAMETER_MEASURES_NOTE = (
     "compare independently initialised members; it ignores other symmetries (ReLU rescaling), is a local optimum (an "
     "upper bound) beyond one hidden layer, and needs the trained weights, so it exists only for MLP runs analysed "
     "after it was added (the committed paper-mnist, rank-ablation and quick runs have no checkpoints: '–'). Neither "
-    "says what the members compute: feature CKA, MI and disagreement do.")
+    "says what the members compute: feature CKA, MI and disagreement do. The distance to the rank-1 BE set is to "
+    "the set of the run's own variant (channel-wise for every method but a BE run of another variant): a "
+    "flattened-kernel BE lies on its own set by construction, not on the channel-wise one.")
 REGRESSION_SPLIT_COLUMNS: dict[str, list[tuple[str, str]]] = {
     split: [("RMSE", f"{split}/ensemble/rmse"), ("NLL", f"{split}/ensemble/nll"),
             ("coverage 90%", f"{split}/ensemble/coverage_90"),
