@@ -2,8 +2,8 @@
 
 Parameter space (per layer and for the whole network, from each member's effective weights ``(k, out, in[, h, w])``):
 
-* cosine similarity  cos(w_i, w_j) = <w_i, w_j> / (|w_i| |w_j|), raw and *centred* (w_i − w̄, w̄ = mean over members:
-  what is left once the shared part is removed; Fort et al. 2019 use the raw one);
+* cosine similarity  cos(w_i, w_j) = <w_i, w_j> / (|w_i| |w_j|) (raw, as Fort et al. 2019; no centred variant: the
+  mean pairwise cosine of member-mean-centred weights is fixed near −1/(k−1) by the member count, docs/theory.md §11);
 * relative distance  d_ij = |w_i − w_j| / sqrt((|w_i|² + |w_j|²) / 2)  (0 for identical members, √2 for orthogonal
   members of equal norm);
 * the distance of the member tuple to the rank-r BatchEnsemble set, ``theory.distance`` (0 for BE by construction);
@@ -69,11 +69,9 @@ def flatten_members(weights: torch.Tensor) -> torch.Tensor:
     return weights.detach().to(torch.float64).reshape(weights.shape[0], -1)
 
 
-def pairwise_cosine(weights: torch.Tensor, centered: bool = False) -> torch.Tensor:
-    """(k, k) matrix cos(w_i, w_j); ``centered`` first subtracts the member mean w̄ = (1/k) Σ_i w_i."""
+def pairwise_cosine(weights: torch.Tensor) -> torch.Tensor:
+    """(k, k) matrix cos(w_i, w_j)."""
     flat = flatten_members(weights)
-    if centered:
-        flat = flat - flat.mean(dim=0, keepdim=True)
     unit = flat / flat.norm(dim=1, keepdim=True).clamp_min(torch.finfo(flat.dtype).tiny)
     return unit @ unit.T
 
@@ -106,8 +104,7 @@ def weight_geometry(layer_weights: Mapping[str, torch.Tensor]) -> dict[str, dict
     groups[NETWORK] = network_weights(layer_weights)
     result = {}
     for name, weights in groups.items():
-        matrices = {"cosine": pairwise_cosine(weights), "centered_cosine": pairwise_cosine(weights, centered=True),
-                    "relative_distance": pairwise_relative_distance(weights)}
+        matrices = {"cosine": pairwise_cosine(weights), "relative_distance": pairwise_relative_distance(weights)}
         result[name] = {key: value.tolist() for key, value in matrices.items()}
         result[name].update({f"mean_{key}": mean_off_diagonal(value) for key, value in matrices.items()})
     return result

@@ -20,7 +20,7 @@ k comes from the file (``r_group``/``r``) or the number of files; ``--members K`
 ``ensemble_from_modules`` takes a live BatchEnsemble module or k live modules (types are checked by class, so an
 unknown layer is named with its type) and can also run them on inputs (``function_space``).
 
-Per layer (and for the whole network, the concatenation): mean pairwise weight cosine, centred cosine and relative
+Per layer (and for the whole network, the concatenation): mean pairwise weight cosine and relative
 distance (``empirics.analysis.diversity.weight_geometry``), the distance of the member tuple to the rank-1 channel-wise
 BE set and the relative residual (``empirics.analysis.diversity.distance_to_be_sets``: an ALS fit, so an upper bound on
 the distance), and the codimension of that set in the layer's Deep-Ensemble space with its certificate
@@ -434,7 +434,7 @@ def layer_rows(ensemble: Ensemble, starts: int = 1, max_iter: int = 100, certify
 
 
 def _measures(geometry: Mapping[str, Any], distance: Mapping[str, float]) -> dict[str, float]:
-    return {"mean_cosine": geometry["mean_cosine"], "mean_centered_cosine": geometry["mean_centered_cosine"],
+    return {"mean_cosine": geometry["mean_cosine"],
             "mean_relative_distance": geometry["mean_relative_distance"],
             "rank1_distance": distance["rank1/distance"], "rank1_relative_residual": distance["rank1/relative_residual"]}
 
@@ -489,10 +489,10 @@ def _fmt(value: Any) -> str:
 
 
 def markdown(payload: Mapping[str, Any]) -> str:
-    header = ["layer", "kind", "role", "cosine", "centred cos", "rel. distance", "dist. to rank-1 BE (rel.)",
+    header = ["layer", "kind", "role", "cosine", "rel. distance", "dist. to rank-1 BE (rel.)",
               "codim", "certified"]
     rows = [[row["layer"], row["kind"], row["role"], *(_fmt(row[key]) for key in (
-        "mean_cosine", "mean_centered_cosine", "mean_relative_distance", "rank1_relative_residual", "codim")),
+        "mean_cosine", "mean_relative_distance", "rank1_relative_residual", "codim")),
         "yes" if row["codim_certified"] else "no"] for row in payload["layers"]]
     lines = [f"# Diagnosis of {payload['source']}", "",
              f"{payload['method']}, k = {payload['members']} members. Means over member pairs; the distance to the "

@@ -45,7 +45,6 @@ SPLIT_COLUMNS["ood"] = [("test ens. acc.", "test/ensemble/accuracy"), ("AUROC", 
 SPLIT_TITLES = {"test": "test set", "shift": "shifted test set (corruptions)",
                 "ood": "OOD detection (OOD = positive; score −max p unless stated)"}
 DIVERSITY_COLUMNS = [("weight cosine", "weights/network/mean_cosine"),
-                     ("centred cosine", "weights/network/mean_centered_cosine"),
                      ("relative distance", "weights/network/mean_relative_distance"),
                      ("aligned rel. distance", "aligned/network/mean_relative_distance"),
                      ("dist. to rank-1 BE, own variant (rel.)", "distance/network/rank1/relative_residual"),
