@@ -8,7 +8,7 @@ from __future__ import annotations
 from empirics.runs import folder
 from empirics.studies.report import SUMMARY_FILE as SUMMARY
 
-from style import RESULTS, load_json
+from style import FULL_WIDTH, RESULTS, figure, load_json, save
 
 DIVERSITY, EVAL, METRICS = folder.DIVERSITY, folder.EVAL, folder.METRICS
 
@@ -50,3 +50,21 @@ def classification_study(study: dict) -> bool:
     """True when the study's runs are scored as classifiers (accuracy, MI, ROC); a regression study (Gaussian heads,
     ``empirics.data.regression``) has RMSE and coverage instead."""
     return any("test/ensemble/accuracy" in run["metrics"] for run in study["runs"].values())
+
+
+def calibration_figure(preset: str, study: dict, curve, labels: tuple[str, str, str], name: str) -> None:
+    """Test and shift panels with the diagonal and one calibration curve per run (its first seed's ``diversity.json``):
+    ``curve(diversity, split) -> (x, y)``; ``labels`` = (diagonal, x axis, y axis)."""
+    diagonal, xlabel, ylabel = labels
+    fig, axes = figure(width=FULL_WIDTH, height=2.6, ncols=2, sharey=True)
+    for ax, split in zip(axes, ("test", "shift")):
+        ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8, label=diagonal)
+        for run in study["runs"]:
+            ax.plot(*curve(run_file(preset, run, first_seed(study, run), DIVERSITY), split), marker=".", label=run)
+        ax.set_title(f"{split} (first seed of each run)")
+        ax.set_xlabel(xlabel)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+    axes[0].set_ylabel(ylabel)
+    axes[1].legend(fontsize=5, ncol=2)
+    save(fig, name)

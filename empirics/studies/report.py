@@ -368,7 +368,7 @@ def question_scale(summary: dict) -> str:
                      f"under shift ({cell(summary, be, SHIFT_MI)} vs {cell(summary, de, SHIFT_MI)}; 95% seed-bootstrap "
                      f"CI of the ratio of means), with shift member accuracy {cell(summary, be, SHIFT_MEMBER_ACC)} vs "
                      f"{cell(summary, de, SHIFT_MEMBER_ACC)}.")
-        return text + (" One architecture and early-stopped training cannot say whether width, depth or training "
+        return text + (" One architecture trained for one budget cannot say whether width, depth or training "
                        "time change this: `mlp-scale` (widths ×1, ×4, ×16; depths 2, 3, 5) and `mlp-training-time` "
                        "(fixed budgets, per-epoch trajectory) test it.")
     lines = []
