@@ -1,5 +1,11 @@
 """Fort et al. (2019)'s two pictures: the members of every ensemble run of one seed together in one weight-cosine
-matrix (from each run's count sketch, error ~ 1/√d) and one test prediction-disagreement matrix."""
+matrix (from each run's count sketch, error ~ 1/√d) and one test prediction-disagreement matrix.
+
+Unlike Fort et al.'s independently initialised runs, every method of one seed draws its parameters from
+``torch.manual_seed(seed)`` (``empirics.runs.train``): the single model, MC Dropout, Deep-Ensemble member 0 and
+BatchEnsemble's slow weights start from the same initial kernels (common random numbers). A high cosine between, say,
+MC Dropout and DE member 0 therefore shows how little training moved both away from that shared start, not that two
+methods found one solution; the caption says so."""
 import numpy as np
 import torch
 
@@ -36,5 +42,6 @@ for preset in studies():
         ax.grid(False)
         ax.set_title(title)
         fig.colorbar(image, ax=ax, shrink=0.7)
-    fig.suptitle(f"{preset}, seed {seed}: every member of every ensemble run (sketch d = {SKETCH_DIM})")
+    fig.suptitle(f"{preset}, seed {seed}: every member of every ensemble run (sketch d = {SKETCH_DIM}); the runs of a "
+                 "seed share one initial draw (DE member 0 = MCD's start)", fontsize=8)
     save(fig, f"fig_empirics_member_matrices_{preset}")

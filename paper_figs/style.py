@@ -33,7 +33,8 @@ def figure(width: float = COLUMN_WIDTH, height: float = 2.4, **kwargs):
 
 
 def save(fig, name: str) -> None:
-    """Write ``paper_figs/<name>.png`` and ``.pdf``."""
-    for suffix in (".png", ".pdf"):
-        fig.savefig(FIGURES / f"{name}{suffix}", bbox_inches="tight")
+    """Write ``paper_figs/<name>.png`` and ``.pdf``; the PDF without a creation date, so the same results give the same
+    bytes (a rebuild changes no committed figure whose data did not change)."""
+    fig.savefig(FIGURES / f"{name}.png", bbox_inches="tight")
+    fig.savefig(FIGURES / f"{name}.pdf", bbox_inches="tight", metadata={"CreationDate": None})
     plt.close(fig)
