@@ -209,3 +209,23 @@ def test_model_spec_has_one_members_and_method_those_of_its_layer_factory():
     assert all(layer.spec.members == K for layer in model.net.modules() if hasattr(layer, "fast_factors"))
     with pytest.raises(TypeError):
         ModelSpec(members=K)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "resnet18"])
+def test_runs_of_one_seed_share_the_single_models_initial_kernels(arch):
+    """docs/design.md §4 (common random numbers): built after the same seed, MC Dropout and Deep-Ensemble member 0
+    start from exactly the single model's kernels, BatchEnsemble only in its first slow kernel, and DE member 1 from
+    other kernels."""
+    def kernels(method: str) -> dict[str, torch.Tensor]:  # by layer path (a DE stacks its members' copies)
+        torch.manual_seed(0)
+        params = dict(build_model(_spec(method, arch)).named_parameters())
+        return {name.split(".", 1)[1]: params[name].detach() for name in params if name.endswith("weight")}
+
+    single = {name: kernel for name, kernel in kernels("single").items() if kernel.ndim >= 2}
+    mcd, deep, slow = kernels("mc-dropout"), kernels("deep-ensemble"), kernels("batchensemble")
+    assert all(torch.equal(mcd[name], kernel) for name, kernel in single.items())
+    assert all(torch.equal(deep[name][0], kernel) for name, kernel in single.items())
+    assert not any(torch.equal(deep[name][1], kernel) for name, kernel in single.items())
+    first, *later = single
+    assert torch.equal(slow[first], single[first])
+    assert not any(torch.equal(slow[name], single[name]) for name in later)
