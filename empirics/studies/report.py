@@ -702,15 +702,39 @@ CONTROLS = (  # (label, change from the reference run): the init controls of mlp
 )
 
 
+INIT_KEYS = ("init", "init_mean", "init_std", "sign_prob")
+
+
+def init_sweep(summary: dict) -> list[str]:
+    """The reference BE runs (``reference_runs``) that differ only in the fast-weight init: of the groups of runs equal
+    in every other key (architecture, data size, variant, BE scope, ...), the one with the most distinct inits (the
+    first in the preset's order on ties)."""
+    groups: dict[str, list[str]] = {}
+    for run in reference_runs(summary):
+        rest = {key: value for key, value in canonical(summary["runs"][run]["fields"]).items() if key not in INIT_KEYS}
+        groups.setdefault(json.dumps(rest, sort_keys=True, default=str), []).append(run)
+    return max(groups.values(), key=lambda runs: len({init_label(summary["runs"][run]["fields"]) for run in runs}),
+               default=[])
+
+
+SETTING_KEYS = ("dataset", "n_train", "arch", "widths", "activation", "width_mult", "patch_size", "vit_width", "depth",
+                "heads", "mlp_ratio", "epochs")  # the data, network and budget, whatever the method
+
+
+def _same_setting(summary: dict, run: str, other: str) -> bool:
+    one, two = canonical(summary["runs"][run]["fields"]), canonical(summary["runs"][other]["fields"])
+    return all(one[key] == two[key] for key in SETTING_KEYS)
+
+
 def question_init(summary: dict) -> str:
-    be = [run for run in reference_runs(summary) if _architecture(summary["runs"][run]["fields"]) == "64-32-16"]
-    be = [run for run in be if canonical(summary["runs"][run]["fields"])["n_train"]
-          == canonical(summary["runs"][be[0]]["fields"])["n_train"]]  # one training-set size
+    be = init_sweep(summary)
     labels = {run: init_label(summary["runs"][run]["fields"]) for run in be}
     if len(set(labels.values())) < 2:
-        return ("This study uses one fast-weight init: `rank-ablation` compares N(1, 0.5), N(1, 1) and random signs, "
-                "and `mlp-init` separates sign, mean and spread. " + PRIOR_PRACTICE)
-    _, de = _default_be_and_de(summary)
+        return ("This study has no BE runs that differ only in the fast-weight init: `rank-ablation` compares "
+                "N(1, 0.5), N(1, 1) and random signs, and `mlp-init` separates sign, mean and spread. "
+                + PRIOR_PRACTICE)
+    de = next((run for run in summary["runs"] if canonical(summary["runs"][run]["fields"])["method"] == "deep-ensemble"
+               and _same_setting(summary, run, be[0])), None)
     rows = []
     for run, label in labels.items():
         row = (f"{label} ({run}): MI under shift {cell(summary, run, SHIFT_MI)}"
@@ -722,9 +746,9 @@ def question_init(summary: dict) -> str:
     if de:
         top = max(labels, key=lambda run: mean_of(summary, run, SHIFT_MI) or 0.0)
         single = next((run for run in summary["runs"] if canonical(summary["runs"][run]["fields"])["method"] == "single"
-                       and _architecture(summary["runs"][run]["fields"]) == "64-32-16"), None)
+                       and _same_setting(summary, run, be[0])), None)
         text += (f" The most diverse init, {labels[top]} ({top}), has {ratio_text(summary, top, de)} the Deep "
-                 f"Ensemble's MI under shift, but its shift ensemble accuracy is {cell(summary, top, SHIFT_ENS_ACC)} vs "
+                 f"Ensemble's MI under shift; its shift ensemble accuracy is {cell(summary, top, SHIFT_ENS_ACC)} vs "
                  f"DE {cell(summary, de, SHIFT_ENS_ACC)} (difference {seed_difference_text(summary, top, de, SHIFT_ENS_ACC)})"
                  + (f" and the single model's {cell(summary, single, SHIFT_ENS_ACC)}" if single else "")
                  + f"; shift ECE {cell(summary, top, SHIFT_ECE)} vs DE {cell(summary, de, SHIFT_ECE)}. It stays on the "

@@ -127,6 +127,25 @@ def test_the_init_paragraph_gives_the_most_diverse_init_its_ratio_to_de_and_its_
     assert "with more MI under shift than DE and lower shift accuracy than DE (95% CIs)" in paragraph
 
 
+def test_the_init_paragraph_compares_only_runs_that_differ_in_the_init_on_any_architecture():
+    """resnet18-mnist: channel-wise N(1, 0.5) and random signs differ only in the init, the flattened-kernel N(1, 0.5)
+    run also in its variant. The paragraph compares the first two (random signs: 0.2 / 0.1 = 2.00× DE's MI under
+    shift) and leaves the flattened run out; without the channel-wise N(1, 0.5) run no pair is left."""
+    def run(fields: dict, mi: float) -> dict:
+        values = {"shift/mutual_information": mi, "shift/ensemble/accuracy": 0.7, "shift/ensemble/ece": 0.1}
+        return {"fields": {"arch": "resnet18", "width_mult": 0.25, "method": "batchensemble", "rank": 1, **fields},
+                "seeds": [0, 1], "metrics": {key: {"mean": value, "std": 0.0, "values": [value, value]}
+                                             for key, value in values.items()}}
+    runs = {"be-r1-channel": run({}, 0.02), "be-r1-signs": run({"init": "random_sign"}, 0.2),
+            "be-r1-flattened": run({"variant": "flattened-kernel"}, 0.03), "de": run({"method": "deep-ensemble"}, 0.1)}
+    assert report.init_sweep({"runs": runs}) == ["be-r1-channel", "be-r1-signs"]
+    paragraph = report.question_init({"runs": runs})
+    assert "random signs p = 0.5 (be-r1-signs): MI under shift 0.2000 ± 0.0000 = 2.00× [2.00, 2.00] DE's" in paragraph
+    assert "N(1, 0.5) (be-r1-channel)" in paragraph and "be-r1-flattened" not in paragraph
+    without = {name: value for name, value in runs.items() if name != "be-r1-channel"}
+    assert "no BE runs that differ only in the fast-weight init" in report.question_init({"runs": without})
+
+
 def test_rank_paragraph_quantifies_the_rise_instead_of_calling_it_barely():
     """MI under shift 0.02 at r = 1 and 0.04 at full rank: the paragraph gives the 2.00× ratio with its CI."""
     def run(rank, mi: float) -> dict:
