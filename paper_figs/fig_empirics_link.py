@@ -1,7 +1,10 @@
 """Parameter-space vs function-space diversity over every trained ensemble of a study, with Spearman's ρ, its
-cluster-bootstrap CI (configurations, then seeds) and the within-configuration ρ."""
+cluster-bootstrap CI (configurations, then seeds) and the within-configuration ρ; one panel per data set when the
+study has several (their links are never pooled, ``empirics.studies.runner.link_analyses``)."""
+from empirics.analysis.diversity import LINK, LINK_STRATA, LINK_WITHOUT_MCD, link_key
+
 from empirics_results import ensemble_runs, metric, studies, summary
-from style import figure, save
+from style import COLUMN_WIDTH, figure, save
 
 
 def rho_text(head: dict) -> str:
@@ -17,18 +20,22 @@ def rho_text(head: dict) -> str:
 
 for preset in studies():
     study = summary(preset)
-    head = study["link"]["headline"]
-    fig, ax = figure(height=2.6)
-    for run in ensemble_runs(study):
-        x, y = metric(study, run, head["parameter_key"]), metric(study, run, head["function_key"])
-        if x and y:
-            ax.scatter(x["values"], y["values"], label=run, s=12)
-    title = f"Spearman ρ = {rho_text(head)}, n = {head['n']} (cluster CI)"
-    if "link_without_mc_dropout" in study:
-        without = study["link_without_mc_dropout"]["headline"]
-        title += f"\nwithout MC Dropout: ρ = {rho_text(without)}, n = {without['n']}"
-    ax.set_title(title)
-    ax.set_xlabel(head["parameter"])
-    ax.set_ylabel(head["function"])
-    ax.legend(fontsize=5.5, ncol=2)
+    strata = study.get(LINK_STRATA) or [None]
+    fig, axes = figure(width=COLUMN_WIDTH * len(strata), height=2.6, ncols=len(strata), squeeze=False)
+    for ax, stratum in zip(axes[0], strata):
+        head = study[link_key(LINK, stratum)]["headline"]
+        for run in ensemble_runs(study):
+            if stratum and study["runs"][run]["fields"].get("dataset") != stratum:
+                continue
+            x, y = metric(study, run, head["parameter_key"]), metric(study, run, head["function_key"])
+            if x and y:
+                ax.scatter(x["values"], y["values"], label=run, s=12)
+        title = (f"{stratum}: " if stratum else "") + f"Spearman ρ = {rho_text(head)}, n = {head['n']} (cluster CI)"
+        if link_key(LINK_WITHOUT_MCD, stratum) in study:
+            without = study[link_key(LINK_WITHOUT_MCD, stratum)]["headline"]
+            title += f"\nwithout MC Dropout: ρ = {rho_text(without)}, n = {without['n']}"
+        ax.set_title(title, fontsize=7)
+        ax.set_xlabel(head["parameter"])
+        ax.set_ylabel(head["function"])
+        ax.legend(fontsize=5.5, ncol=2)
     save(fig, f"fig_empirics_link_{preset}")

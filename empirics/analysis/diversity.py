@@ -42,10 +42,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from scipy import optimize, stats
+from scipy import optimize
 
 from empirics.analysis import effects, metrics
-from empirics.analysis.effects import rowwise_spearman
 from empirics.data import regression
 from empirics.models.ensembles import DeepEnsembleModel, build_model, member_weight_tuples
 from empirics.runs import folder
@@ -293,28 +292,6 @@ def pairwise_cka(member_features: torch.Tensor) -> torch.Tensor:
     return matrix
 
 
-def spearman_with_ci(x: Sequence[float], y: Sequence[float], confidence: float = 0.95, n_resamples: int = 2000,
-                     seed: int = 0) -> dict[str, float | int | None]:
-    """Spearman's ρ of paired samples and a naive paired percentile-bootstrap CI that treats every run as independent
-    (kept for comparison: the link analyses use ``empirics.analysis.effects.cluster_bootstrap_spearman``): runs are
-    resampled with replacement and the CI is the (α/2, 1 − α/2) quantiles of ρ over resamples (resamples with a constant
-    coordinate have no ρ and are dropped; ``n_boot`` says how many were kept). ρ is ``None`` for fewer than 3 runs or
-    constant inputs."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return {"rho": None, "p_value": None, "ci_low": None, "ci_high": None, "n": int(len(x)), "n_boot": 0}
-    result = stats.spearmanr(x, y)
-    indices = np.random.default_rng(seed).integers(0, len(x), size=(n_resamples, len(x)))
-    resampled = rowwise_spearman(x[indices], y[indices])
-    resampled = resampled[np.isfinite(resampled)]
-    alpha = 1 - confidence
-    low, high = np.quantile(resampled, [alpha / 2, 1 - alpha / 2]) if len(resampled) else (np.nan, np.nan)
-    return {"rho": float(result.statistic), "p_value": float(result.pvalue), "ci_low": float(low),
-            "ci_high": float(high), "n": int(len(x)), "n_boot": int(len(resampled))}
-
-
 # Diversity measures oriented so that larger = more diverse: (label, metric key, transform of the stored value).
 PARAMETER_DIVERSITY = (
     ("weight relative distance", "weights/network/mean_relative_distance", lambda v: v),
@@ -332,7 +309,15 @@ FUNCTION_DIVERSITY = (
     ("epistemic variance (shift)", "shift/epistemic_variance", lambda v: v),
 )
 
+LINK = "link"  # summary key of the link over every ensemble of a study
 LINK_WITHOUT_MCD = "link_without_mc_dropout"  # summary key of the link over the studies' ensembles other than MCD
+LINK_STRATA = "link_strata"  # summary key: the data sets, when a study has several (one link analysis per data set)
+
+
+def link_key(name: str, stratum: str | None = None) -> str:
+    """Summary key of link analysis ``name`` (``LINK`` or ``LINK_WITHOUT_MCD``), of one data set's runs when the study
+    has several: ``"link:diamonds"``."""
+    return f"{name}:{stratum}" if stratum else name
 WITHOUT_MCD_REASON = "its members are dropout masks of one weight set, drawn at test time"
 HEADLINE_LINK = ("weights/network/mean_relative_distance", "shift/mutual_information")
 REGRESSION_HEADLINE_LINK = ("weights/network/mean_relative_distance", "shift/epistemic_variance")

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from empirics.analysis import effects
-from empirics.analysis.diversity import LINK_WITHOUT_MCD, RANK1_LINK, WITHOUT_MCD_REASON
+from empirics.analysis.diversity import (LINK, LINK_STRATA, LINK_WITHOUT_MCD, RANK1_LINK, WITHOUT_MCD_REASON,
+                                         link_key)
 from empirics.data.datasets import task_of
 from empirics.models.layers import output_factor_spread, rank_one_moments
 from empirics.runs.config import EXECUTION_KEYS, Config
@@ -182,7 +183,17 @@ def rho_cell(entry: dict | None) -> str:
     return f"{fmt(entry['rho'], 2)} [{fmt(entry['ci_low'], 2)}, {fmt(entry['ci_high'], 2)}]"
 
 
-def link_table(summary: dict, key: str = "link") -> tuple[list[str], list[list[str]]]:
+def link_method(summary: dict) -> str:
+    """How every link analysis of the study was computed, and why a study on several data sets has one per data set."""
+    key = link_sections(summary)[0][0]
+    text = summary[key]["method"] + "."
+    if summary.get(LINK_STRATA):
+        text += (" One analysis per data set, never pooled: a function-space measure has each data set's scale, so "
+                 "pooled ranks would order the data sets, not the ensembles.")
+    return text
+
+
+def link_table(summary: dict, key: str = LINK) -> tuple[list[str], list[list[str]]]:
     rows = [[pair["parameter"], pair["function"], rho_cell(pair), rho_cell(pair.get("between")),
              rho_cell(pair.get("within")), str(pair.get("n_configs", "–")), str(pair["n"])]
             for pair in summary[key]["pairs"] if pair["n"]]  # a measure no run has (older runs) is left out
@@ -579,15 +590,13 @@ def question_link(summary: dict) -> str:
     text = []
     if be:
         text.append(f"Theory: rank-1 BE reaches a fraction {cell(summary, be[0], REACHABLE)} of the Deep-Ensemble "
-                    f"space of this network (a measure-zero set); the trained BE members lie on it (relative distance "
+                    f"space of its network ({be[0]}; a measure-zero set); the trained BE members lie on it (relative distance "
                     f"to the rank-1 set {cell(summary, be[0], DISTANCE_R1)}, zero by construction)")
     if de:
         text.append(f"the trained Deep Ensemble lies at relative distance {cell(summary, de[0], DISTANCE_R1)} from it")
-    analyses = [(summary["link"], "trained ensembles")]
-    if LINK_WITHOUT_MCD in summary:
-        analyses.append((summary[LINK_WITHOUT_MCD], f"ensembles without MC Dropout ({WITHOUT_MCD_REASON})"))
     heads = []
-    for link, units in analyses:
+    for key, units in link_sections(summary):
+        link = summary[key]
         pairs = [pair for pair in (link["headline"], rank_one_link(link)) if pair is not None]
         heads += pairs
         text.append(f"across {pairs[0]['n']} {units} (runs × seeds in {pairs[0].get('n_configs', '?')} "
@@ -603,6 +612,19 @@ def question_link(summary: dict) -> str:
                    "Within configurations, among seeds, an association's CI also excludes 0." if within else
                    "Within configurations (among the seeds of one configuration) no association is established."))
     return "; ".join(text) + ". " + verdict
+
+
+def link_sections(summary: dict) -> list[tuple[str, str]]:
+    """(summary key, the ensembles it covers) of every link analysis of a study, in report order: all ensembles, then
+    without MC Dropout; per data set when the study has several (``empirics.studies.runner.link_analyses``)."""
+    sections = []
+    for stratum in summary.get(LINK_STRATA) or [None]:
+        where = f" on {stratum}" if stratum else ""
+        sections.append((link_key(LINK, stratum), f"trained ensembles{where}"))
+        if link_key(LINK_WITHOUT_MCD, stratum) in summary:
+            sections.append((link_key(LINK_WITHOUT_MCD, stratum),
+                             f"ensembles{where} without MC Dropout ({WITHOUT_MCD_REASON})"))
+    return sections
 
 
 def rank_one_link(link: dict) -> dict | None:
@@ -870,11 +892,9 @@ def build_markdown(summary: dict, out: Path) -> str:
                   markdown_table(*contrast_table(summary))]
     parts += ["", "## Parameter-space diversity (whole network), with diversity and accuracy under shift", "",
               markdown_table(*diversity_table(summary)), "", PARAMETER_MEASURES_NOTE,
-              "", "## Parameter ↔ function-space link", "", summary["link"]["method"] + ".", "",
-              markdown_table(*link_table(summary))]
-    if LINK_WITHOUT_MCD in summary:
-        parts += ["", f"Sensitivity, without MC Dropout ({WITHOUT_MCD_REASON}):", "",
-                  markdown_table(*link_table(summary, LINK_WITHOUT_MCD))]
+              "", "## Parameter ↔ function-space link", "", link_method(summary)]
+    for key, units in link_sections(summary):
+        parts += ["", f"Over the {units}:", "", markdown_table(*link_table(summary, key))]
     parts += ["", "## Figures", ""]
     figures = figure_paths(preset, out)
     parts += [f"![{Path(path).stem}]({path})" for path in figures] or ["(none yet: run `make figures`)"]
@@ -900,10 +920,9 @@ def build_latex(summary: dict) -> str:
     if claims[1]:
         tables.append(latex_table(*claims, f"{preset}: the paper's claims, Welch 95 percent intervals over seeds"))
     tables.append(latex_table(*diversity_table(summary), f"{preset}: parameter-space diversity"))
-    tables.append(latex_table(*link_table(summary), f"{preset}: {summary['link']['method']}"))
-    if LINK_WITHOUT_MCD in summary:
-        tables.append(latex_table(*link_table(summary, LINK_WITHOUT_MCD),
-                                  f"{preset}: the same without MC Dropout ({WITHOUT_MCD_REASON})"))
+    for index, (key, units) in enumerate(link_sections(summary)):
+        method = f". {link_method(summary)}" if index == 0 else ""
+        tables.append(latex_table(*link_table(summary, key), f"{preset}: the link over the {units}{method}"))
     return "% Generated by `python -m empirics report` from summary.json; needs \\usepackage{booktabs}.\n" + \
         "\n\n".join(tables) + "\n"
 

@@ -598,7 +598,9 @@ def summarise(preset: Preset, specs: list[RunSpec], out: Path, tiny: bool = Fals
             continue
         metrics = run_metrics(run_dir)
         metrics.update(training_record(run_dir))
-        points.append({"run": spec.name, "seed": spec.seed, "method": build_config(spec).method, **metrics})
+        config = build_config(spec)
+        points.append({"run": spec.name, "seed": spec.seed, "method": config.method, "dataset": config.dataset,
+                       **metrics})
         seeds.setdefault(spec.name, []).append(spec.seed)
         for key, value in metrics.items():
             per_run.setdefault(spec.name, {}).setdefault(key, []).append(value)
@@ -618,10 +620,23 @@ def summarise(preset: Preset, specs: list[RunSpec], out: Path, tiny: bool = Fals
 def link_analyses(points: list[dict[str, Any]]) -> dict[str, Any]:
     """The link over every ensemble (``link``) and, when the study has MC Dropout, over the others only
     (``link_without_mc_dropout``): MCD's members are dropout masks of one weight set, drawn at test time, so their
-    weight geometry measures the masks, not what training made different (they lie exactly on the rank-1 BE set)."""
-    links = {"link": diversity.link_analysis(points)}
+    weight geometry measures the masks, not what training made different (they lie exactly on the rank-1 BE set).
+    A study on several data sets gets these per data set (``link:<dataset>``, listed under ``link_strata``), never
+    pooled: a function-space measure has each data set's scale (the regression targets' units), so pooled ranks would
+    order data sets, not ensembles."""
+    datasets = sorted({point["dataset"] for point in points})
+    if len(datasets) < 2:
+        return _links(points)
+    links: dict[str, Any] = {diversity.LINK_STRATA: datasets}
+    for dataset in datasets:
+        links.update(_links([point for point in points if point["dataset"] == dataset], dataset))
+    return links
+
+
+def _links(points: list[dict[str, Any]], stratum: str | None = None) -> dict[str, Any]:
+    links = {diversity.link_key(diversity.LINK, stratum): diversity.link_analysis(points)}
     if any(point["method"] == "mc-dropout" for point in points):
-        links[diversity.LINK_WITHOUT_MCD] = diversity.link_analysis(
+        links[diversity.link_key(diversity.LINK_WITHOUT_MCD, stratum)] = diversity.link_analysis(
             [point for point in points if point["method"] != "mc-dropout"])
     return links
 

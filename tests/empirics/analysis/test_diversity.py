@@ -139,45 +139,6 @@ def test_pairwise_cka_is_symmetric_with_unit_diagonal(generator):
     assert matrix[0, 2].item() == pytest.approx(linear_cka_slow(features[0], features[2]), abs=1e-12)
 
 
-def test_spearman_of_a_monotone_relation_is_one_with_tight_ci(rng):
-    """A strictly increasing relation has ρ = 1 in the sample and in every bootstrap resample."""
-    x = rng.normal(size=12)
-    result = diversity.spearman_with_ci(x, np.exp(x), n_resamples=200)
-    assert result["rho"] == pytest.approx(1.0, abs=1e-12)
-    assert result["ci_low"] == pytest.approx(1.0, abs=1e-12) and result["ci_high"] == pytest.approx(1.0, abs=1e-12)
-
-
-def test_spearman_ci_brackets_the_estimate_for_noisy_data(rng):
-    """With noise the CI is a proper interval containing ρ̂, and ρ̂ agrees with scipy's spearmanr."""
-    from scipy.stats import spearmanr
-
-    x = rng.normal(size=30)
-    y = x + rng.normal(size=30)
-    result = diversity.spearman_with_ci(x, y, n_resamples=500, seed=1)
-    assert result["rho"] == pytest.approx(spearmanr(x, y).statistic, abs=1e-12)
-    assert result["ci_low"] < result["rho"] < result["ci_high"]
-
-
-def test_rowwise_spearman_matches_scipy_per_row(rng):
-    """The vectorised bootstrap statistic equals scipy.stats.spearmanr row by row, ties and constant rows included."""
-    from scipy.stats import spearmanr
-
-    x = rng.integers(0, 4, size=(50, 7)).astype(float)  # small integers: many ties
-    y = rng.normal(size=(50, 7))
-    x[0] = 1.0  # a constant row has no ρ
-    fast = diversity.rowwise_spearman(x, y)
-    assert np.isnan(fast[0])
-    for row in range(1, 50):
-        expected = spearmanr(x[row], y[row]).statistic
-        assert fast[row] == pytest.approx(expected, abs=1e-12) or (np.isnan(fast[row]) and np.isnan(expected))
-
-
-def test_spearman_is_undefined_for_constant_or_too_few_runs():
-    """Constant inputs or fewer than three runs give no ρ (None), never a misleading number."""
-    assert diversity.spearman_with_ci([1.0, 1.0, 1.0, 1.0], [1.0, 2.0, 3.0, 4.0])["rho"] is None
-    assert diversity.spearman_with_ci([1.0, 2.0], [2.0, 1.0])["rho"] is None
-
-
 # ---------------------------------------------------------------- permutation-aligned weights
 
 def _mlp_members(generator, k: int, sizes: list[int]) -> dict[str, torch.Tensor]:

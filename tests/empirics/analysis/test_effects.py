@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from empirics.analysis import diversity, effects
+from empirics.analysis import effects
 from infra.errors import BadInput
 
 
@@ -36,6 +36,33 @@ def test_vectorised_resample_spearman_matches_scipy_per_resample(rng):
     assert abs(found["rho"] - stats.spearmanr(x, y).statistic) < 1e-12
 
 
+def test_rowwise_spearman_matches_scipy_per_row(rng):
+    """The vectorised bootstrap statistic equals scipy.stats.spearmanr row by row (1e-12), ties and constant rows
+    included."""
+    x = rng.integers(0, 4, size=(50, 7)).astype(float)  # small integers: many ties
+    y = rng.normal(size=(50, 7))
+    x[0] = 1.0  # a constant row has no ρ
+    fast = effects.rowwise_spearman(x, y)
+    assert np.isnan(fast[0])
+    for row in range(1, 50):
+        expected = stats.spearmanr(x[row], y[row]).statistic
+        assert fast[row] == pytest.approx(expected, abs=1e-12) or (np.isnan(fast[row]) and np.isnan(expected))
+
+
+def test_a_monotone_relation_has_rho_one_in_every_resample(rng):
+    """A strictly increasing relation has ρ = 1 in the sample and in every resample: the CI is [1, 1]."""
+    x = rng.normal(size=12)
+    found = effects.cluster_bootstrap_spearman(x, np.exp(x), np.arange(12) % 4, n_resamples=200)
+    assert found["rho"] == pytest.approx(1.0, abs=1e-12)
+    assert found["ci_low"] == pytest.approx(1.0, abs=1e-12) and found["ci_high"] == pytest.approx(1.0, abs=1e-12)
+
+
+def test_spearman_is_undefined_for_constant_or_too_few_runs():
+    """Constant inputs or fewer than three runs give no ρ (None), never a misleading number."""
+    assert effects.cluster_bootstrap_spearman([1.0] * 4, [1.0, 2.0, 3.0, 4.0], range(4))["rho"] is None
+    assert effects.cluster_bootstrap_spearman([1.0, 2.0], [2.0, 1.0], range(2))["rho"] is None
+
+
 def test_cluster_resamples_draw_whole_configurations_then_seeds_within_them():
     """Each resample has C clusters; every point of a resample cluster comes from one configuration, and a cluster has
     as many points as its configuration has seeds (here configurations of 2, 3 and 4 seeds)."""
@@ -52,7 +79,7 @@ def test_a_between_configuration_trend_is_not_read_as_a_within_configuration_lin
     includes 0, and the cluster CI of the pooled ρ is wider than the naive CI that treats runs as independent."""
     x, y, labels = clustered(rng)
     found = effects.cluster_bootstrap_spearman(x, y, labels)
-    naive = diversity.spearman_with_ci(x, y)
+    naive = effects.cluster_bootstrap_spearman(x, y, np.arange(len(x)))  # every run its own cluster: i.i.d. runs
     assert found["between"]["rho"] == 1.0 and found["rho"] > 0.8
     assert found["within"]["ci_low"] < 0 < found["within"]["ci_high"]
     assert found["ci_high"] - found["ci_low"] > naive["ci_high"] - naive["ci_low"]

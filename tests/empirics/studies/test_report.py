@@ -82,12 +82,12 @@ def test_the_link_without_mc_dropout_leaves_out_exactly_its_runs(tmp_path):
     assert (every["n"], without["n"]) == (6, 4)
     assert without["rho"] == pytest.approx(3 / 10 ** 0.5, abs=1e-12) and every["rho"] < 0.5
     text = report.write_report(tmp_path).read_text()
-    assert "Sensitivity, without MC Dropout" in text and f"ρ = {without['rho']:.2f} [" in text
+    assert "Over the ensembles without MC Dropout" in text and f"ρ = {without['rho']:.2f} [" in text
 
 
 def test_a_study_without_mc_dropout_has_one_link_analysis(tmp_path):
     assert "link_without_mc_dropout" not in fake_study(tmp_path)
-    assert "Sensitivity, without MC Dropout" not in report.write_report(tmp_path).read_text()
+    assert "Over the ensembles without MC Dropout" not in report.write_report(tmp_path).read_text()
 
 
 def test_the_link_paragraph_reads_the_cluster_cis_and_reports_within_configurations_separately(tmp_path):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from empirics.analysis import diversity
 from empirics.cli import main
 from empirics.runs import folder
 from empirics.studies import runner as study
@@ -433,3 +434,20 @@ def test_summarise_only_refuses_unfinished_runs(tmp_path):
     preset_file.write_text(TWO_RUN_PRESET)
     with pytest.raises(BadInput, match="--summarise-only: 2 run"):
         study.run_study(str(preset_file), tmp_path / "out", summarise_only=True)
+
+
+def test_a_study_on_two_data_sets_gets_one_link_per_data_set_never_pooled():
+    """Within each data set the weight distance and the shift MI are perfectly anti-ordered (ρ = −1), but the second
+    data set's values are larger on both axes, so pooled ranks would read a positive link. The study reports each data
+    set's link (ρ = −1 both) under ``link:<dataset>`` and no pooled ``link``; one data set keeps the plain key."""
+    distance, mi = diversity.HEADLINE_LINK
+    points = [{"run": f"{dataset}-{i}", "seed": 0, "method": "batchensemble", "dataset": dataset,
+               distance: scale * (1 + i), mi: scale * (4 - i)}
+              for dataset, scale in (("small", 1.0), ("large", 100.0)) for i in range(4)]
+    assert diversity.link_analysis(points)["headline"]["rho"] > 0  # what pooling would have read
+    links = study.link_analyses(points)
+    assert links[diversity.LINK_STRATA] == ["large", "small"] and diversity.LINK not in links
+    for dataset in ("large", "small"):
+        assert links[diversity.link_key(diversity.LINK, dataset)]["headline"]["rho"] == pytest.approx(-1.0)
+    one = study.link_analyses([point for point in points if point["dataset"] == "small"])
+    assert set(one) == {diversity.LINK} and one[diversity.LINK]["headline"]["rho"] == pytest.approx(-1.0)
