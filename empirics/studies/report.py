@@ -9,6 +9,7 @@ the paper (docs/paper.md §3) stating what this study's evidence shows (or which
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -17,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from empirics.analysis import effects
-from empirics.analysis.diversity import (LINK, LINK_STRATA, LINK_WITHOUT_MCD, RANK1_LINK, WITHOUT_MCD_REASON,
-                                         link_key)
+from empirics.analysis.diversity import LINK, LINK_STRATA, LINK_WITHOUT_MCD, RANK1_LINK, WITHOUT_MCD_REASON, link_key
 from empirics.data.datasets import task_of
+from empirics.models.ensembles import count_parameters, matching_widths
 from empirics.models.layers import output_factor_spread, rank_one_moments
 from empirics.runs.config import EXECUTION_KEYS, Config
 from empirics.studies import paper_claims, parity
@@ -384,17 +385,36 @@ def question_scale(summary: dict) -> str:
                        "(fixed budgets, per-epoch trajectory) test it.")
     lines = []
     for arch, (be, de) in pairs.items():
-        single = next((run for run in groups[arch]
-                       if canonical(summary["runs"][run]["fields"])["method"] == "single"), None)
+        single = matched_single(summary, be)
         sign = next((run for run in groups[arch] if run in reference_runs(summary, init="random_sign")), None)
         line = (f"{arch}: BE N(1, 0.5) has {ratio_text(summary, be, de)} DE's MI under shift"
                 + (f", random signs {ratio_text(summary, sign, de)}" if sign else "")
                 + f"; shift ensemble accuracy BE {cell(summary, be, SHIFT_ENS_ACC)}, DE {cell(summary, de, SHIFT_ENS_ACC)}"
-                + (f", single model with as many parameters as the BE {cell(summary, single, SHIFT_ENS_ACC)}"
-                   if single else ""))
+                + (f", single model with as many parameters as the BE ({single}) "
+                   f"{cell(summary, single, SHIFT_ENS_ACC)}" if single else ""))
         lines.append(line)
     return ("Scale (ratios of means over seeds with 95% seed-bootstrap CIs) — " + "; ".join(lines) + "."
             + (f" Training: {length}." if length else "") + _headline_sentence(summary))
+
+
+def matched_single(summary: dict, be: str) -> str | None:
+    """The study's single model with as many parameters as BE run ``be``: an MLP of the same setting and depth whose
+    widths are ``empirics.models.ensembles.matching_widths`` of ``be``'s for its parameter count (the baseline of Abe
+    et al. 2022); ``None`` when the study has none."""
+    config = Config.from_dict(canonical(summary["runs"][be]["fields"]))
+    if config.arch != "mlp":
+        return None
+    target = None
+    for run, entry in summary["runs"].items():
+        fields = canonical(entry["fields"])
+        if fields["method"] != "single" or len(fields["widths"]) != len(config.widths) or any(
+                fields[key] != getattr(config, key) for key in SETTING_KEYS if key != "widths"):
+            continue
+        target = target if target is not None else count_parameters(config.model_spec())
+        single = Config.from_dict(fields).model_spec()
+        if tuple(fields["widths"]) == matching_widths(dataclasses.replace(single, widths=config.widths), target):
+            return run
+    return None
 
 
 def _headline_sentence(summary: dict) -> str:

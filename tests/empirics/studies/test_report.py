@@ -269,3 +269,13 @@ def test_vit_report_answers_the_attention_question_with_scope_and_init(tmp_path)
 def test_classification_report_points_to_the_vit_and_regression_presets(tmp_path):
     fake_study(tmp_path)
     assert "`vit-mnist`" in report.question_other_models(report.load_summary(tmp_path))
+
+
+def test_the_scale_paragraph_finds_the_single_model_with_as_many_parameters_as_the_batchensemble():
+    """mlp-scale's single-matched-w4 (widths from matching_widths for be-r1-w4's parameter count) is be-r1-w4's
+    baseline; a single model of other widths, or of be-r1-w1's, is not."""
+    preset = study.load_preset("mlp-scale")
+    runs = {name: {"fields": preset.runs[name]} for name in ("be-r1-w4", "single-matched-w1", "single-matched-w4")}
+    assert report.matched_single({"runs": runs}, "be-r1-w4") == "single-matched-w4"
+    del runs["single-matched-w4"]
+    assert report.matched_single({"runs": runs}, "be-r1-w4") is None
