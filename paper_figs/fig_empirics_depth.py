@@ -7,7 +7,7 @@ from style import FULL_WIDTH, figure, save
 
 MIN_LAYERS = 8  # the MLP studies have 4 layers: their per-layer values are in the cosine heatmaps instead
 PANELS = (("mean_cosine", "weights", "member weight cosine"),
-          ("rank1/relative_residual", "distance", "rel. distance to rank-1 set"))
+          ("rank1/relative_residual", "distance", "rel. distance to rank-1 BE set\n(of the run's own variant)"))
 
 
 def per_layer(preset: str, run: str, seeds: list[int], group: str, key: str) -> tuple[list[str], np.ndarray]:
@@ -26,7 +26,7 @@ for preset in studies():
     layers, _ = per_layer(preset, runs[0], study["runs"][runs[0]]["seeds"], "weights", "mean_cosine")
     if len(layers) < MIN_LAYERS:
         continue
-    fig, axes = figure(width=FULL_WIDTH, height=2.6, ncols=2, layout="constrained")
+    fig, axes = figure(width=FULL_WIDTH, height=3.2, ncols=2, layout="constrained")
     for ax, (key, group, label) in zip(axes, PANELS):
         for run in runs:
             names, values = per_layer(preset, run, study["runs"][run]["seeds"], group, key)
@@ -36,7 +36,7 @@ for preset in studies():
         ax.set_xticklabels(layers, rotation=90, fontsize=5)
         ax.set_ylabel(label)
         ax.set_xlabel("layer (input → output)")
-    axes[0].legend(fontsize=6)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=6, fontsize=6)
     fig.suptitle(f"{preset}: weight geometry against depth (mean ± std over seeds; shared plain shortcuts sit at "
                  "cosine 1, distance 0)", fontsize=8)
     save(fig, f"fig_empirics_depth_{preset}")
