@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import io
 import math
+import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -512,6 +513,7 @@ def analyse_run(run_dir: str | Path, distance_ranks: Sequence[int] = (1,), start
     ``scalars`` holds every number the study aggregates (``weights/<layer>/mean_*``, ``distance/<layer>/rank<r>/*``,
     ``features/<split>/mean_cka``, ``theory/reachable_fraction``); ``matrices`` and ``curves`` feed the figures.
     """
+    started = time.perf_counter()
     run_dir = Path(run_dir)
     config, model, state = folder.load_run(run_dir)
     device = apply_execution_settings(config)
@@ -540,5 +542,6 @@ def analyse_run(run_dir: str | Path, distance_ranks: Sequence[int] = (1,), start
     payload = {"checkpoint_epoch": state["epoch"],
                "distance_fit": {"starts": starts, "max_iter": max_iter}, "function_space_samples": samples,
                "scalars": scalars,
-               "matrices": {**matrices, "cka": function_matrices.pop("cka")}, "curves": function_matrices}
+               "matrices": {**matrices, "cka": function_matrices.pop("cka")}, "curves": function_matrices,
+               "seconds": time.perf_counter() - started}
     return folder.write_json(run_dir, folder.DIVERSITY, config, payload)

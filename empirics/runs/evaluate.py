@@ -15,6 +15,7 @@ Regression: ``test/...`` and ``shift/...`` (``empirics.data.regression``).
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from empirics.data import datasets as data
@@ -25,6 +26,7 @@ from empirics.runs.tasks import data_root, task_for
 
 def evaluate_run(run_dir: str | Path, data_root_override: str | None = None) -> dict[str, float]:
     """Score a run's checkpoint on its evaluation sets; write ``eval.json``; return the flat metrics."""
+    started = time.perf_counter()
     run_dir = Path(run_dir)
     config, model, state = folder.load_run(run_dir)
     if data_root_override:
@@ -38,5 +40,5 @@ def evaluate_run(run_dir: str | Path, data_root_override: str | None = None) -> 
         "complete": folder.is_trained(run_dir),
         "shift_sources": data.shift_sources(config.dataset, data_root(config), list(config.shift_families) or None,
                                             config.shift_severity) if classification else {},
-        "metrics": results})
+        "metrics": results, "seconds": time.perf_counter() - started})
     return results

@@ -40,6 +40,7 @@ import logging
 import math
 import os
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -159,7 +160,8 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.
 
 def _fresh_state() -> dict[str, Any]:
     return {"epoch": 0, "batch": 0, "running": {"loss": 0.0, "correct": 0.0, "rows": 0}, "history": [],
-            "best_nll": math.inf, "best_epoch": 0, "best_model": None, "bad_epochs": 0, "stopped_early": False}
+            "best_nll": math.inf, "best_epoch": 0, "best_model": None, "bad_epochs": 0, "stopped_early": False,
+            "seconds": 0.0}  # wall time spent training, summed over the invocations that trained this run
 
 
 def _check_resumable(config: Config, run_dir: Path) -> None:
@@ -191,7 +193,7 @@ def _save(run_dir: Path, model, optimizer, scheduler, state: dict[str, Any]) -> 
 def _write_metrics(run_dir: Path, config: Config, state: dict[str, Any], final: dict[str, float] | None) -> None:
     folder.write_json(run_dir, folder.METRICS, config, {
         "epochs": state["history"], "best_epoch": state["best_epoch"], "stopped_early": state["stopped_early"],
-        "final": final or {}})
+        "final": final or {}, "seconds": state["seconds"]})
 
 
 def _train_epoch(config: Config, model: EnsembleModel, optimizer, train_set: TensorDataset, state: dict[str, Any],
@@ -277,7 +279,8 @@ def _restore(model, optimizer, scheduler, checkpoint: dict[str, Any]) -> dict[st
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
     torch.set_rng_state(checkpoint["torch_rng"])
-    return {key: checkpoint[key] for key in _fresh_state()}
+    fresh = _fresh_state()  # a checkpoint written before "seconds" was recorded has none: its time is unknown (0)
+    return {key: checkpoint[key] if key != "seconds" else checkpoint.get(key, fresh[key]) for key in fresh}
 
 
 def train(config: Config, run_dir: str | Path, resume: bool = False) -> dict[str, float]:
@@ -320,7 +323,12 @@ def train(config: Config, run_dir: str | Path, resume: bool = False) -> dict[str
 
 def _run(config: Config, run_dir: Path, model, optimizer, scheduler, state: dict[str, Any], train_set: TensorDataset,
          val_set, device: torch.device, logger: logging.Logger) -> dict[str, float]:
-    save = lambda: _save(run_dir, model, optimizer, scheduler, state)  # noqa: E731
+    started, earlier = time.perf_counter(), state["seconds"]
+
+    def save() -> None:
+        state["seconds"] = earlier + time.perf_counter() - started
+        _save(run_dir, model, optimizer, scheduler, state)
+
     probe = TrajectoryProbe(config) if config.trajectory else None
     with _signal_flag() as stop:
         epochs = tqdm(total=config.epochs, initial=state["epoch"], desc="epochs", unit="epoch",
@@ -355,6 +363,7 @@ def _run(config: Config, run_dir: Path, model, optimizer, scheduler, state: dict
     # test-time masks come from a generator seeded with the config's seed, so a resume re-scores identically
     test = task.evaluation_sets(config)["test"]
     final = task.split_metrics(folder.predictions(run_dir, config, model, device)["test"], test.targets, "test")
+    state["seconds"] = earlier + time.perf_counter() - started  # with the final predictions, stored for evaluate
     _write_metrics(run_dir, config, state, final)
     folder.mark_complete(run_dir)
     logger.info("complete: %s", ", ".join(f"test/ensemble/{name} {final[f'test/ensemble/{name}']:.4f}"

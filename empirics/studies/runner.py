@@ -567,6 +567,17 @@ def training_record(run_dir: Path) -> dict[str, float]:
     return out
 
 
+RUN_SECONDS = (("time/train_s", folder.METRICS), ("time/evaluate_s", folder.EVAL), ("time/analyse_s", folder.DIVERSITY))
+
+
+def run_seconds(run_dir: Path) -> dict[str, float]:
+    """What the run cost: the wall seconds its result files record (training summed over the invocations that trained
+    it, evaluation, analysis); a file written before times were recorded adds nothing."""
+    times = {key: folder.read_json(run_dir, name).get("seconds") for key, name in RUN_SECONDS
+             if (run_dir / name).is_file()}
+    return {key: float(value) for key, value in times.items() if value is not None}
+
+
 def evaluate_contrast(summary: dict[str, Any], entry: dict[str, Any], seed: int = 0) -> dict[str, Any]:
     """The contrast ``entry`` (a headline or a [[study.contrasts]] table) on the summarised runs: the statistic with
     its bootstrap CI over seeds (paired by seed when a = b) and the verdict of the pre-registered test."""
@@ -598,6 +609,7 @@ def summarise(preset: Preset, specs: list[RunSpec], out: Path, tiny: bool = Fals
             continue
         metrics = run_metrics(run_dir)
         metrics.update(training_record(run_dir))
+        metrics.update(run_seconds(run_dir))
         config = build_config(spec)
         points.append({"run": spec.name, "seed": spec.seed, "method": config.method, "dataset": config.dataset,
                        **metrics})

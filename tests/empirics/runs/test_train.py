@@ -12,7 +12,7 @@ from empirics.models.ensembles import build_model
 from empirics.runs import train as train_module
 from empirics.runs.config import Config
 from empirics.runs.evaluate import evaluate_run
-from empirics.runs.folder import load_checkpoint
+from empirics.runs.folder import load_checkpoint, save_checkpoint
 from empirics.runs.train import build_optimizer, build_scheduler, train
 from infra.cli import run_cli
 from infra.errors import BadInput
@@ -53,6 +53,27 @@ def test_same_seed_gives_identical_numbers_and_another_seed_does_not(tiny_mnist_
     assert_same_run(tmp_path / "a", tmp_path / "b")
     train(Config.from_dict({**config.to_dict(), "seed": 1}), tmp_path / "c")
     assert read_json(tmp_path / "a" / "metrics.json")["final"] != read_json(tmp_path / "c" / "metrics.json")["final"]
+
+
+def test_training_seconds_are_recorded_and_summed_over_the_invocations(tiny_mnist_root, tmp_path):
+    """metrics.json and the checkpoint record the wall time spent training (> 0); a resumed run adds its own time to
+    the checkpoint's (1000 s stored, more after the resume); a checkpoint written before times were recorded resumes
+    from 0 instead of failing."""
+    config, run = tiny_config(tiny_mnist_root, epochs=1), tmp_path / "run"
+    train(config, run)
+    recorded = read_json(run / "metrics.json")["seconds"]
+    assert 0 < load_checkpoint(run)["seconds"] <= recorded
+
+    def resume_from(seconds: float | None) -> float:
+        checkpoint = load_checkpoint(run)
+        checkpoint.pop("seconds")
+        save_checkpoint(run, checkpoint if seconds is None else {**checkpoint, "seconds": seconds})
+        (run / "COMPLETE").unlink()
+        train(config, run, resume=True)
+        return read_json(run / "metrics.json")["seconds"]
+
+    assert resume_from(1000.0) > 1000.0
+    assert 0 < resume_from(None) < 1000.0
 
 
 @pytest.mark.slow

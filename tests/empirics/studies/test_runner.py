@@ -101,6 +101,22 @@ def test_a_partial_run_is_never_read_as_complete(tmp_path):
     assert folder.is_finished(run_dir)
 
 
+def test_a_runs_recorded_wall_times_reach_the_summary_and_older_files_without_them_add_none(tmp_path):
+    """metrics.json, eval.json and diversity.json record their seconds (training summed over invocations, evaluation,
+    analysis): the summary holds them as time/train_s, time/evaluate_s, time/analyse_s; a file written before times
+    were recorded adds no time key (no invented 0)."""
+    run_dir = tmp_path / "runs" / "single" / "seed0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "COMPLETE").write_bytes(b"")
+    (run_dir / "metrics.json").write_text(json.dumps({"epochs": [], "seconds": 5.0}))
+    (run_dir / "eval.json").write_text(json.dumps({"metrics": {"test/ensemble/accuracy": 0.5}, "seconds": 2.0}))
+    (run_dir / "diversity.json").write_text(json.dumps({"scalars": {}}))
+    preset = study.load_preset("paper-mnist")
+    metrics = study.summarise(preset, study.run_specs(preset, seeds=1), tmp_path)["runs"]["single"]["metrics"]
+    assert (metrics["time/train_s"]["mean"], metrics["time/evaluate_s"]["mean"]) == (5.0, 2.0)
+    assert "time/analyse_s" not in metrics
+
+
 def test_jobs_below_one_is_a_one_line_error(tmp_path):
     """--jobs counts worker processes: 0 names the value and the accepted range."""
     with pytest.raises(BadInput, match=r"--jobs=0 is out of range: expected an integer >= 1"):
