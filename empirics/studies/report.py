@@ -380,6 +380,10 @@ def question_scale(summary: dict) -> str:
                      f"under shift ({cell(summary, be, SHIFT_MI)} vs {cell(summary, de, SHIFT_MI)}; 95% seed-bootstrap "
                      f"CI of the ratio of means), with shift member accuracy {cell(summary, be, SHIFT_MEMBER_ACC)} vs "
                      f"{cell(summary, de, SHIFT_MEMBER_ACC)}.")
+        if has_trajectory(summary):
+            return text + (" One architecture cannot say whether width or depth change this: `mlp-scale` (widths ×1, "
+                           "×4, ×16; depths 2, 3, 5) tests it; training time is this study's question (next "
+                           "paragraph).")
         return text + (" One architecture trained for one budget cannot say whether width, depth or training "
                        "time change this: `mlp-scale` (widths ×1, ×4, ×16; depths 2, 3, 5) and `mlp-training-time` "
                        "(fixed budgets, per-epoch trajectory) test it.")
@@ -427,6 +431,11 @@ def _headline_sentence(summary: dict) -> str:
 def _trajectory_epochs(summary: dict, run: str) -> list[int]:
     prefix = f"{TRAJ_MI}@"
     return sorted(int(key[len(prefix):]) for key in summary["runs"][run]["metrics"] if key.startswith(prefix))
+
+
+def has_trajectory(summary: dict) -> bool:
+    """Some run recorded its diversity after every epoch (``empirics.analysis.trajectory``)."""
+    return any(_trajectory_epochs(summary, run) for run in summary["runs"])
 
 
 def question_training_time(summary: dict) -> str:
