@@ -930,9 +930,26 @@ def build_markdown(summary: dict, out: Path) -> str:
     parts += ["", "## Open questions of the paper (docs/paper.md §3): what this study shows", ""]
     for question, answer in open_questions(summary):
         parts += [f"**{question}** {answer(summary)}", ""]
+    if any(summary.get("run_seconds", {}).values()):
+        parts += ["## Cost (wall minutes per run on the machine that ran it, mean ± std over seeds)", "",
+                  "Timings of a shared machine, not results (`empirics.studies.runner.run_seconds`); training is summed "
+                  "over the invocations that trained a run.", "", markdown_table(*cost_table(summary)), ""]
     parts += ["## Every metric (mean ± std over seeds; per-member values are in summary.json)", "",
               markdown_table(*every_metric_table(summary)), ""]
     return "\n".join(parts)
+
+
+COST_PHASES = ("train", "evaluate", "analyse")
+
+
+def cost_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """Minutes of training, evaluation and analysis per run (from ``summary["run_seconds"]``)."""
+    def minutes(entry: dict | None) -> str:
+        return "–" if entry is None else f"{entry['mean'] / 60:.1f} ± {entry['std'] / 60:.1f}"
+
+    rows = [[run, *(minutes(phases.get(phase)) for phase in COST_PHASES)]
+            for run, phases in summary["run_seconds"].items()]
+    return ["run", *COST_PHASES], rows
 
 
 def build_latex(summary: dict) -> str:

@@ -567,12 +567,14 @@ def training_record(run_dir: Path) -> dict[str, float]:
     return out
 
 
-RUN_SECONDS = (("time/train_s", folder.METRICS), ("time/evaluate_s", folder.EVAL), ("time/analyse_s", folder.DIVERSITY))
+RUN_SECONDS = (("train", folder.METRICS), ("evaluate", folder.EVAL), ("analyse", folder.DIVERSITY))
 
 
 def run_seconds(run_dir: Path) -> dict[str, float]:
     """What the run cost: the wall seconds its result files record (training summed over the invocations that trained
-    it, evaluation, analysis); a file written before times were recorded adds nothing."""
+    it, evaluation, analysis); a file written before times were recorded adds nothing. Kept apart from the metrics
+    (a summary's ``run_seconds[name]``, mean ± std over seeds): timings of a shared machine, not results, so the same
+    seeds still give the same ``runs``."""
     times = {key: folder.read_json(run_dir, name).get("seconds") for key, name in RUN_SECONDS
              if (run_dir / name).is_file()}
     return {key: float(value) for key, value in times.items() if value is not None}
@@ -599,6 +601,7 @@ def mean_std(values: list[float]) -> dict[str, Any]:
 def summarise(preset: Preset, specs: list[RunSpec], out: Path, tiny: bool = False) -> dict[str, Any]:
     """Aggregate finished runs only (unfinished ones are listed as missing, never read)."""
     per_run: dict[str, dict[str, list[float]]] = {}
+    per_run_seconds: dict[str, dict[str, list[float]]] = {}
     seeds: dict[str, list[int]] = {}
     missing = []
     points = []
@@ -609,7 +612,8 @@ def summarise(preset: Preset, specs: list[RunSpec], out: Path, tiny: bool = Fals
             continue
         metrics = run_metrics(run_dir)
         metrics.update(training_record(run_dir))
-        metrics.update(run_seconds(run_dir))
+        for key, value in run_seconds(run_dir).items():
+            per_run_seconds.setdefault(spec.name, {}).setdefault(key, []).append(value)
         config = build_config(spec)
         points.append({"run": spec.name, "seed": spec.seed, "method": config.method, "dataset": config.dataset,
                        **metrics})
@@ -619,10 +623,13 @@ def summarise(preset: Preset, specs: list[RunSpec], out: Path, tiny: bool = Fals
     runs = {name: {"fields": preset.runs[name], "seeds": seeds[name],
                    "metrics": {key: mean_std(values) for key, values in sorted(per_run[name].items())}}
             for name in preset.runs if name in per_run}
+    seconds = {name: {key: mean_std(values) for key, values in per_run_seconds[name].items()}
+               for name in preset.runs if name in per_run_seconds}
     summary = {"preset": preset.name, "claim": preset.claim, "evidence": preset.evidence, "tiny": tiny,
                "includes": list(preset.includes), "provenance": provenance({"preset": preset.name, "tiny": tiny,
                                                                             "overrides": preset.tiny if tiny else {}}),
-               "runs": runs, "missing": missing, "reference": preset.reference, **link_analyses(points)}
+               "runs": runs, "run_seconds": seconds, "missing": missing, "reference": preset.reference,
+               **link_analyses(points)}
     if preset.headline:
         summary["headline"] = evaluate_contrast(summary, preset.headline)
     summary["contrasts"] = [evaluate_contrast(summary, entry) for entry in preset.contrasts]

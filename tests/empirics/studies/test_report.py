@@ -279,3 +279,12 @@ def test_the_scale_paragraph_finds_the_single_model_with_as_many_parameters_as_t
     assert report.matched_single({"runs": runs}, "be-r1-w4") == "single-matched-w4"
     del runs["single-matched-w4"]
     assert report.matched_single({"runs": runs}, "be-r1-w4") is None
+
+
+def test_the_cost_table_gives_minutes_per_phase_and_a_dash_for_a_phase_not_recorded():
+    """run_seconds 600 ± 60 s of training and 30 s of evaluation: 10.0 ± 1.0 and 0.5 ± 0.0 minutes; no analysis time
+    recorded: '–'."""
+    seconds = {"be-r1": {"train": {"mean": 600.0, "std": 60.0}, "evaluate": {"mean": 30.0, "std": 0.0}}}
+    header, rows = report.cost_table({"run_seconds": seconds})
+    assert header == ["run", "train", "evaluate", "analyse"]
+    assert rows == [["be-r1", "10.0 ± 1.0", "0.5 ± 0.0", "–"]]
