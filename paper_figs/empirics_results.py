@@ -53,18 +53,23 @@ def classification_study(study: dict) -> bool:
 
 
 def calibration_figure(preset: str, study: dict, curve, labels: tuple[str, str, str], name: str) -> None:
-    """Test and shift panels with the diagonal and one calibration curve per run (its first seed's ``diversity.json``):
-    ``curve(diversity, split) -> (x, y)``; ``labels`` = (diagonal, x axis, y axis)."""
+    """Test and shift panels with the diagonal and one calibration curve per run (its first seed's ``diversity.json``),
+    one row of panels per data set: ``curve(diversity, split) -> (x, y)``; ``labels`` = (diagonal, x axis, y axis)."""
     diagonal, xlabel, ylabel = labels
-    fig, axes = figure(width=FULL_WIDTH, height=2.6, ncols=2, sharey=True)
-    for ax, split in zip(axes, ("test", "shift")):
-        ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8, label=diagonal)
-        for run in study["runs"]:
-            ax.plot(*curve(run_file(preset, run, first_seed(study, run), DIVERSITY), split), marker=".", label=run)
-        ax.set_title(f"{split} (first seed of each run)")
-        ax.set_xlabel(xlabel)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-    axes[0].set_ylabel(ylabel)
-    axes[1].legend(fontsize=5, ncol=2)
+    datasets = sorted({entry["fields"].get("dataset", "") for entry in study["runs"].values()})
+    fig, axes = figure(width=FULL_WIDTH, height=2.6 * len(datasets), nrows=len(datasets), ncols=2, sharey=True,
+                       squeeze=False)
+    for row, dataset in zip(axes, datasets):
+        runs = [run for run, entry in study["runs"].items() if entry["fields"].get("dataset", "") == dataset]
+        for ax, split in zip(row, ("test", "shift")):
+            ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8, label=diagonal)
+            for run in runs:
+                ax.plot(*curve(run_file(preset, run, first_seed(study, run), DIVERSITY), split), marker=".",
+                        label=run)
+            ax.set_title(f"{dataset + ', ' if len(datasets) > 1 else ''}{split} (first seed of each run)")
+            ax.set_xlabel(xlabel)
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1)
+        row[0].set_ylabel(ylabel)
+        row[1].legend(fontsize=5, ncol=2)
     save(fig, name)
