@@ -325,8 +325,11 @@ def _run(config: Config, run_dir: Path, model, optimizer, scheduler, state: dict
          val_set, device: torch.device, logger: logging.Logger) -> dict[str, float]:
     started, earlier = time.perf_counter(), state["seconds"]
 
+    def elapsed() -> float:  # this invocation's training time added to the checkpoint's
+        return earlier + time.perf_counter() - started
+
     def save() -> None:
-        state["seconds"] = earlier + time.perf_counter() - started
+        state["seconds"] = elapsed()
         _save(run_dir, model, optimizer, scheduler, state)
 
     probe = TrajectoryProbe(config) if config.trajectory else None
@@ -363,7 +366,7 @@ def _run(config: Config, run_dir: Path, model, optimizer, scheduler, state: dict
     # test-time masks come from a generator seeded with the config's seed, so a resume re-scores identically
     test = task.evaluation_sets(config)["test"]
     final = task.split_metrics(folder.predictions(run_dir, config, model, device)["test"], test.targets, "test")
-    state["seconds"] = earlier + time.perf_counter() - started  # with the final predictions, stored for evaluate
+    state["seconds"] = elapsed()  # with the final predictions, stored for evaluate
     _write_metrics(run_dir, config, state, final)
     folder.mark_complete(run_dir)
     logger.info("complete: %s", ", ".join(f"test/ensemble/{name} {final[f'test/ensemble/{name}']:.4f}"
