@@ -1,7 +1,7 @@
 """Parameter-space vs function-space diversity over every trained ensemble of a study, with Spearman's ρ, its
 cluster-bootstrap CI (configurations, then seeds) and the within-configuration ρ; one panel per data set when the
 study has several (their links are never pooled, ``empirics.studies.runner.link_analyses``)."""
-from empirics.analysis.diversity import LINK, LINK_STRATA, LINK_WITHOUT_MCD, link_key
+from empirics.analysis.diversity import LINK, LINK_WITHOUT_MCD, link_key, link_strata
 
 from empirics_results import ensemble_runs, metric, studies, summary
 from style import COLUMN_WIDTH, figure, save
@@ -20,7 +20,7 @@ def rho_text(head: dict) -> str:
 
 for preset in studies():
     study = summary(preset)
-    strata = study.get(LINK_STRATA) or [None]
+    strata = link_strata(study)
     fig, axes = figure(width=COLUMN_WIDTH * len(strata), height=2.6, ncols=len(strata), squeeze=False)
     for ax, stratum in zip(axes[0], strata):
         head = study[link_key(LINK, stratum)]["headline"]

@@ -319,6 +319,11 @@ def link_key(name: str, stratum: str | None = None) -> str:
     """Summary key of link analysis ``name`` (``LINK`` or ``LINK_WITHOUT_MCD``), of one data set's runs when the study
     has several: ``"link:diamonds"``."""
     return f"{name}:{stratum}" if stratum else name
+
+
+def link_strata(summary: Mapping) -> list[str | None]:
+    """The data sets a study's summary has one link analysis each for, or ``[None]`` (one analysis over every run)."""
+    return summary.get(LINK_STRATA) or [None]
 WITHOUT_MCD_REASON = "its members are dropout masks of one weight set, drawn at test time"
 HEADLINE_LINK = ("weights/network/mean_relative_distance", "shift/mutual_information")
 REGRESSION_HEADLINE_LINK = ("weights/network/mean_relative_distance", "shift/epistemic_variance")

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from empirics.analysis import effects
-from empirics.analysis.diversity import LINK, LINK_STRATA, LINK_WITHOUT_MCD, RANK1_LINK, WITHOUT_MCD_REASON, link_key
+from empirics.analysis.diversity import (LINK, LINK_STRATA, LINK_WITHOUT_MCD, RANK1_LINK, WITHOUT_MCD_REASON, link_key,
+                                         link_strata)
 from empirics.data.datasets import task_of
 from empirics.models.ensembles import count_parameters, matching_widths
 from empirics.models.layers import output_factor_spread, rank_one_moments
@@ -647,7 +648,7 @@ def link_sections(summary: dict) -> list[tuple[str, str]]:
     """(summary key, the ensembles it covers) of every link analysis of a study, in report order: all ensembles, then
     without MC Dropout; per data set when the study has several (``empirics.studies.runner.link_analyses``)."""
     sections = []
-    for stratum in summary.get(LINK_STRATA) or [None]:
+    for stratum in link_strata(summary):
         where = f" on {stratum}" if stratum else ""
         sections.append((link_key(LINK, stratum), f"trained ensembles{where}"))
         if link_key(LINK_WITHOUT_MCD, stratum) in summary:

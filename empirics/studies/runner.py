@@ -598,6 +598,18 @@ def mean_std(values: list[float]) -> dict[str, Any]:
     return {"mean": float(array.mean()), "std": std, "n": len(array), "values": [float(v) for v in array]}
 
 
+def append_seed(per_run: dict[str, dict[str, list[float]]], name: str, values: dict[str, float]) -> None:
+    """Add one seed's ``values`` of run ``name`` to the per-key lists of ``per_run``."""
+    for key, value in values.items():
+        per_run.setdefault(name, {}).setdefault(key, []).append(value)
+
+
+def over_seeds(per_run: dict[str, dict[str, list[float]]], preset: Preset) -> dict[str, dict[str, Any]]:
+    """Mean ± std over seeds of every key of every run, runs in the preset's order, keys sorted."""
+    return {name: {key: mean_std(values) for key, values in sorted(per_run[name].items())}
+            for name in preset.runs if name in per_run}
+
+
 def summarise(preset: Preset, specs: list[RunSpec], out: Path, tiny: bool = False) -> dict[str, Any]:
     """Aggregate finished runs only (unfinished ones are listed as missing, never read)."""
     per_run: dict[str, dict[str, list[float]]] = {}
@@ -612,19 +624,15 @@ def summarise(preset: Preset, specs: list[RunSpec], out: Path, tiny: bool = Fals
             continue
         metrics = run_metrics(run_dir)
         metrics.update(training_record(run_dir))
-        for key, value in run_seconds(run_dir).items():
-            per_run_seconds.setdefault(spec.name, {}).setdefault(key, []).append(value)
+        append_seed(per_run_seconds, spec.name, run_seconds(run_dir))
         config = build_config(spec)
         points.append({"run": spec.name, "seed": spec.seed, "method": config.method, "dataset": config.dataset,
                        **metrics})
         seeds.setdefault(spec.name, []).append(spec.seed)
-        for key, value in metrics.items():
-            per_run.setdefault(spec.name, {}).setdefault(key, []).append(value)
-    runs = {name: {"fields": preset.runs[name], "seeds": seeds[name],
-                   "metrics": {key: mean_std(values) for key, values in sorted(per_run[name].items())}}
-            for name in preset.runs if name in per_run}
-    seconds = {name: {key: mean_std(values) for key, values in per_run_seconds[name].items()}
-               for name in preset.runs if name in per_run_seconds}
+        append_seed(per_run, spec.name, metrics)
+    runs = {name: {"fields": preset.runs[name], "seeds": seeds[name], "metrics": metrics}
+            for name, metrics in over_seeds(per_run, preset).items()}
+    seconds = over_seeds(per_run_seconds, preset)
     summary = {"preset": preset.name, "claim": preset.claim, "evidence": preset.evidence, "tiny": tiny,
                "includes": list(preset.includes), "provenance": provenance({"preset": preset.name, "tiny": tiny,
                                                                             "overrides": preset.tiny if tiny else {}}),
