@@ -902,7 +902,7 @@ def build_markdown(summary: dict, out: Path) -> str:
     if summary.get("reference"):
         parts += ["", "## Ours vs reference (docs/paper.md §4)", "", markdown_table(*reference_table(summary))]
     for split, title in split_sections(summary)[1].items():
-        parts += ["", f"## {title.capitalize()}", "", markdown_table(*split_table(summary, split))]
+        parts += ["", f"## {title[:1].upper() + title[1:]}", "", markdown_table(*split_table(summary, split))]
     parity_rows = parity.parity_rows(summary)
     if parity_rows:
         parts += ["", "## Precision parity: bf16 against fp32 (empirics.studies.parity)", "", parity.parity_markdown(parity_rows)]

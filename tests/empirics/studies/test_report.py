@@ -54,6 +54,14 @@ def test_report_numbers_are_generated_from_the_result_files(tmp_path):
     assert "0.6000 ± 0.0000" in text and "0.8500 ± 0.0707" not in text
 
 
+def test_split_headings_keep_the_case_of_their_acronyms(tmp_path):
+    """Only a heading's first letter is raised: "OOD detection", not "Ood detection" (str.capitalize lowers the rest)."""
+    fake_study(tmp_path)
+    headings = [line for line in report.write_report(tmp_path).read_text().splitlines() if line.startswith("## ")]
+    assert "## Test set" in headings
+    assert any(line.startswith("## OOD detection (OOD = positive") for line in headings), headings
+
+
 def test_reference_numbers_sit_beside_ours(tmp_path):
     """The reference table row of BE rank 1 test accuracy shows our mean ± std beside 0.972 (docs/paper.md §4)."""
     fake_study(tmp_path)
