@@ -12,9 +12,13 @@ Ensemble: the uniform mixture p(y) = (1/k) Σ_i N(y; μ_i, σ_i²). Its NLL is e
     σ*² = (1/k) Σ_i σ_i²  +  (1/k) Σ_i (μ_i − μ*)²  =  aleatoric  +  epistemic,
 
 the regression counterpart of entropy = expected entropy + mutual information: the epistemic part is the members'
-disagreement, 0 for identical members. Central intervals at level c use the moment-matched N(μ*, σ*²):
-μ* ± z_{(1+c)/2} σ*; coverage(c) = fraction of targets inside; the interval calibration error is the mean over
-``COVERAGE_LEVELS`` of |coverage(c) − c| (Kuleshov et al. 2018 measure the same gap over quantile levels).
+disagreement, 0 for identical members. The ensemble's central interval at level c is the exact mixture's:
+[F⁻¹((1 − c)/2), F⁻¹((1 + c)/2)] with F(y) = (1/k) Σ_i Φ((y − μ_i)/σ_i) the mixture CDF, inverted per input by
+bisection (``mixture_quantiles``); a member's (one Gaussian) is μ_i ± z_{(1+c)/2} σ_i. (The moment-matched
+N(μ*, σ*²) has the mixture's mean and variance but not its quantiles: for two separated members its central 50%
+interval covers almost none of the mixture's mass.) coverage(c) = fraction of targets inside; the interval
+calibration error is the mean over ``COVERAGE_LEVELS`` of |coverage(c) − c| (Kuleshov et al. 2018 measure the same
+gap over quantile levels).
 
 Flat keys (``prefix`` = split): ``{prefix}/{model}/{nll|rmse|coverage_<pct>|interval_calibration_error}`` with
 model ∈ {``ensemble``, ``member_i``, ``members_mean``} and ``{prefix}/{aleatoric_variance|epistemic_variance|
@@ -207,15 +211,89 @@ def coverage(mean: torch.Tensor, variance: torch.Tensor, targets: torch.Tensor, 
     return float(((targets - mean).abs() <= central_quantile(level) * variance.sqrt()).to(torch.float64).mean())
 
 
-def gaussian_metrics(mean: torch.Tensor, variance: torch.Tensor, targets: torch.Tensor,
-                     nll: float | None = None) -> dict[str, float]:
-    """NLL (Gaussian unless given, e.g. the mixture's), RMSE, coverage at ``COVERAGE_LEVELS`` and their mean gap."""
-    covered = {level: coverage(mean, variance, targets, level) for level in COVERAGE_LEVELS}
-    if nll is None:
-        nll = mixture_nll(mean.unsqueeze(0), variance.unsqueeze(0), targets)
-    return {"nll": nll, "rmse": float((mean - targets).pow(2).mean().sqrt()),
-            **{f"coverage_{round(100 * level)}": value for level, value in covered.items()},
+BRACKET_SIGMAS = 10  # the bisection bracket reaches 10 σ beyond the extreme member means: F < Φ(−10) ≈ 7.6e-24 below it
+BISECTION_STEPS = 64  # the bracket (width W) shrinks to W·2⁻⁶⁴ ≈ 5.4e-20·W: below float64's spacing at the data scale
+
+
+def _erfc_sum(values: torch.Tensor, offset: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Σ_i erfc((μ_in − y_n)/(σ_in √2)) = 2 Σ_i Φ((y_n − μ_in)/σ_in) for values (..., N), from (k, N) offset = μ/(σ√2)
+    and scale = 1/(σ√2). erfc keeps Φ's relative precision in the lower tail (torch.special.ndtr on the CPU returns
+    6.1e-16 for Φ(−8) = 6.2e-16 and 0 from Φ(−9) on)."""
+    argument = torch.addcmul(offset, values.unsqueeze(-2), scale, value=-1)
+    return torch.special.erfc(argument, out=argument).sum(-2)
+
+
+def _erfc_factors(means: torch.Tensor, variances: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    scale = 1 / (variances.sqrt() * math.sqrt(2))
+    return means * scale, scale
+
+
+def mixture_cdf(values: torch.Tensor, means: torch.Tensor, variances: torch.Tensor) -> torch.Tensor:
+    """F(y_n) = (1/k) Σ_i Φ((y_n − μ_in)/σ_in) of the uniform mixture, for values (..., N) and (k, N) members."""
+    return _erfc_sum(values, *_erfc_factors(means, variances)) / (2 * means.shape[0])
+
+
+def mixture_quantiles(means: torch.Tensor, variances: torch.Tensor, probabilities: torch.Tensor) -> torch.Tensor:
+    """(P, N) quantiles F⁻¹(p) of the uniform mixture (1/k) Σ_i N(μ_in, σ_in²) at each of the P ``probabilities``,
+    per input n, from (k, N) member means and variances: ``BISECTION_STEPS`` steps of bisection on the mixture CDF
+    (``mixture_cdf``; compared as Σ_i erfc < 2k p), all quantiles at once, in the bracket
+    [min_i μ_in − 10 max_i σ_in, max_i μ_in + 10 max_i σ_in] (F is continuous and strictly increasing, so the quantile
+    is unique and inside it for p in [Φ(−10), 1 − Φ(−10)]). One member gives its Gaussian's own quantiles
+    μ + σ Φ⁻¹(p)."""
+    probabilities = torch.as_tensor(probabilities, dtype=means.dtype)
+    tail = 0.5 * math.erfc(BRACKET_SIGMAS / math.sqrt(2))  # Φ(−10)
+    if probabilities.dim() != 1 or not bool(((probabilities >= tail) & (probabilities <= 1 - tail)).all()):
+        raise BadInput(f"mixture quantile probabilities {probabilities.tolist()}: expected a list of numbers in "
+                       f"[Φ(−{BRACKET_SIGMAS}), 1 − Φ(−{BRACKET_SIGMAS})] = [{tail:.1e}, 1 − {tail:.1e}]")
+    reach = BRACKET_SIGMAS * variances.sqrt().amax(0)
+    shape = (len(probabilities), means.shape[1])
+    low = (means.amin(0) - reach).expand(shape).clone()
+    high = (means.amax(0) + reach).expand(shape).clone()
+    offset, scale = _erfc_factors(means, variances)
+    threshold = (2 * means.shape[0] * probabilities).unsqueeze(1)
+    for _ in range(BISECTION_STEPS):
+        middle = (low + high) / 2
+        below = _erfc_sum(middle, offset, scale) < threshold
+        low = torch.where(below, middle, low)
+        high = torch.where(below, high, middle)
+    return (low + high) / 2
+
+
+def mixture_intervals(means: torch.Tensor, variances: torch.Tensor, levels) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lower, upper), each (L, N): the mixture's central intervals [F⁻¹((1 − c)/2), F⁻¹((1 + c)/2)] at each level c."""
+    levels = torch.as_tensor(levels, dtype=torch.float64)
+    if levels.dim() != 1 or not bool(((levels > 0) & (levels < 1)).all()):
+        raise BadInput(f"interval levels {levels.tolist()}: expected a list of numbers in (0, 1)")
+    bounds = mixture_quantiles(means, variances, torch.cat([(1 - levels) / 2, (1 + levels) / 2]).to(means.dtype))
+    return bounds[:len(levels)], bounds[len(levels):]
+
+
+def mixture_coverage(means: torch.Tensor, variances: torch.Tensor, targets: torch.Tensor, levels) -> list[float]:
+    """Per level c: the fraction of targets inside the mixture's central interval at c (``mixture_intervals``)."""
+    lower, upper = mixture_intervals(means, variances, levels)
+    inside = (lower <= targets) & (targets <= upper)
+    return inside.to(torch.float64).mean(1).tolist()
+
+
+def predictive_metrics(nll: float, rmse: float, covered: dict[float, float]) -> dict[str, float]:
+    """The flat metrics of one predictive distribution: NLL, RMSE, coverage per level and their mean gap."""
+    return {"nll": nll, "rmse": rmse, **{f"coverage_{round(100 * level)}": value for level, value in covered.items()},
             "interval_calibration_error": float(np.mean([abs(value - level) for level, value in covered.items()]))}
+
+
+def gaussian_metrics(mean: torch.Tensor, variance: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """One Gaussian N(μ, σ²) per input (a member): NLL, RMSE, coverage of μ ± z σ at ``COVERAGE_LEVELS``, mean gap."""
+    return predictive_metrics(mixture_nll(mean.unsqueeze(0), variance.unsqueeze(0), targets),
+                            float((mean - targets).pow(2).mean().sqrt()),
+                            {level: coverage(mean, variance, targets, level) for level in COVERAGE_LEVELS})
+
+
+def mixture_metrics(means: torch.Tensor, variances: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """The ensemble's uniform mixture per input: exact NLL, RMSE of the mixture mean μ*, coverage of the mixture's
+    central intervals at ``COVERAGE_LEVELS`` (``mixture_coverage``), mean gap."""
+    covered = dict(zip(COVERAGE_LEVELS, mixture_coverage(means, variances, targets, COVERAGE_LEVELS)))
+    return predictive_metrics(mixture_nll(means, variances, targets),
+                            float((means.mean(0) - targets).pow(2).mean().sqrt()), covered)
 
 
 def member_and_ensemble_metrics(means: torch.Tensor, variances: torch.Tensor, targets: torch.Tensor,
@@ -226,8 +304,7 @@ def member_and_ensemble_metrics(means: torch.Tensor, variances: torch.Tensor, ta
                        f"{tuple(targets.shape)}: expected (k, N), (k, N) and (N,)")
     means, variances, targets = means.double(), variances.double(), targets.double()
     parts = decomposition(means, variances)
-    out = {f"{prefix}/ensemble/{name}": value for name, value in gaussian_metrics(
-        parts["mean"], parts["total"], targets, mixture_nll(means, variances, targets)).items()}
+    out = {f"{prefix}/ensemble/{name}": value for name, value in mixture_metrics(means, variances, targets).items()}
     per_member = [gaussian_metrics(means[i], variances[i], targets) for i in range(means.shape[0])]
     for index, values in enumerate(per_member):
         out.update({f"{prefix}/member_{index}/{name}": value for name, value in values.items()})
@@ -240,7 +317,7 @@ def member_and_ensemble_metrics(means: torch.Tensor, variances: torch.Tensor, ta
 
 
 def coverage_curve(means: torch.Tensor, variances: torch.Tensor, targets: torch.Tensor) -> dict[str, list]:
-    """Observed coverage of the ensemble's central intervals at ``CURVE_LEVELS`` (the regression reliability curve)."""
-    parts = decomposition(means.double(), variances.double())
+    """Observed coverage of the ensemble's (mixture's) central intervals at ``CURVE_LEVELS`` (the regression
+    reliability curve)."""
     return {"level": list(CURVE_LEVELS),
-            "coverage": [coverage(parts["mean"], parts["total"], targets.double(), c) for c in CURVE_LEVELS]}
+            "coverage": mixture_coverage(means.double(), variances.double(), targets.double(), CURVE_LEVELS)}

@@ -6,8 +6,10 @@ from __future__ import annotations
 import math
 import socket
 
+import numpy as np
 import pytest
 import torch
+from scipy.optimize import brentq
 
 from empirics.data import regression
 from empirics.runs import tasks
@@ -81,6 +83,80 @@ def test_coverage_is_nominal_for_the_true_gaussian_and_below_for_an_overconfiden
             assert observed < level - tolerance
 
 
+def _slow_mixture_quantile(means: list[float], stds: list[float], probability: float) -> float:
+    """One input: brentq on F(y) − p with F(y) = (1/k) Σ_i ½ (1 + erf((y − μ_i) / (σ_i √2))), written with math.erf."""
+    def cdf_gap(y: float) -> float:
+        return sum(0.5 * (1 + math.erf((y - mu) / (sigma * math.sqrt(2)))) for mu, sigma in zip(means, stds)) \
+            / len(means) - probability
+    reach = 10 * max(stds)
+    return brentq(cdf_gap, min(means) - reach, max(means) + reach, xtol=1e-14, rtol=4 * np.finfo(float).eps)
+
+
+def test_vectorised_mixture_quantiles_equal_brentq_on_the_mixture_cdf_point_by_point():
+    """Three members with random means and variances on 25 inputs, at the 8 tail probabilities of COVERAGE_LEVELS:
+    the vectorised bisection equals a per-input loop of scipy's brentq on the mixture CDF (float64). Tolerance 1e-12:
+    brentq stops within xtol = 1e-14 + 4 eps |y| (|y| < 20 here), the bisection within W·2⁻⁶⁴ (bracket W < 40) plus
+    one rounding; both far below 1e-12, and quantile errors of 1e-9 (a truncated bisection) would fail."""
+    generator = torch.Generator().manual_seed(SEED)
+    means = 2 * torch.randn(3, 25, generator=generator, dtype=torch.float64)
+    variances = 0.05 + torch.rand(3, 25, generator=generator, dtype=torch.float64)
+    levels = torch.tensor(regression.COVERAGE_LEVELS, dtype=torch.float64)
+    probabilities = torch.cat([(1 - levels) / 2, (1 + levels) / 2])
+    fast = regression.mixture_quantiles(means, variances, probabilities)
+    # defining property F(F⁻¹(p)) = p: a quantile error ≤ 1e-12 (below) moves F by at most the density bound
+    # 1/(σ_min √(2π)) < 1.8 times it, plus erfc rounding ~1e-16 per member: < 1e-11
+    assert torch.allclose(regression.mixture_cdf(fast, means, variances), probabilities.unsqueeze(1).expand_as(fast),
+                          atol=1e-11, rtol=0)
+    for row, probability in enumerate(probabilities.tolist()):
+        for n in range(25):
+            slow = _slow_mixture_quantile(means[:, n].tolist(), variances[:, n].sqrt().tolist(), probability)
+            assert abs(fast[row, n].item() - slow) <= 1e-12, (probability, n)
+
+
+def test_one_member_mixture_interval_is_mu_plus_minus_z_sigma():
+    """k = 1: the mixture is the member's Gaussian, so its central interval at c is μ ± z_{(1+c)/2} σ (z from
+    central_quantile, float64 erfinv). Tolerance 1e-12: bisection error ≤ 20σ·2⁻⁶⁴ < 1e-17 for σ ≤ 3 plus float64
+    rounding of |μ ± zσ| < 20 (≈ 4e-15); a 1-σ error of the z-quantile would be 1e-1."""
+    generator = torch.Generator().manual_seed(SEED)
+    means = 3 * torch.randn(1, 40, generator=generator, dtype=torch.float64)
+    variances = 0.01 + 9 * torch.rand(1, 40, generator=generator, dtype=torch.float64)
+    lower, upper = regression.mixture_intervals(means, variances, regression.COVERAGE_LEVELS)
+    for row, level in enumerate(regression.COVERAGE_LEVELS):
+        half_width = regression.central_quantile(level) * variances[0].sqrt()
+        assert torch.allclose(lower[row], means[0] - half_width, atol=1e-12, rtol=0)
+        assert torch.allclose(upper[row], means[0] + half_width, atol=1e-12, rtol=0)
+
+
+def test_ensemble_coverage_uses_the_mixture_not_the_moment_matched_gaussian():
+    """Two members N(c_n ∓ 3, 0.5²) per input, targets drawn from that mixture (10,000 inputs): the ensemble's
+    coverage at 50% and 90% is nominal within 4 binomial standard errors (4 √(c(1−c)/N) = 0.020 and 0.012), while the
+    moment-matched N(μ*, σ*²) (σ* = √9.25 = 3.04) misses both by far: at 50% it covers Φ((0.674·3.04 − 3)/0.5) ≈ 0.03
+    (both modes lie outside μ* ± 2.05), at 90% all but ≈ Φ(−4) (μ* ± 5.00 holds both modes). Going back to moment
+    matching fails this test."""
+    generator = torch.Generator().manual_seed(SEED)
+    count = 10_000
+    centre = torch.randn(count, generator=generator, dtype=torch.float64)
+    means = torch.stack([centre - 3, centre + 3])
+    variances = torch.full_like(means, 0.25)
+    member = torch.randint(0, 2, (count,), generator=generator)
+    targets = means[member, torch.arange(count)] + 0.5 * torch.randn(count, generator=generator, dtype=torch.float64)
+    metrics = regression.member_and_ensemble_metrics(means, variances, targets, "test")
+    parts = regression.decomposition(means, variances)
+    for level in (0.5, 0.9):
+        observed = metrics[f"test/ensemble/coverage_{round(100 * level)}"]
+        assert abs(observed - level) <= 4 * math.sqrt(level * (1 - level) / count), (level, observed)
+        moment_matched = regression.coverage(parts["mean"], parts["total"], targets, level)
+        assert abs(moment_matched - level) > 0.09, (level, moment_matched)  # ≈ 0.03 and ≈ 1.0: > 0.09 off nominal
+
+
+def test_mixture_quantiles_reject_probabilities_outside_the_bracket():
+    """p = 0 or p = 1 has no finite quantile inside the 10-σ bracket: a one-line error naming the values and range."""
+    with pytest.raises(BadInput, match=r"probabilities \[0.0, 0.5\]: expected"):
+        regression.mixture_quantiles(torch.zeros(2, 3), torch.ones(2, 3), torch.tensor([0.0, 0.5]))
+    with pytest.raises(BadInput, match=r"interval levels \[1.0\]: expected a list of numbers in \(0, 1\)"):
+        regression.mixture_intervals(torch.zeros(2, 3), torch.ones(2, 3), [1.0])
+
+
 def test_one_member_ensemble_metrics_equal_the_members():
     """k = 1: the mixture is the member's Gaussian, so every ensemble metric equals member 0's; epistemic is 0."""
     generator = torch.Generator().manual_seed(SEED)
@@ -109,8 +185,6 @@ def test_toy_has_training_clusters_outside_the_gap_and_a_shift_set_inside_it():
 
 def test_shift_split_takes_the_values_above_the_quantile():
     """[1..10], quantile 0.8 = 8.2 (linear interpolation): 9 and 10 are shifted."""
-    import numpy as np
-
     mask = regression.shift_split(np.arange(1, 11, dtype=float), 0.8)
     assert mask.tolist() == [False] * 8 + [True] * 2
 
