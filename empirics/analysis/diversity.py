@@ -328,6 +328,20 @@ WITHOUT_MCD_REASON = "its members are dropout masks of one weight set, drawn at 
 HEADLINE_LINK = ("weights/network/mean_relative_distance", "shift/mutual_information")
 REGRESSION_HEADLINE_LINK = ("weights/network/mean_relative_distance", "shift/epistemic_variance")
 RANK1_LINK = ("distance/network/rank1/relative_residual", "shift/mutual_information")  # the paper's open question
+REGRESSION_RANK1_LINK = ("distance/network/rank1/relative_residual", "shift/epistemic_variance")
+LINK_PAIRS = {"classification": {"headline": HEADLINE_LINK, "rank1": RANK1_LINK},
+              "regression": {"headline": REGRESSION_HEADLINE_LINK, "rank1": REGRESSION_RANK1_LINK}}
+
+
+def link_pair(task: str, which: str) -> tuple[str, str]:
+    """(parameter key, function key) of a task's ``headline`` link (weight relative distance vs the function-space
+    diversity under shift) or ``rank1`` link (distance to the rank-1 BE set vs it): the function-space measure is the
+    mutual information under shift for classification, the epistemic variance (variance of the member means) under
+    shift for regression (``empirics.data.datasets.task_of``)."""
+    if task not in LINK_PAIRS or which not in LINK_PAIRS[task]:
+        raise BadInput(f"link pair ({task!r}, {which!r}): expected a task in {sorted(LINK_PAIRS)} and one of "
+                       f"{sorted(LINK_PAIRS['classification'])}")
+    return LINK_PAIRS[task][which]
 
 
 LINK_METHOD = ("Spearman rank correlation over runs × seeds; 95% CIs from a cluster (hierarchical) bootstrap that "
@@ -348,7 +362,7 @@ def link_analysis(points: Sequence[Mapping[str, float]], seed: int = 0) -> dict:
     """
     regression_only = any(REGRESSION_HEADLINE_LINK[1] in point for point in points) and not any(
         HEADLINE_LINK[1] in point for point in points)
-    wanted = REGRESSION_HEADLINE_LINK if regression_only else HEADLINE_LINK
+    wanted = link_pair("regression" if regression_only else "classification", "headline")
     pairs = []
     for p_label, p_key, p_map in PARAMETER_DIVERSITY:
         for f_label, f_key, f_map in FUNCTION_DIVERSITY:

@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from infra.errors import BadInput
 
 REGRESSION_DATASETS = ("toy-gap", "diamonds")
+TABULAR_DATASETS = ("diamonds",)  # real tables of features (TabM's setting); toy-gap is a synthetic 1-D curve
 OUTPUTS = 2  # (mean, raw variance) per input
 MIN_VARIANCE = 1e-4  # σ >= 0.01 target units; with 1e-6 early diamonds batches reached losses ~1e3
 COVERAGE_LEVELS = (0.5, 0.8, 0.9, 0.95)

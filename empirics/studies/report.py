@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from empirics.analysis import effects
-from empirics.analysis.diversity import (LINK, LINK_STRATA, LINK_WITHOUT_MCD, RANK1_LINK, WITHOUT_MCD_REASON, link_key,
+from empirics.analysis.diversity import (LINK, LINK_STRATA, LINK_WITHOUT_MCD, WITHOUT_MCD_REASON, link_key, link_pair,
                                          link_strata)
 from empirics.data.datasets import task_of
+from empirics.data.regression import TABULAR_DATASETS
 from empirics.models.ensembles import count_parameters, matching_widths
 from empirics.models.layers import output_factor_spread, rank_one_moments
 from empirics.runs.config import EXECUTION_KEYS, Config
@@ -75,6 +76,12 @@ REGRESSION_SPLIT_COLUMNS: dict[str, list[tuple[str, str]]] = {
             ("epistemic fraction", f"{split}/epistemic_fraction"), ("feature CKA", f"features/{split}/mean_cka")]
     for split in ("test", "shift")
 }
+REGRESSION_SHIFT_COLUMNS = [("shift epistemic variance", "shift/epistemic_variance"),
+                            ("shift RMSE", "shift/ensemble/rmse"), ("shift NLL", "shift/ensemble/nll"),
+                            ("shift coverage 90%", "shift/ensemble/coverage_90")]
+DIVERSITY_TITLES = {"classification": "Parameter-space diversity (whole network), with diversity and accuracy under shift",
+                    "regression": "Parameter-space diversity (whole network), with epistemic variance, error and "
+                                  "calibration under shift"}
 REGRESSION_SPLIT_TITLES = {"test": "test set (Gaussian heads; diamonds: standardised log price, toy-gap: raw y)",
                            "shift": "shifted split (toy: the gap; diamonds: carat above its 80% quantile)"}
 SHIFT_EPISTEMIC = "shift/epistemic_variance"
@@ -149,6 +156,11 @@ def is_regression(summary: dict) -> bool:
                for run in summary["runs"].values())
 
 
+def study_task(summary: dict) -> str:
+    """``"regression"`` for a study of regression data sets (``is_regression``), else ``"classification"``."""
+    return "regression" if is_regression(summary) else "classification"
+
+
 def split_sections(summary: dict) -> tuple[dict[str, list[tuple[str, str]]], dict[str, str]]:
     """(columns per split, titles per split) for the study's task."""
     if is_regression(summary):
@@ -162,9 +174,27 @@ def split_table(summary: dict, split: str) -> tuple[list[str], list[list[str]]]:
                                                        for run in summary["runs"]]
 
 
+def diversity_columns(summary: dict) -> list[tuple[str, str]]:
+    """The parameter-space columns, then the shift columns of the study's task: MI, disagreement and accuracies for
+    classification; epistemic variance, RMSE, NLL and 90% coverage (``empirics.data.regression`` keys) for
+    regression."""
+    if not is_regression(summary):
+        return DIVERSITY_COLUMNS
+    return [column for column in DIVERSITY_COLUMNS if not column[1].startswith("shift/")] + REGRESSION_SHIFT_COLUMNS
+
+
+def parameter_measures_note(summary: dict) -> str:
+    """``PARAMETER_MEASURES_NOTE``, naming the regression study's function-space measures for a regression study."""
+    if not is_regression(summary):
+        return PARAMETER_MEASURES_NOTE
+    return PARAMETER_MEASURES_NOTE.replace("feature CKA, MI and disagreement do",
+                                           "feature CKA and the epistemic variance (variance of the member means) do")
+
+
 def diversity_table(summary: dict) -> tuple[list[str], list[list[str]]]:
-    return ["run"] + [label for label, _ in DIVERSITY_COLUMNS], [
-        [run] + [cell(summary, run, key) for _, key in DIVERSITY_COLUMNS] for run in summary["runs"]]
+    columns = diversity_columns(summary)
+    return ["run"] + [label for label, _ in columns], [
+        [run] + [cell(summary, run, key) for _, key in columns] for run in summary["runs"]]
 
 
 def reference_table(summary: dict) -> tuple[list[str], list[list[str]]]:
@@ -587,12 +617,33 @@ def question_regression_diversity(summary: dict) -> str:
                  for run in be]
         text = f"{dataset} — " + "; ".join(lines) + "."
         sign = _dataset_runs(summary, dataset, "batchensemble", init="random_sign")
-        if sign:
-            text += (" TabM's claim (random-sign BE beats DE on tabular regression), test RMSE: "
-                     + comparison_sentence(summary, sign[0], de[0], "test/ensemble/rmse", "RMSE",
-                                           ("random-sign BE", "the Deep Ensemble")) + ".")
+        if sign and dataset in TABULAR_DATASETS:
+            text += " " + tabm_sentence(summary, sign[0], de[0])
         parts.append(text)
     return "Regression (Gaussian heads; diamonds in standardised log price, toy-gap in raw y) — " + " ".join(parts)
+
+
+TABM_CLAIM = ("TabM's claim (Gorishniy et al., ICLR 2025; docs/peers.md §3): random-sign BatchEnsemble-style MLPs have "
+              "lower test RMSE than a Deep Ensemble on tabular regression (California housing 0.441 vs 0.488 for a "
+              "Deep Ensemble of 5 MLPs, in that data set's units; TabM has k = 32 members)")
+TABM_VERDICTS = {"holds": "TabM's claim holds here (the CI lies below 0)",
+                 "contradicted": "TabM's claim is contradicted here (the CI lies above 0: random-sign BE has the "
+                                 "higher test RMSE)",
+                 "not resolved": "TabM's claim is not resolved here (the CI includes 0, or there is no CI)"}
+
+
+def tabm_sentence(summary: dict, sign: str, de: str) -> str:
+    """TabM's claim (random-sign BE has lower test RMSE than DE) tested on one tabular data set's runs: the means, the
+    difference sign − de with its Welch 95% interval (``difference_text``) and ``paper_claims.verdict`` with the
+    predicted direction −1 (lower RMSE is better)."""
+    key = "test/ensemble/rmse"
+    a, b = paper_claims.seed_values(summary, sign, key), paper_claims.seed_values(summary, de, key)
+    if a is None or b is None:
+        return f"{TABM_CLAIM}: not measured here ({sign} or {de} has no test RMSE)."
+    members = canonical(summary["runs"][sign]["fields"])["members"]
+    verdict = paper_claims.verdict(paper_claims.welch_difference(a, b), -1)
+    return (f"{TABM_CLAIM}. Here (k = {members}), test RMSE {sign} {cell(summary, sign, key)} vs {de} "
+            f"{cell(summary, de, key)}, {difference_text(summary, sign, de, key)[0]}: {TABM_VERDICTS[verdict]}.")
 
 
 def question_regression_init(summary: dict) -> str:
@@ -615,19 +666,32 @@ REGRESSION_QUESTIONS = (
 )
 
 
-def question_link(summary: dict) -> str:
-    be, de = runs_where(summary, method="batchensemble", rank=1), runs_where(summary, method="deep-ensemble")
-    text = []
+def theory_clause(summary: dict, stratum: str | None) -> str | None:
+    """Where the rank-1 BE set sits, for the runs of one data set (``stratum``; every run for ``None``): the first
+    rank-1 BE run's reachable fraction and distance to the set, the first Deep Ensemble's distance to it."""
+    where = {} if stratum is None else {"dataset": stratum}
+    be = runs_where(summary, method="batchensemble", rank=1, **where)
+    de = runs_where(summary, method="deep-ensemble", **where)
+    parts = []
     if be:
-        text.append(f"Theory: rank-1 BE reaches a fraction {cell(summary, be[0], REACHABLE)} of the Deep-Ensemble "
-                    f"space of its network ({be[0]}; a measure-zero set); the trained BE members lie on it (relative distance "
-                    f"to the rank-1 set {cell(summary, be[0], DISTANCE_R1)}, zero by construction)")
+        parts.append(f"rank-1 BE reaches a fraction {cell(summary, be[0], REACHABLE)} of the Deep-Ensemble space of its "
+                     f"network ({be[0]}; a measure-zero set); the trained BE members lie on it (relative distance to "
+                     f"the rank-1 set {cell(summary, be[0], DISTANCE_R1)}, zero by construction)")
     if de:
-        text.append(f"the trained Deep Ensemble lies at relative distance {cell(summary, de[0], DISTANCE_R1)} from it")
-    heads = []
+        parts.append(f"the trained Deep Ensemble ({de[0]}) lies at relative distance "
+                     f"{cell(summary, de[0], DISTANCE_R1)} from " + ("it" if be else "the rank-1 BE set of its network"))
+    if not parts:
+        return None
+    return (f"on {stratum}, " if stratum else "") + "; ".join(parts)
+
+
+def question_link(summary: dict) -> str:
+    clauses = [clause for clause in (theory_clause(summary, stratum) for stratum in link_strata(summary)) if clause]
+    theory = "Theory: " + "; ".join(clauses) + ". " if clauses else ""
+    text, heads = [], []
     for key, units in link_sections(summary):
         link = summary[key]
-        pairs = [pair for pair in (link["headline"], rank_one_link(link)) if pair is not None]
+        pairs = [pair for pair in (link["headline"], rank_one_link(link, study_task(summary))) if pair is not None]
         heads += pairs
         text.append(f"across {pairs[0]['n']} {units} (runs × seeds in {pairs[0].get('n_configs', '?')} "
                     f"configurations): " + "; ".join(link_sentence(pair) for pair in pairs))
@@ -641,7 +705,7 @@ def question_link(summary: dict) -> str:
                    "This study establishes no association across configurations. ") + (
                    "Within configurations, among seeds, an association's CI also excludes 0." if within else
                    "Within configurations (among the seeds of one configuration) no association is established."))
-    return "; ".join(text) + ". " + verdict
+    return theory + ("Link: " + "; ".join(text) + ". " if text else "") + verdict
 
 
 def link_sections(summary: dict) -> list[tuple[str, str]]:
@@ -657,9 +721,11 @@ def link_sections(summary: dict) -> list[tuple[str, str]]:
     return sections
 
 
-def rank_one_link(link: dict) -> dict | None:
-    """The pair (distance to the rank-1 BE set, MI under shift) of a link analysis, if it was measured."""
-    return next((pair for pair in link["pairs"] if (pair["parameter_key"], pair["function_key"]) == RANK1_LINK), None)
+def rank_one_link(link: dict, task: str = "classification") -> dict | None:
+    """The task's rank-1 pair of a link analysis (``empirics.analysis.diversity.link_pair``: distance to the rank-1 BE
+    set vs MI under shift, or vs the epistemic variance under shift for regression), if it was measured."""
+    wanted = link_pair(task, "rank1")
+    return next((pair for pair in link["pairs"] if (pair["parameter_key"], pair["function_key"]) == wanted), None)
 
 
 def link_established(head: dict) -> bool:
@@ -920,8 +986,8 @@ def build_markdown(summary: dict, out: Path) -> str:
                   "of the value, *contradicted* when it lies on the other side, *inconclusive* otherwise. The "
                   "contrasts after the headline are reported, not pre-registered as the study's test.", "",
                   markdown_table(*contrast_table(summary))]
-    parts += ["", "## Parameter-space diversity (whole network), with diversity and accuracy under shift", "",
-              markdown_table(*diversity_table(summary)), "", PARAMETER_MEASURES_NOTE,
+    parts += ["", f"## {DIVERSITY_TITLES[study_task(summary)]}", "",
+              markdown_table(*diversity_table(summary)), "", parameter_measures_note(summary),
               "", "## Parameter ↔ function-space link", "", link_method(summary)]
     for key, units in link_sections(summary):
         parts += ["", f"Over the {units}:", "", markdown_table(*link_table(summary, key))]

@@ -10,6 +10,7 @@ import torch
 from empirics.analysis import diversity
 from empirics.models.ensembles import build_model
 from empirics.runs.config import Config
+from infra.errors import BadInput
 from theory.batchensemble import BatchEnsembleSpec, member_weights, random_factors
 
 
@@ -261,3 +262,21 @@ def test_vit_reachable_fraction_counts_attention_scope_and_shared_embeddings():
     assert mlp_only == network_counts(shapes, 4, embeddings="shared", roles=attention_roles(shapes),
                                       certify_route="none").fraction_reached
     assert mlp_only < everywhere < 1 == reachable_fraction(Config(**{**base, "method": "deep-ensemble"}))
+
+
+def test_the_rank1_link_pairs_the_distance_to_the_rank1_set_with_each_tasks_function_space_diversity():
+    """Classification: distance to the rank-1 BE set vs MI under shift; regression (no MI): vs the epistemic variance
+    under shift, and a regression link analysis measures that pair (ρ = −1 for points ordered against each other).
+    An unknown task is a one-line error naming it."""
+    distance = "distance/network/rank1/relative_residual"
+    assert diversity.link_pair("classification", "rank1") == (distance, "shift/mutual_information")
+    assert diversity.link_pair("regression", "rank1") == (distance, "shift/epistemic_variance")
+    assert diversity.link_pair("regression", "headline") == diversity.REGRESSION_HEADLINE_LINK
+    points = [{"run": f"run-{i}", distance: 0.1 * i, "weights/network/mean_relative_distance": 0.1 * i,
+               "shift/epistemic_variance": 1.0 - 0.1 * i} for i in range(5)]
+    pairs = diversity.link_analysis(points)["pairs"]
+    rank1 = next(pair for pair in pairs if (pair["parameter_key"], pair["function_key"])
+                 == diversity.link_pair("regression", "rank1"))
+    assert rank1["rho"] == pytest.approx(-1.0) and rank1["n"] == 5
+    with pytest.raises(BadInput, match="link pair \\('ranking', 'rank1'\\): expected a task in"):
+        diversity.link_pair("ranking", "rank1")

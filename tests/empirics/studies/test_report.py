@@ -251,10 +251,92 @@ def test_regression_report_claims_nothing_when_seeds_overlap(tmp_path):
     fake_issue15_study(tmp_path, "regression", regression_values([0.01, 0.05, 0.03], [0.02, 0.04, 0.03],
                                                                  [0.02, 0.04, 0.03]))
     answer = report.question_regression_diversity(report.load_summary(tmp_path))
-    epistemic, tabm = answer.split("TabM")
-    assert "no difference established at this number of seeds" in epistemic and "excludes 0" not in epistemic
-    assert "random-sign BE is above the Deep Ensemble" in tabm  # test RMSE 0.50-0.52 vs 0.40-0.42: TabM not seen
+    assert "no difference established at this number of seeds" in answer and "excludes 0" not in answer
     assert "not established here" in report.question_regression_init(report.load_summary(tmp_path))
+
+
+def regression_study(out: Path, sign_rmse: list[float], de_rmse: list[float]) -> dict:
+    """The regression preset with BE (N(1, 0.5) and random signs) and DE on both data sets, 3 seeds each: diamonds'
+    test RMSE as given (random signs, DE), the toy's random-sign BE 0.1 above its DE; each data set's BE at reachable
+    fraction 0.3 (toy) or 0.2 (diamonds) and distance 0 to the rank-1 set, its DE at distance 0.5 (toy) or 0.7."""
+    def run(dataset: str, method: str, seed: int, rmse: float) -> tuple[dict, dict]:
+        toy = dataset == "toy-gap"
+        scalars = {"weights": {"network": {"mean_cosine": 0.5, "mean_relative_distance": 0.3 + seed}},
+                   "distance": {"network": {"rank1": {"relative_residual":
+                                                      0.0 if method != "de" else 0.5 if toy else 0.7}}},
+                   "theory": {"reachable_fraction": 1.0 if method == "de" else 0.3 if toy else 0.2}}
+        metrics = {"shift/epistemic_variance": 0.01 * (1 + seed) * (3 if method == "de" else 1),
+                   "test/ensemble/rmse": rmse, "shift/ensemble/rmse": 1.5, "shift/ensemble/nll": 2.0,
+                   "shift/ensemble/coverage_90": 0.7}
+        return metrics, scalars
+
+    names = {"toy-gap": "toy", "diamonds": "diamonds"}
+    for dataset, prefix in names.items():
+        for seed in range(3):
+            rmse = {"be-r1": 0.6, "be-r1-sign": sign_rmse[seed] if dataset == "diamonds" else 0.6 + seed / 100,
+                    "de": de_rmse[seed] if dataset == "diamonds" else 0.5 + seed / 100}
+            for suffix, method in (("be-r1", "be"), ("be-r1-sign", "be"), ("de", "de")):
+                write_finished_run(out, f"{prefix}-{suffix}", seed, *run(dataset, method, seed, rmse[suffix]))
+    loaded = study.load_preset("regression")
+    summary = study.summarise(loaded, study.run_specs(loaded, seeds=3), out)
+    (out / "summary.json").write_text(json.dumps(summary))
+    return summary
+
+
+@pytest.mark.parametrize("sign_rmse,de_rmse,verdict", [
+    ([0.40, 0.41, 0.42], [0.50, 0.51, 0.52], "TabM's claim holds here (the CI lies below 0)"),
+    ([0.50, 0.51, 0.52], [0.40, 0.41, 0.42], "TabM's claim is contradicted here (the CI lies above 0"),
+    ([0.40, 0.50, 0.45], [0.42, 0.48, 0.45], "TabM's claim is not resolved here (the CI includes 0"),
+])
+def test_tabm_claim_is_judged_on_tabular_data_only_by_the_welch_interval_of_the_rmse_difference(
+        tmp_path, sign_rmse, de_rmse, verdict):
+    """Random-sign BE vs DE test RMSE on diamonds, Δ = sign − DE: −0.10 with seeds 0.01 apart (the Welch CI below 0:
+    holds), +0.10 (above 0: contradicted), 0.00 with overlapping seeds (not resolved). The sentence states the claim
+    with TabM's numbers, our means, Δ with its interval, and appears once: on diamonds, never on the toy (not tabular,
+    though its random-sign BE is 0.1 above its DE), and with no doubled label."""
+    regression_study(tmp_path, sign_rmse, de_rmse)
+    answer = report.question_regression_diversity(report.load_summary(tmp_path))
+    assert answer.count("TabM's claim (") == 1 and "RMSE: RMSE" not in answer
+    diamonds, toy = answer.split("toy-gap — ")
+    assert "TabM" not in toy and verdict in diamonds
+    assert "California housing 0.441 vs 0.488" in diamonds and "k = 4" in diamonds
+    mean = lambda values: sum(values) / 3  # noqa: E731
+    assert f"diamonds-be-r1-sign {mean(sign_rmse):.4f} ± " in diamonds and f"diamonds-de {mean(de_rmse):.4f} ± " in diamonds
+    assert f"difference {mean(sign_rmse) - mean(de_rmse):+.4f} (95% Welch CI [" in diamonds
+
+
+def test_regression_parameter_table_has_regression_shift_columns_filled(tmp_path):
+    """A regression study's parameter-space table ends in shift epistemic variance, RMSE, NLL and 90% coverage (the
+    keys ``empirics.data.regression`` writes), filled for every run (no '–' column of classification metrics);
+    a classification study keeps MI, disagreement and accuracies."""
+    regression_study(tmp_path, [0.4, 0.41, 0.42], [0.5, 0.51, 0.52])
+    header, rows = report.diversity_table(report.load_summary(tmp_path))
+    assert header[-4:] == ["shift epistemic variance", "shift RMSE", "shift NLL", "shift coverage 90%"]
+    assert not any(label.startswith("shift MI") or "acc." in label for label in header)
+    written = {row[0]: row for row in rows}
+    assert written["diamonds-de"][-4:] == ["0.0600 ± 0.0300", "1.5000 ± 0.0000", "2.0000 ± 0.0000", "0.7000 ± 0.0000"]
+    text = report.write_report(tmp_path).read_text()
+    assert "## Parameter-space diversity (whole network), with epistemic variance, error and calibration under shift" \
+        in text and "feature CKA and the epistemic variance (variance of the member means) do" in text
+    classification = tmp_path / "classification"
+    fake_study(classification)
+    assert "shift MI" in report.diversity_table(report.load_summary(classification))[0]
+
+
+def test_regression_link_paragraph_uses_the_epistemic_variance_and_one_theory_clause_per_data_set(tmp_path):
+    """The rank-1 link of a regression study pairs the distance to the rank-1 set with the epistemic variance under
+    shift (not the MI, which regression runs lack), per data set; the theory clause of each data set names that data
+    set's BE and DE runs with their reachable fraction (0.2 diamonds, 0.3 toy) and distances (0.7, 0.5)."""
+    regression_study(tmp_path, [0.4, 0.41, 0.42], [0.5, 0.51, 0.52])
+    answer = report.question_link(report.load_summary(tmp_path))
+    assert answer.count("distance to rank-1 BE set (relative) and epistemic variance (shift) have pooled") == 2
+    assert "mutual information" not in answer
+    theory = answer.split("Link: ")[0]
+    diamonds, toy = theory.split("on toy-gap, ")
+    assert "on diamonds, rank-1 BE reaches a fraction 0.2000 ± 0.0000" in diamonds and "(diamonds-be-r1;" in diamonds
+    assert "Deep Ensemble (diamonds-de) lies at relative distance 0.7000 ± 0.0000" in diamonds and "toy-" not in diamonds
+    assert "rank-1 BE reaches a fraction 0.3000 ± 0.0000" in toy and "(toy-be-r1;" in toy
+    assert "Deep Ensemble (toy-de) lies at relative distance 0.5000 ± 0.0000" in toy and "diamonds" not in toy
 
 
 def test_vit_report_answers_the_attention_question_with_scope_and_init(tmp_path):
