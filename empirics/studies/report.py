@@ -629,7 +629,8 @@ TABM_CLAIM = ("TabM's claim (Gorishniy et al., ICLR 2025; docs/peers.md §3): ra
 TABM_VERDICTS = {"holds": "TabM's claim holds here (the CI lies below 0)",
                  "contradicted": "TabM's claim is contradicted here (the CI lies above 0: random-sign BE has the "
                                  "higher test RMSE)",
-                 "not resolved": "TabM's claim is not resolved here (the CI includes 0, or there is no CI)"}
+                 "not resolved": "TabM's claim is not resolved here (the CI includes 0)",
+                 "no CI": "TabM's claim is not resolved here (no CI)"}
 
 
 def tabm_sentence(summary: dict, sign: str, de: str) -> str:
@@ -641,7 +642,8 @@ def tabm_sentence(summary: dict, sign: str, de: str) -> str:
     if a is None or b is None:
         return f"{TABM_CLAIM}: not measured here ({sign} or {de} has no test RMSE)."
     members = canonical(summary["runs"][sign]["fields"])["members"]
-    verdict = paper_claims.verdict(paper_claims.welch_difference(a, b), -1)
+    difference = paper_claims.welch_difference(a, b)
+    verdict = "no CI" if difference["ci_low"] is None else paper_claims.verdict(difference, -1)
     return (f"{TABM_CLAIM}. Here (k = {members}), test RMSE {sign} {cell(summary, sign, key)} vs {de} "
             f"{cell(summary, de, key)}, {difference_text(summary, sign, de, key)[0]}: {TABM_VERDICTS[verdict]}.")
 

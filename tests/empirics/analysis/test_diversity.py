@@ -280,3 +280,17 @@ def test_the_rank1_link_pairs_the_distance_to_the_rank1_set_with_each_tasks_func
     assert rank1["rho"] == pytest.approx(-1.0) and rank1["n"] == 5
     with pytest.raises(BadInput, match="link pair \\('ranking', 'rank1'\\): expected a task in"):
         diversity.link_pair("ranking", "rank1")
+
+
+def test_the_rank1_link_ties_runs_whose_distance_to_the_set_is_solver_noise():
+    """Two BE configurations at relative distances 1.7e-8 and 2.0e-8 (both on the rank-1 set up to the ALS residual)
+    and a DE at 0.57, with epistemic variances 0.033, 0.017, 0.012: the BE runs tie (ranks 1.5, 1.5, 3 against
+    3, 2, 1), so ρ = −1.5 / √(1.5 · 2) = −√3/2, not the −1 the noise's order would give. A distance of 1e-5 (above
+    ON_RANK1_SET) is kept."""
+    distance, epistemic = diversity.link_pair("regression", "rank1")
+    points = [{"run": run, distance: d, "weights/network/mean_relative_distance": d, epistemic: e}
+              for run, d, e in (("be", 1.7e-8, 0.033), ("be-sign", 2.0e-8, 0.017), ("de", 0.57, 0.012))]
+    pair = next(pair for pair in diversity.link_analysis(points)["pairs"]
+                if (pair["parameter_key"], pair["function_key"]) == (distance, epistemic))
+    assert pair["rho"] == pytest.approx(-math.sqrt(3) / 2, abs=1e-12)
+    assert diversity.rank1_distance_resolved(1e-5) == 1e-5 and diversity.rank1_distance_resolved(3e-8) == 0.0

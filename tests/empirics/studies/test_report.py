@@ -287,12 +287,14 @@ def regression_study(out: Path, sign_rmse: list[float], de_rmse: list[float]) ->
     ([0.40, 0.41, 0.42], [0.50, 0.51, 0.52], "TabM's claim holds here (the CI lies below 0)"),
     ([0.50, 0.51, 0.52], [0.40, 0.41, 0.42], "TabM's claim is contradicted here (the CI lies above 0"),
     ([0.40, 0.50, 0.45], [0.42, 0.48, 0.45], "TabM's claim is not resolved here (the CI includes 0"),
+    ([0.25, 0.25, 0.25], [0.50, 0.50, 0.50], "TabM's claim is not resolved here (no CI)"),
 ])
 def test_tabm_claim_is_judged_on_tabular_data_only_by_the_welch_interval_of_the_rmse_difference(
         tmp_path, sign_rmse, de_rmse, verdict):
     """Random-sign BE vs DE test RMSE on diamonds, Δ = sign − DE: −0.10 with seeds 0.01 apart (the Welch CI below 0:
-    holds), +0.10 (above 0: contradicted), 0.00 with overlapping seeds (not resolved). The sentence states the claim
-    with TabM's numbers, our means, Δ with its interval, and appears once: on diamonds, never on the toy (not tabular,
+    holds), +0.10 (above 0: contradicted), 0.00 with overlapping seeds (not resolved), −0.25 with no spread
+    (binary-exact values: no Welch interval exists, not resolved, saying so). The sentence states the claim with
+    TabM's numbers, our means, Δ with its interval, and appears once: on diamonds, never on the toy (not tabular,
     though its random-sign BE is 0.1 above its DE), and with no doubled label."""
     regression_study(tmp_path, sign_rmse, de_rmse)
     answer = report.question_regression_diversity(report.load_summary(tmp_path))
@@ -302,7 +304,8 @@ def test_tabm_claim_is_judged_on_tabular_data_only_by_the_welch_interval_of_the_
     assert "California housing 0.441 vs 0.488" in diamonds and "k = 4" in diamonds
     mean = lambda values: sum(values) / 3  # noqa: E731
     assert f"diamonds-be-r1-sign {mean(sign_rmse):.4f} ± " in diamonds and f"diamonds-de {mean(de_rmse):.4f} ± " in diamonds
-    assert f"difference {mean(sign_rmse) - mean(de_rmse):+.4f} (95% Welch CI [" in diamonds
+    interval = "(no CI: fewer than 2 seeds or no spread)" if "no CI" in verdict else "(95% Welch CI ["
+    assert f"difference {mean(sign_rmse) - mean(de_rmse):+.4f} {interval}" in diamonds
 
 
 def test_regression_parameter_table_has_regression_shift_columns_filled(tmp_path):
