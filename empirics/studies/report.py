@@ -362,8 +362,15 @@ def training_length(summary: dict) -> str:
 
 
 def _architecture(fields: dict[str, Any]) -> str:
+    """The network's shape: an MLP's widths, a ViT's patch size, token width, depth, heads and MLP ratio, a ResNet's
+    width multiplier (meaningful only for ResNets)."""
     config = canonical(fields)
-    return "-".join(map(str, config["widths"])) if config["arch"] == "mlp" else f"{config['arch']}×{config['width_mult']}"
+    if config["arch"] == "mlp":
+        return "-".join(map(str, config["widths"]))
+    if config["arch"] == "vit":
+        return (f"vit ({config['patch_size']}×{config['patch_size']} patches, width {config['vit_width']}, depth "
+                f"{config['depth']}, {config['heads']} heads, MLP ratio {config['mlp_ratio']})")
+    return f"{config['arch']}×{config['width_mult']}"
 
 
 def question_scale(summary: dict) -> str:
@@ -518,11 +525,14 @@ def _be_runs(summary: dict, **fields: Any) -> list[str]:
     return runs_where(summary, method="batchensemble", **fields)
 
 
+SHARED_ATTENTION = "attention shared (BE in the patch embedding, MLP blocks and head)"  # be_scope="mlp"
+
+
 def _init_label(summary: dict, run: str) -> str:
     fields = {**DEFAULTS, **summary["runs"][run]["fields"]}
     init = (f"random signs p = {fields['sign_prob']}" if fields["init"] == "random_sign" else
             f"N(1, {fields['init_std']})")
-    return init + (", BE in the MLP blocks only" if fields["be_scope"] == "mlp" else "")
+    return init + (f", {SHARED_ATTENTION}" if fields["be_scope"] == "mlp" else "")
 
 
 def init_carries_over(summary: dict, normal: str, sign: str, key: str, measure: str) -> str:
@@ -537,7 +547,7 @@ def init_carries_over(summary: dict, normal: str, sign: str, key: str, measure: 
 
 def question_attention_diversity(summary: dict) -> str:
     """ViT: BE's function-space diversity (MI under shift) and weight cosine against the Deep Ensemble's, per BE run,
-    the BE-in-MLP-only scope, and the init comparison."""
+    BE with shared attention (``be_scope="mlp"``), and the init comparison."""
     de = runs_where(summary, method="deep-ensemble")
     be = _be_runs(summary, arch="vit")
     if not be or not de:
@@ -555,8 +565,8 @@ def question_attention_diversity(summary: dict) -> str:
     scoped = _be_runs(summary, arch="vit", init="random_sign", be_scope="mlp")
     if scoped and sign:
         text += (" Scope: " + comparison_sentence(summary, scoped[0], sign[0], SHIFT_MI,
-                                                   "MI under shift, BE in the MLP blocks only vs everywhere",
-                                                   ("MLP-only BE", "BE everywhere")) + ".")
+                                                   f"MI under shift, {SHARED_ATTENTION} vs BE everywhere",
+                                                   ("BE with shared attention", "BE everywhere")) + ".")
     return text
 
 

@@ -262,7 +262,7 @@ def test_last_stage_features_are_the_penultimate_features(method, de_mode, gener
 
 def test_vit_reachable_fraction_counts_attention_scope_and_shared_embeddings():
     """A BE ViT's reachable fraction equals theory's count of its shape-only twin (class token and position embedding
-    shared); with BE in the MLP blocks only (attention projections shared) it is smaller; a DE reaches 1."""
+    shared); with attention projections shared (``be_scope='mlp'``) it is smaller; a DE reaches 1."""
     from theory.network import attention_roles, build_arch, network_counts
 
     base = dict(arch="vit", method="batchensemble", patch_size=7, vit_width=16, depth=2, heads=2, mlp_ratio=2)

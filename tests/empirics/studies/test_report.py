@@ -259,7 +259,7 @@ def test_regression_report_claims_nothing_when_seeds_overlap(tmp_path):
 
 def test_vit_report_answers_the_attention_question_with_scope_and_init(tmp_path):
     """A vit-mnist summary: the Transformers question compares each BE run's MI under shift with the DE's, states the
-    init comparison and the BE-in-MLP-only scope, from the numbers."""
+    init comparison and BE with shared attention, from the numbers."""
     def seeds(values):
         return [{"shift/mutual_information": value, "test/ensemble/accuracy": 0.9} for value in values]
     fake_issue15_study(tmp_path, "vit-mnist", {"be-r1-channel": seeds([0.01, 0.011, 0.012]),
@@ -270,8 +270,9 @@ def test_vit_report_answers_the_attention_question_with_scope_and_init(tmp_path)
     assert answer.startswith("Attention (ViT")
     assert "be-r1-channel 0.0110 ± 0.0010 vs de 0.2100 ± 0.0100 (ratio 0.05)" in answer
     assert "the MLP studies' init finding carries over" in answer
-    assert "Scope: MI under shift, BE in the MLP blocks only vs everywhere" in answer
-    assert "MLP-only BE is below BE everywhere (the CI excludes 0)" in answer
+    assert ("Scope: MI under shift, attention shared (BE in the patch embedding, MLP blocks and head) vs BE "
+            "everywhere" in answer)
+    assert "BE with shared attention is below BE everywhere (the CI excludes 0)" in answer
 
 
 def test_classification_report_points_to_the_vit_and_regression_presets(tmp_path):
@@ -296,3 +297,13 @@ def test_the_cost_table_gives_minutes_per_phase_and_a_dash_for_a_phase_not_recor
     header, rows = report.cost_table({"run_seconds": seconds})
     assert header == ["run", "train", "evaluate", "analyse"]
     assert rows == [["be-r1", "10.0 ± 1.0", "0.5 ± 0.0", "–"]]
+
+
+def test_the_architecture_of_a_vit_is_its_shape_not_a_resnet_width_multiplier():
+    """A ViT is named by patch size, token width, depth, heads and MLP ratio (ResNet's width_mult means nothing for
+    it); a ResNet keeps its width multiplier and an MLP its widths."""
+    vit = {"arch": "vit", "patch_size": 7, "vit_width": 64, "depth": 4, "heads": 4, "mlp_ratio": 2}
+    assert report._architecture(vit) == "vit (7×7 patches, width 64, depth 4, 4 heads, MLP ratio 2)"
+    assert "×1.0" not in report._architecture({**vit, "width_mult": 1.0})
+    assert report._architecture({"arch": "resnet18", "width_mult": 0.25}) == "resnet18×0.25"
+    assert report._architecture({"widths": [64, 32, 16]}) == "64-32-16"
