@@ -689,41 +689,64 @@ def link_sentence(head: dict) -> str:
                "the pooled CI includes 0, so no monotone association is established"))
 
 
+def rank_sweeps(summary: dict) -> list[list[str]]:
+    """Groups of BE runs equal in every config key but the rank (at any init, variant, k or regime), each with at least
+    two ranks, sorted by rank; groups in the preset's order."""
+    groups: dict[str, list[str]] = {}
+    for run, entry in summary["runs"].items():
+        fields = canonical(entry["fields"])
+        if fields["method"] == "batchensemble":
+            rest = {key: value for key, value in fields.items() if key != "rank"}
+            groups.setdefault(json.dumps(rest, sort_keys=True, default=str), []).append(run)
+    rank_of = lambda run: _rank_order(canonical(summary["runs"][run]["fields"])["rank"])  # noqa: E731
+    return [sorted(runs, key=rank_of) for runs in groups.values() if len({rank_of(run) for run in runs}) >= 2]
+
+
 def question_rank(summary: dict) -> str:
-    be = sorted(runs_where(summary, method="batchensemble", init="normal", init_std=0.5, variant="channel-wise",
-                           members=4, batch_regime="repeat"),
-                key=lambda run: _rank_order(summary["runs"][run]["fields"].get("rank", 1)))
-    ranks = {summary["runs"][run]["fields"].get("rank", 1) for run in be}
-    if len(ranks) < 2:
-        return "This study has a single BE rank: `rank-ablation` (and `quick`) address rank > 1."
-    de = runs_where(summary, method="deep-ensemble")
-    lines = [f"{run} (r = {summary['runs'][run]['fields'].get('rank', 1)}): MI under shift "
+    sweeps = rank_sweeps(summary)
+    if not sweeps:
+        return ("This study has no BE runs that differ only in the rank: `rank-ablation` (and `quick`) address "
+                "rank > 1.")
+    return "Rank sweeps (runs that differ only in the rank) — " + " ".join(rank_sweep_text(summary, runs)
+                                                                         for runs in sweeps)
+
+
+def rank_sweep_text(summary: dict, be: list[str]) -> str:
+    """One sweep: every run's MI under shift, weight cosine, reachable fraction and accuracy, the rise from the lowest
+    to the highest rank (ratio of means with a seed-bootstrap CI), the highest rank against the Deep Ensemble of the
+    same setting, and the variance-matched init of that sweep's init."""
+    fields = canonical(summary["runs"][be[0]]["fields"])
+    rank = lambda run: canonical(summary["runs"][run]["fields"])["rank"]  # noqa: E731
+    lines = [f"{run} (r = {rank(run)}): MI under shift "
              f"{cell(summary, run, SHIFT_MI)}, weight cosine {cell(summary, run, WEIGHT_COSINE)}, reachable fraction "
              f"{cell(summary, run, REACHABLE)}, test accuracy {cell(summary, run, TEST_ACCURACY)}, shift member "
              f"accuracy {cell(summary, run, SHIFT_MEMBER_ACC)}" for run in be]
-    top = max(be, key=lambda run: _rank_order(summary["runs"][run]["fields"].get("rank", 1)))
-    bottom = min(be, key=lambda run: _rank_order(summary["runs"][run]["fields"].get("rank", 1)))
+    bottom, top = be[0], be[-1]
     verdict = (f" From {bottom} to {top} the MI under shift changes by {ratio_text(summary, top, bottom)} (ratio of "
-               f"means, 95% seed-bootstrap CI): a rise whose size is that ratio, not 'barely'.")
+               f"means, 95% seed-bootstrap CI), whichever way the CI lies: its size is that ratio.")
+    de = [run for run in runs_where(summary, method="deep-ensemble") if _same_setting(summary, run, top)] or \
+        runs_where(summary, method="deep-ensemble")
     if de:
         above = _direction(mean_of(summary, top, WEIGHT_COSINE), mean_of(summary, de[0], WEIGHT_COSINE), "above",
                            "at or below")
         verdict += (f" The highest rank ({top}) reaches {ratio_text(summary, top, de[0])} the Deep Ensemble's MI under "
                     f"shift ({cell(summary, de[0], SHIFT_MI)}) with a weight cosine {above} the Deep Ensemble's "
                     f"({cell(summary, de[0], WEIGHT_COSINE)}).")
-    spreads = ", ".join(f"r = {rank}: {output_factor_spread(rank, 2, *rank_one_moments('normal', 0.5, 0.5)):.3f}"
-                        for rank in sorted(ranks, key=_rank_order) if rank != FULL_RANK)
-    init_note = (f" Init: the engine's rank-r init is variance-matched (empirics.models.layers.init_fast_factors): the output "
-                 f"factor is 1/r + ρ_r (X − 1) with X ~ N(1, 0.5) (ρ_r: {spreads}), so every multiplier entry starts "
-                 f"with mean 1 and std √((1 + 0.5²)² − 1) = {init_multiplier_std():.3f} at every rank: rank is not "
-                 f"confounded with the initial member spread.")
-    return "Rank sweep — " + "; ".join(lines) + "." + verdict + init_note
+    mean, second = rank_one_moments(fields["init"], fields["init_std"], fields["sign_prob"], fields["init_mean"])
+    spreads = ", ".join(f"r = {rank(run)}: {output_factor_spread(rank(run), 2, mean, second):.3f}"
+                        for run in be if rank(run) != FULL_RANK)
+    init_note = (f" Init ({init_label(fields)}, X its rank-1 draw, mean μ = {mean:g}, E[X²] = {second:g}): the "
+                 f"engine's rank-r init is variance-matched (empirics.models.layers.init_fast_factors): the output "
+                 f"factor is μ/r + ρ_r (X − μ) (ρ_r: {spreads}), so every multiplier entry starts with mean "
+                 f"μ² = {mean ** 2:g} and std √(E[X²]² − μ⁴) = {init_multiplier_std(mean, second):.3f} at every "
+                 f"rank: rank is not confounded with the initial member spread.")
+    return "; ".join(lines) + "." + verdict + init_note
 
 
-def init_multiplier_std(sigma: float = 0.5) -> float:
-    """Std of one channel-wise multiplier entry at any rank under the variance-matched N(1, σ) init: the rank-1 value
-    √(e² − μ⁴) = √((1 + σ²)² − 1) (``empirics.models.layers.output_factor_spread``)."""
-    mean, second_moment = rank_one_moments("normal", sigma, 0.5)
+def init_multiplier_std(mean: float, second_moment: float) -> float:
+    """Std of one channel-wise multiplier entry (a product of two independent factor entries of mean μ and second
+    moment e) at any rank under the variance-matched init: the rank-1 value √(e² − μ⁴)
+    (``empirics.models.layers.output_factor_spread``); N(1, 0.5): √((1 + 0.5²)² − 1)."""
     return (second_moment ** 2 - mean ** 4) ** 0.5
 
 

@@ -163,6 +163,27 @@ def test_rank_paragraph_quantifies_the_rise_instead_of_calling_it_barely():
     assert "changes by 2.00× [2.00, 2.00]" in paragraph
 
 
+def test_rank_paragraph_pairs_runs_that_differ_only_in_the_rank_at_any_init():
+    """mlp-init: rank 4 and rank 1 with random signs (MI 0.2 and 0.1: 2.00×) form a sweep although no N(1, 0.5) run
+    has a second rank; the N(1, 0.5) run and the k = 2 random-sign run differ in more than the rank and are left out.
+    The init note is the random-sign one: μ = 0, E[X²] = 1, multiplier std √(1 − 0) = 1, ρ_4 = √(1/4) = 0.5."""
+    def run(fields: dict, mi: float) -> dict:
+        return {"fields": {"method": "batchensemble", **fields}, "seeds": [0, 1],
+                "metrics": {"shift/mutual_information": {"mean": mi, "std": 0.0, "values": [mi, mi]}}}
+    summary = {"runs": {"be-r1": run({}, 0.01), "be-r1-init-sign": run({"init": "random_sign"}, 0.1),
+                        "be-r1-init-sign-k2": run({"init": "random_sign", "members": 2}, 0.3),
+                        "be-r4-init-sign": run({"init": "random_sign", "rank": 4}, 0.2)}}
+    assert report.rank_sweeps(summary) == [["be-r1-init-sign", "be-r4-init-sign"]]
+    paragraph = report.question_rank(summary)
+    assert "single BE rank" not in paragraph and "no BE runs that differ only in the rank" not in paragraph
+    assert "From be-r1-init-sign to be-r4-init-sign the MI under shift changes by 2.00× [2.00, 2.00]" in paragraph
+    assert "Init (random signs p = 0.5" in paragraph and "r = 4: 0.500" in paragraph
+    assert "std √(E[X²]² − μ⁴) = 1.000" in paragraph
+    assert "be-r1 (" not in paragraph and "be-r1-init-sign-k2" not in paragraph
+    alone = {"runs": {name: summary["runs"][name] for name in ("be-r1", "be-r1-init-sign-k2")}}
+    assert "no BE runs that differ only in the rank" in report.question_rank(alone)
+
+
 def test_batch_regime_paragraph_pairs_runs_that_differ_only_in_the_regime():
     """be-split differs from be-r1 only in batch_regime: its MI ratio (0.03 / 0.02 = 1.50×) is reported; a run that
     differs in anything else is not paired."""
