@@ -79,6 +79,8 @@ REGRESSION_SPLIT_TITLES = {"test": "test set (Gaussian heads; diamonds: standard
                            "shift": "shifted split (toy: the gap; diamonds: carat above its 80% quantile)"}
 SHIFT_EPISTEMIC = "shift/epistemic_variance"
 SHIFT_MI = "shift/mutual_information"
+SHIFT_DISAGREEMENT = "shift/disagreement"
+SHIFT_JSD = "shift/pairwise_jsd"
 WEIGHT_COSINE = "weights/network/mean_cosine"
 REACHABLE = "theory/reachable_fraction"
 DISTANCE_R1 = "distance/network/rank1/relative_residual"
@@ -832,7 +834,7 @@ def question_init(summary: dict) -> str:
         top = max(labels, key=lambda run: mean_of(summary, run, SHIFT_MI) or 0.0)
         single = next((run for run in summary["runs"] if canonical(summary["runs"][run]["fields"])["method"] == "single"
                        and _same_setting(summary, run, be[0])), None)
-        text += (f" The most diverse init, {labels[top]} ({top}), has {ratio_text(summary, top, de)} the Deep "
+        text += (f" The init with the highest mean MI under shift, {labels[top]} ({top}), has {ratio_text(summary, top, de)} the Deep "
                  f"Ensemble's MI under shift; its shift ensemble accuracy is {cell(summary, top, SHIFT_ENS_ACC)} vs "
                  f"DE {cell(summary, de, SHIFT_ENS_ACC)} (difference {seed_difference_text(summary, top, de, SHIFT_ENS_ACC)})"
                  + (f" and the single model's {cell(summary, single, SHIFT_ENS_ACC)}" if single else "")
@@ -845,17 +847,26 @@ def question_init(summary: dict) -> str:
                               0.0, "higher shift accuracy than DE", "shift accuracy not distinguishable from DE's",
                               "lower shift accuracy than DE") + " (95% CIs).")
     text += _init_factors(summary, labels)
-    controls = []
-    for run in be:
-        for label, change in CONTROLS:
-            other = partner(summary, run, **change)
-            if other:
-                controls.append(f"{label} at {labels[run]}: MI under shift {ratio_text(summary, other, run)} of "
-                                f"{run}'s, shift member accuracy {seed_difference_text(summary, other, run, SHIFT_MEMBER_ACC)}")
+    controls = [control_text(summary, run, other, f"{label} at {labels[run]}", "members" in change)
+                for run in be for label, change in CONTROLS if (other := partner(summary, run, **change))]
     if controls:
-        text += " Controls (run with the change over the run without, ratio of MI; accuracy difference) — " + \
-            "; ".join(controls) + "."
+        text += (" Controls (run with the change over the run without, ratio of means; accuracy difference; the k "
+                 "controls compare mean pairwise disagreement and JSD instead of MI, because the plug-in MI "
+                 "H(mean p) − mean H(p) grows with k for the same spread of members and means over member pairs do "
+                 "not) — " + "; ".join(controls) + ".")
     return text + " " + PRIOR_PRACTICE
+
+
+def control_text(summary: dict, run: str, other: str, label: str, changes_k: bool) -> str:
+    """'<label>: <diversity> <ratio> of <run>'s, shift member accuracy <difference>': MI under shift, or for a change
+    of k the mean pairwise disagreement and JSD under shift (means over member pairs, comparable across k)."""
+    if changes_k:
+        diversity = (f"pairwise disagreement under shift {ratio_text(summary, other, run, SHIFT_DISAGREEMENT)}, "
+                     f"pairwise JSD under shift {ratio_text(summary, other, run, SHIFT_JSD)}")
+    else:
+        diversity = f"MI under shift {ratio_text(summary, other, run)}"
+    return (f"{label}: {diversity} of {run}'s, shift member accuracy "
+            f"{seed_difference_text(summary, other, run, SHIFT_MEMBER_ACC)}")
 
 
 def _versus_de(found: dict[str, Any], value: float, above: str, overlap: str, below: str) -> str:

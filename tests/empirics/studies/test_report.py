@@ -116,8 +116,9 @@ def test_the_link_paragraph_reads_the_cluster_cis_and_reports_within_configurati
         assert all(verdict in paragraph for verdict in verdicts) and "evidence for a link" not in paragraph
 
 
-def test_the_init_paragraph_gives_the_most_diverse_init_its_ratio_to_de_and_its_accuracy_cost():
-    """Of two rank-1 inits, the one with more MI under shift is named with its ratio to DE's (0.15 / 0.10 = 1.50×,
+def test_the_init_paragraph_gives_the_init_with_the_highest_mean_mi_its_ratio_to_de_and_its_accuracy_cost():
+    """Of two rank-1 inits, the one with the higher mean MI under shift is named as such (picked by the mean alone,
+    not called "the most diverse") with its ratio to DE's (0.15 / 0.10 = 1.50×,
     zero-width CI for seed-constant values) and its shift accuracy difference to DE (0.67 − 0.71 = −0.040); random
     signs are cited as prior practice."""
     def run(fields: dict, mi: float, ece: float, accuracy: float) -> dict:
@@ -129,10 +130,32 @@ def test_the_init_paragraph_gives_the_most_diverse_init_its_ratio_to_de_and_its_
                         "be-r1-init-sign": run({"init": "random_sign"}, 0.15, 0.12, 0.67),
                         "de": run({"method": "deep-ensemble"}, 0.10, 0.09, 0.71)}}
     paragraph = report.question_init(summary)
-    assert "The most diverse init, random signs p = 0.5 (be-r1-init-sign), has 1.50× [1.50, 1.50]" in paragraph
+    assert ("The init with the highest mean MI under shift, random signs p = 0.5 (be-r1-init-sign), has 1.50× "
+            "[1.50, 1.50]" in paragraph) and "most diverse" not in paragraph
     assert "(difference -0.040 [-0.040, -0.040])" in paragraph
     assert "shift ECE 0.1200 ± 0.0000 vs DE 0.0900 ± 0.0000" in paragraph and "random_sign_init" in paragraph
     assert "with more MI under shift than DE and lower shift accuracy than DE (95% CIs)" in paragraph
+
+
+def test_the_k_controls_compare_pairwise_disagreement_and_jsd_not_mi():
+    """k = 8 over k = 4: MI 0.4 / 0.2 = 2.00× (plug-in MI grows with k for the same member spread), pairwise
+    disagreement 0.3 / 0.2 = 1.50× and pairwise JSD 0.1 / 0.1 = 1.00×: the k control reports the last two and not the
+    MI ratio; the frozen-fast-weights control (same k) still reports MI (0.1 / 0.2 = 0.50×)."""
+    def run(fields: dict, mi: float, disagreement: float, jsd: float) -> dict:
+        values = {"shift/mutual_information": mi, "shift/disagreement": disagreement, "shift/pairwise_jsd": jsd}
+        return {"fields": {"method": "batchensemble", "rank": 1, **fields}, "seeds": [0, 1],
+                "metrics": {key: {"mean": value, "std": 0.0, "values": [value, value]}
+                            for key, value in values.items()}}
+    summary = {"runs": {"be-r1": run({}, 0.2, 0.2, 0.1), "be-r1-init-sign": run({"init": "random_sign"}, 0.3, 0.3, 0.2),
+                        "be-r1-k8": run({"members": 8}, 0.4, 0.3, 0.1),
+                        "be-r1-frozen": run({"fast_lr_mult": 0.0}, 0.1, 0.1, 0.05)}}
+    paragraph = report.question_init(summary)
+    k_control = next(part for part in paragraph.split("; ") if part.startswith("k = 8 at N(1, 0.5)"))
+    assert "pairwise disagreement under shift 1.50× [1.50, 1.50]" in k_control
+    assert "pairwise JSD under shift 1.00× [1.00, 1.00]" in k_control
+    assert "MI" not in k_control and "2.00×" not in paragraph
+    assert "frozen fast weights (fast LR 0) at N(1, 0.5): MI under shift 0.50× [0.50, 0.50]" in paragraph
+    assert "grows with k for the same spread of members" in paragraph
 
 
 def test_the_init_paragraph_compares_only_runs_that_differ_in_the_init_on_any_architecture():
