@@ -476,10 +476,13 @@ def question_training_time(summary: dict) -> str:
         found = effect(summary, {"a": (run, f"{TRAJ_MI}@{last}"), "b": (run, f"{TRAJ_MI}@{first}"),
                                  "c": (de, f"{TRAJ_MI}@{last}"), "d": (de, f"{TRAJ_MI}@{first}")}, "ratio_of_ratios")
         shares.append(f"{run}: {effect_cell(found)}")
-    text = "Trajectory (1,000 fixed shifted test images, mean ± std over seeds) — " + "; ".join(parts) + "."
+    samples = sorted({canonical(summary["runs"][run]["fields"])["trajectory_samples"] for run in runs})
+    text = (f"Trajectory ({' or '.join(f'{count:,}' for count in samples)} fixed shifted test images, config key "
+            f"trajectory_samples; mean ± std over seeds) — " + "; ".join(parts) + ".")
     if shares:
         text += (" BE's share of DE's MI under shift at the last epoch over its share at the first (ratio of ratios, "
-                 "runs paired by seed, 95% CI; below 1 = BE's relative diversity falls with training): "
+                 "95% seed-bootstrap CI with the two epochs paired within a run and BE and DE resampled "
+                 "independently; below 1 = BE's relative diversity falls with training): "
                  + "; ".join(shares) + ".")
     return text + _headline_sentence(summary) if summary.get("headline", {}).get("metric", "").startswith("traj/") \
         else text

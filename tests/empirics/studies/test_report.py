@@ -351,3 +351,19 @@ def test_the_architecture_of_a_vit_is_its_shape_not_a_resnet_width_multiplier():
     assert "×1.0" not in report._architecture({**vit, "width_mult": 1.0})
     assert report._architecture({"arch": "resnet18", "width_mult": 0.25}) == "resnet18×0.25"
     assert report._architecture({"widths": [64, 32, 16]}) == "64-32-16"
+
+
+def test_the_training_time_paragraph_prints_the_configured_sample_count_and_pairs_epochs_within_a_run():
+    """trajectory_samples = 250 is printed (not a typed 1,000); the ratio of ratios pairs the two epochs of one run by
+    seed and resamples BE and DE independently, which the paragraph says (not "runs paired by seed"):
+    (0.05 / 0.1) / (0.2 / 0.2) = 0.500."""
+    def run(method: str, first: float, last: float) -> dict:
+        values = {"traj/shift/mutual_information@1": first, "traj/shift/mutual_information@30": last}
+        return {"fields": {"method": method, "trajectory": True, "trajectory_samples": 250, "epochs": 30},
+                "seeds": [0, 1], "metrics": {key: {"mean": value, "std": 0.0, "values": [value, value]}
+                                             for key, value in values.items()}}
+    paragraph = report.question_training_time({"runs": {"be-r1": run("batchensemble", 0.1, 0.05),
+                                                         "de": run("deep-ensemble", 0.2, 0.2)}})
+    assert "Trajectory (250 fixed shifted test images" in paragraph and "1,000" not in paragraph
+    assert "the two epochs paired within a run and BE and DE resampled independently" in paragraph
+    assert "runs paired by seed" not in paragraph and "be-r1: 0.500 [0.500, 0.500]" in paragraph
