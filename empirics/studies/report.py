@@ -404,8 +404,9 @@ def question_scale(summary: dict) -> str:
         line = (f"{arch}: BE N(1, 0.5) has {ratio_text(summary, be, de)} DE's MI under shift"
                 + (f", random signs {ratio_text(summary, sign, de)}" if sign else "")
                 + f"; shift ensemble accuracy BE {cell(summary, be, SHIFT_ENS_ACC)}, DE {cell(summary, de, SHIFT_ENS_ACC)}"
-                + (f", single model with as many parameters as the BE ({single}) "
-                   f"{cell(summary, single, SHIFT_ENS_ACC)}" if single else ""))
+                + (f", single model with as many parameters as the BE ({single}; "
+                   f"{parameter_match_text(summary, be, single)}) {cell(summary, single, SHIFT_ENS_ACC)}"
+                   if single else ""))
         lines.append(line)
     return ("Scale (ratios of means over seeds with 95% seed-bootstrap CIs) — " + "; ".join(lines) + "."
             + (f" Training: {length}." if length else "") + _headline_sentence(summary))
@@ -429,6 +430,18 @@ def matched_single(summary: dict, be: str) -> str | None:
         if tuple(fields["widths"]) == matching_widths(dataclasses.replace(single, widths=config.widths), target):
             return run
     return None
+
+
+def run_parameters(summary: dict, run: str) -> int:
+    """Trainable parameters of ``run``'s model (``empirics.models.ensembles.count_parameters``; every member)."""
+    return count_parameters(Config.from_dict(canonical(summary["runs"][run]["fields"])).model_spec())
+
+
+def parameter_match_text(summary: dict, be: str, single: str) -> str:
+    """'BE 12,345 vs single 12,340 parameters, gap −0.04%': both counts and the single model's relative gap
+    (n_single − n_BE) / n_BE."""
+    n_be, n_single = run_parameters(summary, be), run_parameters(summary, single)
+    return f"BE {n_be:,} vs single {n_single:,} parameters, gap {(n_single - n_be) / n_be:+.2%}"
 
 
 def _headline_sentence(summary: dict) -> str:

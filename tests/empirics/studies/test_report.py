@@ -367,3 +367,21 @@ def test_the_training_time_paragraph_prints_the_configured_sample_count_and_pair
     assert "Trajectory (250 fixed shifted test images" in paragraph and "1,000" not in paragraph
     assert "the two epochs paired within a run and BE and DE resampled independently" in paragraph
     assert "runs paired by seed" not in paragraph and "be-r1: 0.500 [0.500, 0.500]" in paragraph
+
+
+def test_the_scale_paragraph_prints_both_parameter_counts_and_their_relative_gap():
+    """mlp-scale at width ×4: the BE and its parameter-matched single model are named with count_parameters of each
+    and the gap (n_single − n_BE) / n_BE, recomputed here from the models themselves."""
+    from empirics.models.ensembles import count_parameters
+    from empirics.runs.config import Config
+
+    preset = study.load_preset("mlp-scale")
+    runs = {name: {"fields": preset.runs[name], "seeds": [0], "metrics": {}}
+            for name in ("be-r1-w4", "de-w4", "single-matched-w4", "be-r1-w1", "de-w1")}
+    counts = {name: count_parameters(Config.from_dict(preset.runs[name]).model_spec())
+              for name in ("be-r1-w4", "single-matched-w4")}
+    gap = (counts["single-matched-w4"] - counts["be-r1-w4"]) / counts["be-r1-w4"]
+    paragraph = report.question_scale({"runs": runs})
+    assert (f"(single-matched-w4; BE {counts['be-r1-w4']:,} vs single {counts['single-matched-w4']:,} parameters, "
+            f"gap {gap:+.2%})") in paragraph
+    assert abs(gap) < 0.05, "matching_widths should match the count to within a few percent"
