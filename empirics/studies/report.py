@@ -957,7 +957,8 @@ def build_markdown(summary: dict, out: Path) -> str:
                                                               default=0)
     parts = [f"# Study `{preset}`{' (tiny smoke run)' if summary.get('tiny') else ''}", "",
              f"**Claim tested.** {summary['claim']}", "", f"**Evidence produced.** {summary['evidence']}", "",
-             f"Generated from `{SUMMARY_FILE}` (git commit `{commit}`); up to {seeds} seed(s) per run; "
+             f"Generated from `{SUMMARY_FILE}` (summarised at git commit `{commit}`; {trained_at_text(summary)}); up "
+             f"to {seeds} seed(s) per run; "
              f"mean ± sample std over seeds. Missing (unfinished) runs: {', '.join(summary['missing']) or 'none'}."]
     if summary.get("reference"):
         parts += ["", "## Ours vs reference (docs/paper.md §4)", "", markdown_table(*reference_table(summary))]
@@ -998,6 +999,25 @@ def build_markdown(summary: dict, out: Path) -> str:
     parts += ["## Every metric (mean ± std over seeds; per-member values are in summary.json)", "",
               markdown_table(*every_metric_table(summary)), ""]
     return "\n".join(parts)
+
+
+def short_commit(commit: str) -> str:
+    """The first 10 hex digits of a commit, keeping a ``+dirty`` mark (``infra.provenance.git_commit``)."""
+    sha, dirty, mark = commit.partition("+")
+    return sha[:10] + dirty + mark
+
+
+def trained_at_text(summary: dict) -> str:
+    """'runs trained at `a` (3 runs), `b` (1 run)': the commits of the code that trained the finished runs
+    (``summary["trained_at"]``, from each run's metrics.json / config.json), which need not be the summarising
+    commit; a summary written before they were recorded says so."""
+    commits = summary.get("trained_at")
+    if commits is None:
+        return "training commits not recorded in this summary"
+    if not commits:
+        return "no finished runs"
+    return "runs trained at " + ", ".join(
+        f"`{short_commit(commit)}` ({len(runs)} run{'s' if len(runs) != 1 else ''})" for commit, runs in commits.items())
 
 
 COST_PHASES = ("train", "evaluate", "analyse")

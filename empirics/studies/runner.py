@@ -611,10 +611,13 @@ def over_seeds(per_run: dict[str, dict[str, list[float]]], preset: Preset) -> di
 
 
 def summarise(preset: Preset, specs: list[RunSpec], out: Path, tiny: bool = False) -> dict[str, Any]:
-    """Aggregate finished runs only (unfinished ones are listed as missing, never read)."""
+    """Aggregate finished runs only (unfinished ones are listed as missing, never read). ``provenance`` is this
+    summarising invocation's; ``trained_at`` maps each git commit that trained a run (``folder.trained_at``) to the run
+    folders trained at it."""
     per_run: dict[str, dict[str, list[float]]] = {}
     per_run_seconds: dict[str, dict[str, list[float]]] = {}
     seeds: dict[str, list[int]] = {}
+    trained_at: dict[str, list[str]] = {}
     missing = []
     points = []
     for spec in specs:
@@ -622,6 +625,7 @@ def summarise(preset: Preset, specs: list[RunSpec], out: Path, tiny: bool = Fals
         if not folder.is_finished(run_dir):
             missing.append(str(spec.relative_dir))
             continue
+        trained_at.setdefault(folder.trained_at(run_dir), []).append(str(spec.relative_dir))
         metrics = run_metrics(run_dir)
         metrics.update(training_record(run_dir))
         append_seed(per_run_seconds, spec.name, run_seconds(run_dir))
@@ -636,6 +640,7 @@ def summarise(preset: Preset, specs: list[RunSpec], out: Path, tiny: bool = Fals
     summary = {"preset": preset.name, "claim": preset.claim, "evidence": preset.evidence, "tiny": tiny,
                "includes": list(preset.includes), "provenance": provenance({"preset": preset.name, "tiny": tiny,
                                                                             "overrides": preset.tiny if tiny else {}}),
+               "trained_at": dict(sorted(trained_at.items())),
                "runs": runs, "run_seconds": seconds, "missing": missing, "reference": preset.reference,
                **link_analyses(points)}
     if preset.headline:

@@ -16,6 +16,7 @@ import pytest
 from empirics.analysis import diversity
 from empirics.cli import main
 from empirics.runs import folder
+from empirics.studies import report
 from empirics.studies import runner as study
 from infra.cli import run_cli
 from infra.errors import BadInput
@@ -116,6 +117,28 @@ def test_a_runs_recorded_wall_times_reach_the_summary_and_older_files_without_th
     seconds = summary["run_seconds"]["single"]
     assert (seconds["train"]["mean"], seconds["evaluate"]["mean"]) == (5.0, 2.0) and "analyse" not in seconds
     assert not any("seconds" in key or key.startswith("time") for key in summary["runs"]["single"]["metrics"])
+
+
+def test_the_summary_records_the_commits_that_trained_its_runs_and_the_report_header_prints_them(tmp_path):
+    """Three finished runs, two trained at commit a…, one at b…+dirty (their metrics.json provenance): the summary maps
+    each commit to its runs (in the preset's order), apart from the summarising invocation's own commit, and the report header names both
+    with their run counts."""
+    preset = study.load_preset("paper-mnist")
+    for run, commit in (("single", "a" * 40), ("be-r1", "a" * 40), ("de", "b" * 40 + "+dirty")):
+        run_dir = tmp_path / "runs" / run / "seed0"
+        run_dir.mkdir(parents=True)
+        (run_dir / "COMPLETE").write_bytes(b"")
+        (run_dir / "metrics.json").write_text(json.dumps({"provenance": {"git_commit": commit}, "epochs": []}))
+        (run_dir / "eval.json").write_text(json.dumps({"metrics": {"test/ensemble/accuracy": 0.5}}))
+        (run_dir / "diversity.json").write_text(json.dumps({"scalars": {}}))
+    summary = study.summarise(preset, study.run_specs(preset, seeds=1), tmp_path)
+    assert summary["trained_at"] == {"a" * 40: ["runs/single/seed0", "runs/be-r1/seed0"],
+                                     "b" * 40 + "+dirty": ["runs/de/seed0"]}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    header = next(line for line in report.write_report(tmp_path).read_text().splitlines()
+                  if line.startswith("Generated from"))
+    assert f"summarised at git commit `{summary['provenance']['git_commit']}`" in header
+    assert f"runs trained at `{'a' * 10}` (2 runs), `{'b' * 10}+dirty` (1 run)" in header
 
 
 def test_jobs_below_one_is_a_one_line_error(tmp_path):
