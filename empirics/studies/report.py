@@ -895,8 +895,11 @@ def _versus_de(found: dict[str, Any], value: float, above: str, overlap: str, be
 def _init_factors(summary: dict, labels: dict[str, str]) -> str:
     """Sign vs mean vs spread, from the runs that isolate each (when the study has them)."""
     by_label = {label: run for run, label in labels.items()}
-    checks = [("zero mean without the ±1 draw: N(0, 0.5) over random signs p = 0.5", "N(0, 0.5)",
-               "random signs p = 0.5"),
+    checks = [("zero mean without the ±1 draw at the signs' multiplier second moment (E[(r·s)²] = 1): N(0, 1) over "
+               "random signs p = 0.5", "N(0, 1)", "random signs p = 0.5"),
+              ("zero mean at 1/16 of that second moment (0.25² = 0.0625): N(0, 0.5) over random signs p = 0.5",
+               "N(0, 0.5)", "random signs p = 0.5"),
+              ("scale at zero mean: N(0, 1) over N(0, 0.5)", "N(0, 1)", "N(0, 0.5)"),
               ("spread at mean 1: N(1, 2) over N(1, 0.5)", "N(1, 2)", "N(1, 0.5)"),
               ("spread at mean 1: N(1, 1) over N(1, 0.5)", "N(1, 1)", "N(1, 0.5)"),
               ("sign balance: p = 0.75 over p = 0.5", "random signs p = 0.75", "random signs p = 0.5")]

@@ -385,3 +385,19 @@ def test_the_scale_paragraph_prints_both_parameter_counts_and_their_relative_gap
     assert (f"(single-matched-w4; BE {counts['be-r1-w4']:,} vs single {counts['single-matched-w4']:,} parameters, "
             f"gap {gap:+.2%})") in paragraph
     assert abs(gap) < 0.05, "matching_widths should match the count to within a few percent"
+
+
+def test_the_init_factors_compare_zero_mean_with_random_signs_at_the_same_second_moment():
+    """N(0, 1) (multiplier second moment 1, as random signs) over random signs: 0.08 / 0.1 = 0.80×; N(0, 0.5)
+    (second moment 0.0625) over random signs 0.02 / 0.1 = 0.20×; N(0, 1) over N(0, 0.5): 4.00×."""
+    def run(fields: dict, mi: float) -> dict:
+        return {"fields": {"method": "batchensemble", "rank": 1, **fields}, "seeds": [0, 1],
+                "metrics": {"shift/mutual_information": {"mean": mi, "std": 0.0, "values": [mi, mi]}}}
+    summary = {"runs": {"be-r1-init-sign": run({"init": "random_sign"}, 0.1),
+                        "be-r1-init-normal0": run({"init_mean": 0.0, "init_std": 0.5}, 0.02),
+                        "be-r1-init-normal0-std1": run({"init_mean": 0.0, "init_std": 1.0}, 0.08)}}
+    paragraph = report.question_init(summary)
+    assert ("at the signs' multiplier second moment (E[(r·s)²] = 1): N(0, 1) over random signs p = 0.5 0.80× "
+            "[0.80, 0.80]") in paragraph
+    assert "(0.25² = 0.0625): N(0, 0.5) over random signs p = 0.5 0.20× [0.20, 0.20]" in paragraph
+    assert "scale at zero mean: N(0, 1) over N(0, 0.5) 4.00× [4.00, 4.00]" in paragraph

@@ -437,6 +437,36 @@ def test_mlp_scale_single_models_have_as_many_parameters_as_the_batchensemble():
         assert abs(count_parameters(single.model_spec()) - target) / target < 0.01
 
 
+def test_mlp_init_headline_compares_random_signs_with_a_zero_mean_init_of_the_same_multiplier_second_moment():
+    """A dense multiplier entry is r·s with r, s independent fast-factor draws: E[(r·s)²] = E[r²]·E[s²]. The headline's
+    two sides (built from the preset) both have mean 0 and E[(r·s)²] = 1; the N(0, 0.5) contrast side has
+    0.25² = 0.0625, the 16× scale gap the headline must not carry. The built layer's factors of the headline's N(0, 1)
+    side have sample mean 0 and second moment 1 (8,000 output-side entries: SE of the second moment √(2 / 8000) = 0.016
+    for N(0, 1), tolerance 0.1 ≈ 6 SE; of the mean 0.011, tolerance 0.07), so the preset's fields reach the layer."""
+    import torch
+    from empirics.models.ensembles import build_model
+    from empirics.models.layers import rank_one_moments
+
+    preset = study.load_preset("mlp-init")
+    head = preset.headline
+
+    def multiplier_second_moment(run: str) -> float:
+        config = study.build_config(study.RunSpec(run, 0, preset.runs[run]))
+        mean, second = rank_one_moments(config.init, config.init_std, config.sign_prob, config.init_mean)
+        assert mean == 0.0
+        return second ** 2
+
+    assert (head["a"], head["b"]) == ("be-r1-init-normal0-std1", "be-r1-init-sign")
+    assert multiplier_second_moment(head["a"]) == multiplier_second_moment(head["b"]) == 1.0
+    assert multiplier_second_moment("be-r1-init-normal0") == pytest.approx(0.0625, abs=1e-15)
+    assert any((c["a"], c["b"]) == ("be-r1-init-normal0", "be-r1-init-sign") for c in preset.contrasts)
+    torch.manual_seed(0)
+    config = study.build_config(study.RunSpec(head["a"], 0, {**preset.runs[head["a"]], "widths": [2000]}))
+    output_side = build_model(config.model_spec()).net.hidden[0].fast_factors[0].detach().double()
+    assert output_side.numel() == 8000
+    assert abs(float(output_side.mean())) < 0.07 and abs(float(output_side.pow(2).mean()) - 1.0) < 0.1
+
+
 @pytest.mark.parametrize("headline,message", [
     ({"statistic": "ratio"}, "lacks hypothesis"),
     ({"hypothesis": "h", "metric": "m", "a": "x", "b": "be-r1", "statistic": "ratio", "expect": "above",
