@@ -741,7 +741,7 @@ def rank_sweep_text(summary: dict, be: list[str]) -> str:
              f"accuracy {cell(summary, run, SHIFT_MEMBER_ACC)}" for run in be]
     bottom, top = be[0], be[-1]
     verdict = (f" From {bottom} to {top} the MI under shift changes by {ratio_text(summary, top, bottom)} (ratio of "
-               f"means, 95% seed-bootstrap CI), whichever way the CI lies: its size is that ratio.")
+               f"means, 95% seed-bootstrap CI): the size of the change is that ratio, not 'barely'.")
     de = [run for run in runs_where(summary, method="deep-ensemble") if _same_setting(summary, run, top)] or \
         runs_where(summary, method="deep-ensemble")
     if de:
@@ -922,7 +922,9 @@ def question_batch_regime(summary: dict) -> str:
         f"{ratio_text(summary, other, run, 'shift/disagreement')}, shift member accuracy "
         f"{seed_difference_text(summary, other, run, SHIFT_MEMBER_ACC)}, shift ensemble accuracy "
         f"{seed_difference_text(summary, other, run, SHIFT_ENS_ACC)}" for run, other in pairs) + \
-        " (ratios / differences of means, 95% seed-bootstrap CIs)."
+        (" (ratios / differences of means, 95% seed-bootstrap CIs). Confound: at the same number of epochs each "
+         "member sees 1/k of the training data per epoch in the split regime, so the regimes differ in examples per "
+         "member as well as in batch composition.")
 
 
 OPEN_QUESTIONS = (

@@ -209,7 +209,7 @@ def test_rank_paragraph_pairs_runs_that_differ_only_in_the_rank_at_any_init():
 
 def test_batch_regime_paragraph_pairs_runs_that_differ_only_in_the_regime():
     """be-split differs from be-r1 only in batch_regime: its MI ratio (0.03 / 0.02 = 1.50×) is reported; a run that
-    differs in anything else is not paired."""
+    differs in anything else is not paired; the paragraph names the confound (1/k of the data per member and epoch)."""
     def run(fields: dict, mi: float) -> dict:
         return {"fields": {"method": "batchensemble", **fields}, "seeds": [0, 1],
                 "metrics": {"shift/mutual_information": {"mean": mi, "std": 0.0, "values": [mi, mi]}}}
@@ -217,6 +217,7 @@ def test_batch_regime_paragraph_pairs_runs_that_differ_only_in_the_regime():
                         "be-sign-split": run({"batch_regime": "split", "init": "random_sign"}, 0.3)}}
     paragraph = report.question_batch_regime(summary)
     assert "be-split over be-r1: MI under shift 1.50× [1.50, 1.50]" in paragraph and "be-sign-split" not in paragraph
+    assert "each member sees 1/k of the training data per epoch in the split regime" in paragraph
 
 
 def test_variant_paragraph_pairs_the_flattened_kernel_run_with_the_channel_wise_run_of_the_same_init():
