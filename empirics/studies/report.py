@@ -222,7 +222,7 @@ def contrast_description(entry: dict) -> str:
 
 
 def contrast_table(summary: dict) -> tuple[list[str], list[list[str]]]:
-    """The headline test (first) and the other contrasts: statistic, estimate [95% seed-bootstrap CI], test, verdict."""
+    """The headline test (first) and the other contrasts: statistic, estimate [95% Welch t-interval], test, verdict."""
     entries = ([{**summary["headline"], "name": "headline (pre-registered)"}] if summary.get("headline") else []) + \
         list(summary.get("contrasts", []))
     rows = [[entry["name"], contrast_description(entry), effect_cell(entry),
@@ -306,7 +306,7 @@ def effect(summary: dict, sides: dict[str, tuple[str, str]], statistic: str) -> 
 
 def seed_effect_text(summary: dict, a: str, b: str, key: str, statistic: str) -> str:
     """``mean_a / mean_b`` ('0.10× [0.08, 0.13]', ``statistic="ratio"``) or ``mean_a − mean_b``
-    ('−0.039 [−0.050, −0.030]', ``"difference"``) of ``key``, with its 95% seed-bootstrap CI."""
+    ('−0.039 [−0.050, −0.030]', ``"difference"``) of ``key``, with its 95% Welch t-interval (``empirics.analysis.effects.contrast``)."""
     found = effect(summary, {"a": (a, key), "b": (b, key)}, statistic)
     if found["estimate"] is None:
         return "undefined"
@@ -378,8 +378,8 @@ def question_scale(summary: dict) -> str:
         text = f"Architecture(s) here: {', '.join(groups)}" + (f"; {length}" if length else "") + "."
         if be and de:
             text += (f" BE rank 1 (N(1, 0.5)) has {ratio_text(summary, be, de)} the Deep Ensemble's mutual information "
-                     f"under shift ({cell(summary, be, SHIFT_MI)} vs {cell(summary, de, SHIFT_MI)}; 95% seed-bootstrap "
-                     f"CI of the ratio of means), with shift member accuracy {cell(summary, be, SHIFT_MEMBER_ACC)} vs "
+                     f"under shift ({cell(summary, be, SHIFT_MI)} vs {cell(summary, de, SHIFT_MI)}; ratio of means "
+                     f"with its 95% Welch t-interval over seeds), with shift member accuracy {cell(summary, be, SHIFT_MEMBER_ACC)} vs "
                      f"{cell(summary, de, SHIFT_MEMBER_ACC)}.")
         if has_trajectory(summary):
             return text + (" One architecture cannot say whether width or depth change this: `mlp-scale` (widths ×1, "
@@ -398,7 +398,7 @@ def question_scale(summary: dict) -> str:
                 + (f", single model with as many parameters as the BE ({single}) "
                    f"{cell(summary, single, SHIFT_ENS_ACC)}" if single else ""))
         lines.append(line)
-    return ("Scale (ratios of means over seeds with 95% seed-bootstrap CIs) — " + "; ".join(lines) + "."
+    return (f"Scale (ratios of means, {effects.CONTRAST_CI}) — " + "; ".join(lines) + "."
             + (f" Training: {length}." if length else "") + _headline_sentence(summary))
 
 
@@ -693,8 +693,11 @@ def question_rank(summary: dict) -> str:
              f"accuracy {cell(summary, run, SHIFT_MEMBER_ACC)}" for run in be]
     top = max(be, key=lambda run: _rank_order(summary["runs"][run]["fields"].get("rank", 1)))
     bottom = min(be, key=lambda run: _rank_order(summary["runs"][run]["fields"].get("rank", 1)))
+    change = _versus_de(effect(summary, {"a": (top, SHIFT_MI), "b": (bottom, SHIFT_MI)}, "ratio"), 1.0,
+                        "a rise (the CI lies above 1) whose size is that ratio, not 'barely'",
+                        "the CI includes 1, so no change is established", "a fall (the CI lies below 1)")
     verdict = (f" From {bottom} to {top} the MI under shift changes by {ratio_text(summary, top, bottom)} (ratio of "
-               f"means, 95% seed-bootstrap CI): a rise whose size is that ratio, not 'barely'.")
+               f"means, 95% Welch t-interval): {change}.")
     if de:
         above = _direction(mean_of(summary, top, WEIGHT_COSINE), mean_of(summary, de[0], WEIGHT_COSINE), "above",
                            "at or below")
@@ -794,7 +797,7 @@ def question_init(summary: dict) -> str:
                + f", shift member accuracy {cell(summary, run, SHIFT_MEMBER_ACC)}, shift ensemble accuracy "
                f"{cell(summary, run, SHIFT_ENS_ACC)}, weight cosine {cell(summary, run, WEIGHT_COSINE)}")
         rows.append(row)
-    text = "Fast-weight init at rank 1 (ratios of means with 95% seed-bootstrap CIs) — " + "; ".join(rows) + "."
+    text = f"Fast-weight init at rank 1 (ratios of means, {effects.CONTRAST_CI}) — " + "; ".join(rows) + "."
     if de:
         top = max(labels, key=lambda run: mean_of(summary, run, SHIFT_MI) or 0.0)
         single = next((run for run in summary["runs"] if canonical(summary["runs"][run]["fields"])["method"] == "single"
@@ -859,7 +862,7 @@ def question_batch_regime(summary: dict) -> str:
         f"{ratio_text(summary, other, run, 'shift/disagreement')}, shift member accuracy "
         f"{seed_difference_text(summary, other, run, SHIFT_MEMBER_ACC)}, shift ensemble accuracy "
         f"{seed_difference_text(summary, other, run, SHIFT_ENS_ACC)}" for run, other in pairs) + \
-        " (ratios / differences of means, 95% seed-bootstrap CIs)."
+        f" (ratios / differences of means, {effects.CONTRAST_CI})."
 
 
 OPEN_QUESTIONS = (
@@ -961,8 +964,8 @@ def build_latex(summary: dict) -> str:
     for split, title in split_sections(summary)[1].items():
         tables.append(latex_table(*split_table(summary, split), f"{preset}: {title}, mean ± std over seeds"))
     if summary.get("headline") or summary.get("contrasts"):
-        tables.append(latex_table(*contrast_table(summary), f"{preset}: headline test and contrasts, 95% seed-bootstrap "
-                                                            f"CIs"))
+        tables.append(latex_table(*contrast_table(summary), f"{preset}: headline test and contrasts, "
+                                                            f"{effects.CONTRAST_CI}"))
     claims = paper_claims.claims_table(summary)
     if claims[1]:
         tables.append(latex_table(*claims, f"{preset}: the paper's claims, Welch 95 percent intervals over seeds"))
