@@ -224,7 +224,7 @@ def contrast_description(entry: dict) -> str:
 
 
 def contrast_table(summary: dict) -> tuple[list[str], list[list[str]]]:
-    """The headline test (first) and the other contrasts: statistic, estimate [95% seed-bootstrap CI], test, verdict."""
+    """The headline test (first) and the other contrasts: statistic, estimate [95% Welch t-interval], test, verdict."""
     entries = ([{**summary["headline"], "name": "headline (pre-registered)"}] if summary.get("headline") else []) + \
         list(summary.get("contrasts", []))
     rows = [[entry["name"], contrast_description(entry), effect_cell(entry),
@@ -308,7 +308,7 @@ def effect(summary: dict, sides: dict[str, tuple[str, str]], statistic: str) -> 
 
 def seed_effect_text(summary: dict, a: str, b: str, key: str, statistic: str) -> str:
     """``mean_a / mean_b`` ('0.10× [0.08, 0.13]', ``statistic="ratio"``) or ``mean_a − mean_b``
-    ('−0.039 [−0.050, −0.030]', ``"difference"``) of ``key``, with its 95% seed-bootstrap CI."""
+    ('−0.039 [−0.050, −0.030]', ``"difference"``) of ``key``, with its 95% Welch t-interval (``empirics.analysis.effects.contrast``)."""
     found = effect(summary, {"a": (a, key), "b": (b, key)}, statistic)
     if found["estimate"] is None:
         return "undefined"
@@ -387,8 +387,8 @@ def question_scale(summary: dict) -> str:
         text = f"Architecture(s) here: {', '.join(groups)}" + (f"; {length}" if length else "") + "."
         if be and de:
             text += (f" BE rank 1 (N(1, 0.5)) has {ratio_text(summary, be, de)} the Deep Ensemble's mutual information "
-                     f"under shift ({cell(summary, be, SHIFT_MI)} vs {cell(summary, de, SHIFT_MI)}; 95% seed-bootstrap "
-                     f"CI of the ratio of means), with shift member accuracy {cell(summary, be, SHIFT_MEMBER_ACC)} vs "
+                     f"under shift ({cell(summary, be, SHIFT_MI)} vs {cell(summary, de, SHIFT_MI)}; ratio of means "
+                     f"with its 95% Welch t-interval over seeds), with shift member accuracy {cell(summary, be, SHIFT_MEMBER_ACC)} vs "
                      f"{cell(summary, de, SHIFT_MEMBER_ACC)}.")
         if has_trajectory(summary):
             return text + (" One architecture cannot say whether width or depth change this: `mlp-scale` (widths ×1, "
@@ -408,7 +408,7 @@ def question_scale(summary: dict) -> str:
                    f"{parameter_match_text(summary, be, single)}) {cell(summary, single, SHIFT_ENS_ACC)}"
                    if single else ""))
         lines.append(line)
-    return ("Scale (ratios of means over seeds with 95% seed-bootstrap CIs) — " + "; ".join(lines) + "."
+    return (f"Scale (ratios of means, {effects.CONTRAST_CI}) — " + "; ".join(lines) + "."
             + (f" Training: {length}." if length else "") + _headline_sentence(summary))
 
 
@@ -494,8 +494,8 @@ def question_training_time(summary: dict) -> str:
             f"trajectory_samples; mean ± std over seeds) — " + "; ".join(parts) + ".")
     if shares:
         text += (" BE's share of DE's MI under shift at the last epoch over its share at the first (ratio of ratios, "
-                 "95% seed-bootstrap CI with the two epochs paired within a run and BE and DE resampled "
-                 "independently; below 1 = BE's relative diversity falls with training): "
+                 "95% Welch t-interval over seeds by the delta method, the two epochs paired within a run and BE and "
+                 "DE independent; below 1 = BE's relative diversity falls with training): "
                  + "; ".join(shares) + ".")
     return text + _headline_sentence(summary) if summary.get("headline", {}).get("metric", "").startswith("traj/") \
         else text
@@ -731,7 +731,7 @@ def question_rank(summary: dict) -> str:
 
 def rank_sweep_text(summary: dict, be: list[str]) -> str:
     """One sweep: every run's MI under shift, weight cosine, reachable fraction and accuracy, the rise from the lowest
-    to the highest rank (ratio of means with a seed-bootstrap CI), the highest rank against the Deep Ensemble of the
+    to the highest rank (ratio of means with its Welch t-interval), the highest rank against the Deep Ensemble of the
     same setting, and the variance-matched init of that sweep's init."""
     fields = canonical(summary["runs"][be[0]]["fields"])
     rank = lambda run: canonical(summary["runs"][run]["fields"])["rank"]  # noqa: E731
@@ -740,8 +740,11 @@ def rank_sweep_text(summary: dict, be: list[str]) -> str:
              f"{cell(summary, run, REACHABLE)}, test accuracy {cell(summary, run, TEST_ACCURACY)}, shift member "
              f"accuracy {cell(summary, run, SHIFT_MEMBER_ACC)}" for run in be]
     bottom, top = be[0], be[-1]
+    change = _versus_de(effect(summary, {"a": (top, SHIFT_MI), "b": (bottom, SHIFT_MI)}, "ratio"), 1.0,
+                        "a rise (the CI lies above 1) whose size is that ratio, not 'barely'",
+                        "the CI includes 1, so no change is established", "a fall (the CI lies below 1)")
     verdict = (f" From {bottom} to {top} the MI under shift changes by {ratio_text(summary, top, bottom)} (ratio of "
-               f"means, 95% seed-bootstrap CI): the size of the change is that ratio, not 'barely'.")
+               f"means, 95% Welch t-interval): {change}.")
     de = [run for run in runs_where(summary, method="deep-ensemble") if _same_setting(summary, run, top)] or \
         runs_where(summary, method="deep-ensemble")
     if de:
@@ -845,7 +848,7 @@ def question_init(summary: dict) -> str:
                + f", shift member accuracy {cell(summary, run, SHIFT_MEMBER_ACC)}, shift ensemble accuracy "
                f"{cell(summary, run, SHIFT_ENS_ACC)}, weight cosine {cell(summary, run, WEIGHT_COSINE)}")
         rows.append(row)
-    text = "Fast-weight init at rank 1 (ratios of means with 95% seed-bootstrap CIs) — " + "; ".join(rows) + "."
+    text = f"Fast-weight init at rank 1 (ratios of means, {effects.CONTRAST_CI}) — " + "; ".join(rows) + "."
     if de:
         top = max(labels, key=lambda run: mean_of(summary, run, SHIFT_MI) or 0.0)
         single = next((run for run in summary["runs"] if canonical(summary["runs"][run]["fields"])["method"] == "single"
@@ -922,7 +925,7 @@ def question_batch_regime(summary: dict) -> str:
         f"{ratio_text(summary, other, run, 'shift/disagreement')}, shift member accuracy "
         f"{seed_difference_text(summary, other, run, SHIFT_MEMBER_ACC)}, shift ensemble accuracy "
         f"{seed_difference_text(summary, other, run, SHIFT_ENS_ACC)}" for run, other in pairs) + \
-        (" (ratios / differences of means, 95% seed-bootstrap CIs). Confound: at the same number of epochs each "
+        (f" (ratios / differences of means, {effects.CONTRAST_CI}). Confound: at the same number of epochs each "
          "member sees 1/k of the training data per epoch in the split regime, so the regimes differ in examples per "
          "member as well as in batch composition.")
 
@@ -981,7 +984,7 @@ def build_markdown(summary: dict, out: Path) -> str:
         if summary.get("headline"):
             parts += [f"**Headline (written in the preset before the study ran).** {summary['headline']['hypothesis']}",
                       ""]
-        parts += ["Estimates are ratios or differences of means over seeds with 95% percentile-bootstrap CIs over seeds "
+        parts += [f"Estimates are ratios or differences of means over seeds with {effects.CONTRAST_CI} "
                   "(sides from the same run paired by seed); a test is *supported* when the CI lies on the stated side "
                   "of the value, *contradicted* when it lies on the other side, *inconclusive* otherwise. The "
                   "contrasts after the headline are reported, not pre-registered as the study's test.", "",
@@ -1046,8 +1049,8 @@ def build_latex(summary: dict) -> str:
     for split, title in split_sections(summary)[1].items():
         tables.append(latex_table(*split_table(summary, split), f"{preset}: {title}, mean ± std over seeds"))
     if summary.get("headline") or summary.get("contrasts"):
-        tables.append(latex_table(*contrast_table(summary), f"{preset}: headline test and contrasts, 95% seed-bootstrap "
-                                                            f"CIs"))
+        tables.append(latex_table(*contrast_table(summary), f"{preset}: headline test and contrasts, "
+                                                            f"{effects.CONTRAST_CI}"))
     claims = paper_claims.claims_table(summary)
     if claims[1]:
         tables.append(latex_table(*claims, f"{preset}: the paper's claims, Welch 95 percent intervals over seeds"))

@@ -580,13 +580,14 @@ def run_seconds(run_dir: Path) -> dict[str, float]:
     return {key: float(value) for key, value in times.items() if value is not None}
 
 
-def evaluate_contrast(summary: dict[str, Any], entry: dict[str, Any], seed: int = 0) -> dict[str, Any]:
+def evaluate_contrast(summary: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
     """The contrast ``entry`` (a headline or a [[study.contrasts]] table) on the summarised runs: the statistic with
-    its bootstrap CI over seeds (paired by seed when a = b) and the verdict of the pre-registered test."""
+    its Welch t-interval over seeds (``empirics.analysis.effects.contrast``; paired by seed when a = b) and the
+    verdict of the pre-registered test."""
     sides = effects.STATISTIC_SIDES[entry["statistic"]]
     metric = {side: entry.get(f"metric_{side}", entry["metric"]) for side in sides}
     found = effects.contrast_of_runs(summary["runs"], {side: (entry[side], metric[side]) for side in sides},
-                                     entry["statistic"], seed=seed)
+                                     entry["statistic"])
     return {**entry, **{f"metric_{side}": metric[side] for side in sides}, **found,
             "verdict": effects.verdict(found, entry["expect"], entry["value"])}
 
