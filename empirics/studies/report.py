@@ -86,6 +86,8 @@ REGRESSION_SPLIT_TITLES = {"test": "test set (Gaussian heads; diamonds: standard
                            "shift": "shifted split (toy: the gap; diamonds: carat above its 80% quantile)"}
 SHIFT_EPISTEMIC = "shift/epistemic_variance"
 SHIFT_MI = "shift/mutual_information"
+SHIFT_DISAGREEMENT = "shift/disagreement"
+SHIFT_JSD = "shift/pairwise_jsd"
 WEIGHT_COSINE = "weights/network/mean_cosine"
 REACHABLE = "theory/reachable_fraction"
 DISTANCE_R1 = "distance/network/rank1/relative_residual"
@@ -252,7 +254,7 @@ def contrast_description(entry: dict) -> str:
 
 
 def contrast_table(summary: dict) -> tuple[list[str], list[list[str]]]:
-    """The headline test (first) and the other contrasts: statistic, estimate [95% seed-bootstrap CI], test, verdict."""
+    """The headline test (first) and the other contrasts: statistic, estimate [95% Welch t-interval], test, verdict."""
     entries = ([{**summary["headline"], "name": "headline (pre-registered)"}] if summary.get("headline") else []) + \
         list(summary.get("contrasts", []))
     rows = [[entry["name"], contrast_description(entry), effect_cell(entry),
@@ -336,7 +338,7 @@ def effect(summary: dict, sides: dict[str, tuple[str, str]], statistic: str) -> 
 
 def seed_effect_text(summary: dict, a: str, b: str, key: str, statistic: str) -> str:
     """``mean_a / mean_b`` ('0.10× [0.08, 0.13]', ``statistic="ratio"``) or ``mean_a − mean_b``
-    ('−0.039 [−0.050, −0.030]', ``"difference"``) of ``key``, with its 95% seed-bootstrap CI."""
+    ('−0.039 [−0.050, −0.030]', ``"difference"``) of ``key``, with its 95% Welch t-interval (``empirics.analysis.effects.contrast``)."""
     found = effect(summary, {"a": (a, key), "b": (b, key)}, statistic)
     if found["estimate"] is None:
         return "undefined"
@@ -392,8 +394,15 @@ def training_length(summary: dict) -> str:
 
 
 def _architecture(fields: dict[str, Any]) -> str:
+    """The network's shape: an MLP's widths, a ViT's patch size, token width, depth, heads and MLP ratio, a ResNet's
+    width multiplier (meaningful only for ResNets)."""
     config = canonical(fields)
-    return "-".join(map(str, config["widths"])) if config["arch"] == "mlp" else f"{config['arch']}×{config['width_mult']}"
+    if config["arch"] == "mlp":
+        return "-".join(map(str, config["widths"]))
+    if config["arch"] == "vit":
+        return (f"vit ({config['patch_size']}×{config['patch_size']} patches, width {config['vit_width']}, depth "
+                f"{config['depth']}, {config['heads']} heads, MLP ratio {config['mlp_ratio']})")
+    return f"{config['arch']}×{config['width_mult']}"
 
 
 def question_scale(summary: dict) -> str:
@@ -408,8 +417,8 @@ def question_scale(summary: dict) -> str:
         text = f"Architecture(s) here: {', '.join(groups)}" + (f"; {length}" if length else "") + "."
         if be and de:
             text += (f" BE rank 1 (N(1, 0.5)) has {ratio_text(summary, be, de)} the Deep Ensemble's mutual information "
-                     f"under shift ({cell(summary, be, SHIFT_MI)} vs {cell(summary, de, SHIFT_MI)}; 95% seed-bootstrap "
-                     f"CI of the ratio of means), with shift member accuracy {cell(summary, be, SHIFT_MEMBER_ACC)} vs "
+                     f"under shift ({cell(summary, be, SHIFT_MI)} vs {cell(summary, de, SHIFT_MI)}; ratio of means "
+                     f"with its 95% Welch t-interval over seeds), with shift member accuracy {cell(summary, be, SHIFT_MEMBER_ACC)} vs "
                      f"{cell(summary, de, SHIFT_MEMBER_ACC)}.")
         if has_trajectory(summary):
             return text + (" One architecture cannot say whether width or depth change this: `mlp-scale` (widths ×1, "
@@ -425,10 +434,11 @@ def question_scale(summary: dict) -> str:
         line = (f"{arch}: BE N(1, 0.5) has {ratio_text(summary, be, de)} DE's MI under shift"
                 + (f", random signs {ratio_text(summary, sign, de)}" if sign else "")
                 + f"; shift ensemble accuracy BE {cell(summary, be, SHIFT_ENS_ACC)}, DE {cell(summary, de, SHIFT_ENS_ACC)}"
-                + (f", single model with as many parameters as the BE ({single}) "
-                   f"{cell(summary, single, SHIFT_ENS_ACC)}" if single else ""))
+                + (f", single model with as many parameters as the BE ({single}; "
+                   f"{parameter_match_text(summary, be, single)}) {cell(summary, single, SHIFT_ENS_ACC)}"
+                   if single else ""))
         lines.append(line)
-    return ("Scale (ratios of means over seeds with 95% seed-bootstrap CIs) — " + "; ".join(lines) + "."
+    return (f"Scale (ratios of means, {effects.CONTRAST_CI}) — " + "; ".join(lines) + "."
             + (f" Training: {length}." if length else "") + _headline_sentence(summary))
 
 
@@ -450,6 +460,18 @@ def matched_single(summary: dict, be: str) -> str | None:
         if tuple(fields["widths"]) == matching_widths(dataclasses.replace(single, widths=config.widths), target):
             return run
     return None
+
+
+def run_parameters(summary: dict, run: str) -> int:
+    """Trainable parameters of ``run``'s model (``empirics.models.ensembles.count_parameters``; every member)."""
+    return count_parameters(Config.from_dict(canonical(summary["runs"][run]["fields"])).model_spec())
+
+
+def parameter_match_text(summary: dict, be: str, single: str) -> str:
+    """'BE 12,345 vs single 12,340 parameters, gap −0.04%': both counts and the single model's relative gap
+    (n_single − n_BE) / n_BE."""
+    n_be, n_single = run_parameters(summary, be), run_parameters(summary, single)
+    return f"BE {n_be:,} vs single {n_single:,} parameters, gap {(n_single - n_be) / n_be:+.2%}"
 
 
 def _headline_sentence(summary: dict) -> str:
@@ -497,10 +519,13 @@ def question_training_time(summary: dict) -> str:
         found = effect(summary, {"a": (run, f"{TRAJ_MI}@{last}"), "b": (run, f"{TRAJ_MI}@{first}"),
                                  "c": (de, f"{TRAJ_MI}@{last}"), "d": (de, f"{TRAJ_MI}@{first}")}, "ratio_of_ratios")
         shares.append(f"{run}: {effect_cell(found)}")
-    text = "Trajectory (1,000 fixed shifted test images, mean ± std over seeds) — " + "; ".join(parts) + "."
+    samples = sorted({canonical(summary["runs"][run]["fields"])["trajectory_samples"] for run in runs})
+    text = (f"Trajectory ({' or '.join(f'{count:,}' for count in samples)} fixed shifted test images, config key "
+            f"trajectory_samples; mean ± std over seeds) — " + "; ".join(parts) + ".")
     if shares:
         text += (" BE's share of DE's MI under shift at the last epoch over its share at the first (ratio of ratios, "
-                 "runs paired by seed, 95% CI; below 1 = BE's relative diversity falls with training): "
+                 "95% Welch t-interval over seeds by the delta method, the two epochs paired within a run and BE and "
+                 "DE independent; below 1 = BE's relative diversity falls with training): "
                  + "; ".join(shares) + ".")
     return text + _headline_sentence(summary) if summary.get("headline", {}).get("metric", "").startswith("traj/") \
         else text
@@ -548,11 +573,14 @@ def _be_runs(summary: dict, **fields: Any) -> list[str]:
     return runs_where(summary, method="batchensemble", **fields)
 
 
+SHARED_ATTENTION = "attention shared (BE in the patch embedding, MLP blocks and head)"  # be_scope="mlp"
+
+
 def _init_label(summary: dict, run: str) -> str:
     fields = {**DEFAULTS, **summary["runs"][run]["fields"]}
     init = (f"random signs p = {fields['sign_prob']}" if fields["init"] == "random_sign" else
             f"N(1, {fields['init_std']})")
-    return init + (", BE in the MLP blocks only" if fields["be_scope"] == "mlp" else "")
+    return init + (f", {SHARED_ATTENTION}" if fields["be_scope"] == "mlp" else "")
 
 
 def init_carries_over(summary: dict, normal: str, sign: str, key: str, measure: str) -> str:
@@ -567,7 +595,7 @@ def init_carries_over(summary: dict, normal: str, sign: str, key: str, measure: 
 
 def question_attention_diversity(summary: dict) -> str:
     """ViT: BE's function-space diversity (MI under shift) and weight cosine against the Deep Ensemble's, per BE run,
-    the BE-in-MLP-only scope, and the init comparison."""
+    BE with shared attention (``be_scope="mlp"``), and the init comparison."""
     de = runs_where(summary, method="deep-ensemble")
     be = _be_runs(summary, arch="vit")
     if not be or not de:
@@ -585,8 +613,8 @@ def question_attention_diversity(summary: dict) -> str:
     scoped = _be_runs(summary, arch="vit", init="random_sign", be_scope="mlp")
     if scoped and sign:
         text += (" Scope: " + comparison_sentence(summary, scoped[0], sign[0], SHIFT_MI,
-                                                   "MI under shift, BE in the MLP blocks only vs everywhere",
-                                                   ("MLP-only BE", "BE everywhere")) + ".")
+                                                   f"MI under shift, {SHARED_ATTENTION} vs BE everywhere",
+                                                   ("BE with shared attention", "BE everywhere")) + ".")
     return text
 
 
@@ -747,41 +775,67 @@ def link_sentence(head: dict) -> str:
                "the pooled CI includes 0, so no monotone association is established"))
 
 
+def rank_sweeps(summary: dict) -> list[list[str]]:
+    """Groups of BE runs equal in every config key but the rank (at any init, variant, k or regime), each with at least
+    two ranks, sorted by rank; groups in the preset's order."""
+    groups: dict[str, list[str]] = {}
+    for run, entry in summary["runs"].items():
+        fields = canonical(entry["fields"])
+        if fields["method"] == "batchensemble":
+            rest = {key: value for key, value in fields.items() if key != "rank"}
+            groups.setdefault(json.dumps(rest, sort_keys=True, default=str), []).append(run)
+    rank_of = lambda run: _rank_order(canonical(summary["runs"][run]["fields"])["rank"])  # noqa: E731
+    return [sorted(runs, key=rank_of) for runs in groups.values() if len({rank_of(run) for run in runs}) >= 2]
+
+
 def question_rank(summary: dict) -> str:
-    be = sorted(runs_where(summary, method="batchensemble", init="normal", init_std=0.5, variant="channel-wise",
-                           members=4, batch_regime="repeat"),
-                key=lambda run: _rank_order(summary["runs"][run]["fields"].get("rank", 1)))
-    ranks = {summary["runs"][run]["fields"].get("rank", 1) for run in be}
-    if len(ranks) < 2:
-        return "This study has a single BE rank: `rank-ablation` (and `quick`) address rank > 1."
-    de = runs_where(summary, method="deep-ensemble")
-    lines = [f"{run} (r = {summary['runs'][run]['fields'].get('rank', 1)}): MI under shift "
+    sweeps = rank_sweeps(summary)
+    if not sweeps:
+        return ("This study has no BE runs that differ only in the rank: `rank-ablation` (and `quick`) address "
+                "rank > 1.")
+    return "Rank sweeps (runs that differ only in the rank) — " + " ".join(rank_sweep_text(summary, runs)
+                                                                         for runs in sweeps)
+
+
+def rank_sweep_text(summary: dict, be: list[str]) -> str:
+    """One sweep: every run's MI under shift, weight cosine, reachable fraction and accuracy, the rise from the lowest
+    to the highest rank (ratio of means with its Welch t-interval), the highest rank against the Deep Ensemble of the
+    same setting, and the variance-matched init of that sweep's init."""
+    fields = canonical(summary["runs"][be[0]]["fields"])
+    rank = lambda run: canonical(summary["runs"][run]["fields"])["rank"]  # noqa: E731
+    lines = [f"{run} (r = {rank(run)}): MI under shift "
              f"{cell(summary, run, SHIFT_MI)}, weight cosine {cell(summary, run, WEIGHT_COSINE)}, reachable fraction "
              f"{cell(summary, run, REACHABLE)}, test accuracy {cell(summary, run, TEST_ACCURACY)}, shift member "
              f"accuracy {cell(summary, run, SHIFT_MEMBER_ACC)}" for run in be]
-    top = max(be, key=lambda run: _rank_order(summary["runs"][run]["fields"].get("rank", 1)))
-    bottom = min(be, key=lambda run: _rank_order(summary["runs"][run]["fields"].get("rank", 1)))
+    bottom, top = be[0], be[-1]
+    change = _versus_de(effect(summary, {"a": (top, SHIFT_MI), "b": (bottom, SHIFT_MI)}, "ratio"), 1.0,
+                        "a rise (the CI lies above 1) whose size is that ratio, not 'barely'",
+                        "the CI includes 1, so no change is established", "a fall (the CI lies below 1)")
     verdict = (f" From {bottom} to {top} the MI under shift changes by {ratio_text(summary, top, bottom)} (ratio of "
-               f"means, 95% seed-bootstrap CI): a rise whose size is that ratio, not 'barely'.")
+               f"means, 95% Welch t-interval): {change}.")
+    de = [run for run in runs_where(summary, method="deep-ensemble") if _same_setting(summary, run, top)] or \
+        runs_where(summary, method="deep-ensemble")
     if de:
         above = _direction(mean_of(summary, top, WEIGHT_COSINE), mean_of(summary, de[0], WEIGHT_COSINE), "above",
                            "at or below")
         verdict += (f" The highest rank ({top}) reaches {ratio_text(summary, top, de[0])} the Deep Ensemble's MI under "
                     f"shift ({cell(summary, de[0], SHIFT_MI)}) with a weight cosine {above} the Deep Ensemble's "
                     f"({cell(summary, de[0], WEIGHT_COSINE)}).")
-    spreads = ", ".join(f"r = {rank}: {output_factor_spread(rank, 2, *rank_one_moments('normal', 0.5, 0.5)):.3f}"
-                        for rank in sorted(ranks, key=_rank_order) if rank != FULL_RANK)
-    init_note = (f" Init: the engine's rank-r init is variance-matched (empirics.models.layers.init_fast_factors): the output "
-                 f"factor is 1/r + ρ_r (X − 1) with X ~ N(1, 0.5) (ρ_r: {spreads}), so every multiplier entry starts "
-                 f"with mean 1 and std √((1 + 0.5²)² − 1) = {init_multiplier_std():.3f} at every rank: rank is not "
-                 f"confounded with the initial member spread.")
-    return "Rank sweep — " + "; ".join(lines) + "." + verdict + init_note
+    mean, second = rank_one_moments(fields["init"], fields["init_std"], fields["sign_prob"], fields["init_mean"])
+    spreads = ", ".join(f"r = {rank(run)}: {output_factor_spread(rank(run), 2, mean, second):.3f}"
+                        for run in be if rank(run) != FULL_RANK)
+    init_note = (f" Init ({init_label(fields)}, X its rank-1 draw, mean μ = {mean:g}, E[X²] = {second:g}): the "
+                 f"engine's rank-r init is variance-matched (empirics.models.layers.init_fast_factors): the output "
+                 f"factor is μ/r + ρ_r (X − μ) (ρ_r: {spreads}), so every multiplier entry starts with mean "
+                 f"μ² = {mean ** 2:g} and std √(E[X²]² − μ⁴) = {init_multiplier_std(mean, second):.3f} at every "
+                 f"rank: rank is not confounded with the initial member spread.")
+    return "; ".join(lines) + "." + verdict + init_note
 
 
-def init_multiplier_std(sigma: float = 0.5) -> float:
-    """Std of one channel-wise multiplier entry at any rank under the variance-matched N(1, σ) init: the rank-1 value
-    √(e² − μ⁴) = √((1 + σ²)² − 1) (``empirics.models.layers.output_factor_spread``)."""
-    mean, second_moment = rank_one_moments("normal", sigma, 0.5)
+def init_multiplier_std(mean: float, second_moment: float) -> float:
+    """Std of one channel-wise multiplier entry (a product of two independent factor entries of mean μ and second
+    moment e) at any rank under the variance-matched init: the rank-1 value √(e² − μ⁴)
+    (``empirics.models.layers.output_factor_spread``); N(1, 0.5): √((1 + 0.5²)² − 1)."""
     return (second_moment ** 2 - mean ** 4) ** 0.5
 
 
@@ -862,12 +916,12 @@ def question_init(summary: dict) -> str:
                + f", shift member accuracy {cell(summary, run, SHIFT_MEMBER_ACC)}, shift ensemble accuracy "
                f"{cell(summary, run, SHIFT_ENS_ACC)}, weight cosine {cell(summary, run, WEIGHT_COSINE)}")
         rows.append(row)
-    text = "Fast-weight init at rank 1 (ratios of means with 95% seed-bootstrap CIs) — " + "; ".join(rows) + "."
+    text = f"Fast-weight init at rank 1 (ratios of means, {effects.CONTRAST_CI}) — " + "; ".join(rows) + "."
     if de:
         top = max(labels, key=lambda run: mean_of(summary, run, SHIFT_MI) or 0.0)
         single = next((run for run in summary["runs"] if canonical(summary["runs"][run]["fields"])["method"] == "single"
                        and _same_setting(summary, run, be[0])), None)
-        text += (f" The most diverse init, {labels[top]} ({top}), has {ratio_text(summary, top, de)} the Deep "
+        text += (f" The init with the highest mean MI under shift, {labels[top]} ({top}), has {ratio_text(summary, top, de)} the Deep "
                  f"Ensemble's MI under shift; its shift ensemble accuracy is {cell(summary, top, SHIFT_ENS_ACC)} vs "
                  f"DE {cell(summary, de, SHIFT_ENS_ACC)} (difference {seed_difference_text(summary, top, de, SHIFT_ENS_ACC)})"
                  + (f" and the single model's {cell(summary, single, SHIFT_ENS_ACC)}" if single else "")
@@ -880,17 +934,26 @@ def question_init(summary: dict) -> str:
                               0.0, "higher shift accuracy than DE", "shift accuracy not distinguishable from DE's",
                               "lower shift accuracy than DE") + " (95% CIs).")
     text += _init_factors(summary, labels)
-    controls = []
-    for run in be:
-        for label, change in CONTROLS:
-            other = partner(summary, run, **change)
-            if other:
-                controls.append(f"{label} at {labels[run]}: MI under shift {ratio_text(summary, other, run)} of "
-                                f"{run}'s, shift member accuracy {seed_difference_text(summary, other, run, SHIFT_MEMBER_ACC)}")
+    controls = [control_text(summary, run, other, f"{label} at {labels[run]}", "members" in change)
+                for run in be for label, change in CONTROLS if (other := partner(summary, run, **change))]
     if controls:
-        text += " Controls (run with the change over the run without, ratio of MI; accuracy difference) — " + \
-            "; ".join(controls) + "."
+        text += (" Controls (run with the change over the run without, ratio of means; accuracy difference; the k "
+                 "controls compare mean pairwise disagreement and JSD instead of MI, because the plug-in MI "
+                 "H(mean p) − mean H(p) grows with k for the same spread of members and means over member pairs do "
+                 "not) — " + "; ".join(controls) + ".")
     return text + " " + PRIOR_PRACTICE
+
+
+def control_text(summary: dict, run: str, other: str, label: str, changes_k: bool) -> str:
+    """'<label>: <diversity> <ratio> of <run>'s, shift member accuracy <difference>': MI under shift, or for a change
+    of k the mean pairwise disagreement and JSD under shift (means over member pairs, comparable across k)."""
+    if changes_k:
+        diversity = (f"pairwise disagreement under shift {ratio_text(summary, other, run, SHIFT_DISAGREEMENT)}, "
+                     f"pairwise JSD under shift {ratio_text(summary, other, run, SHIFT_JSD)}")
+    else:
+        diversity = f"MI under shift {ratio_text(summary, other, run)}"
+    return (f"{label}: {diversity} of {run}'s, shift member accuracy "
+            f"{seed_difference_text(summary, other, run, SHIFT_MEMBER_ACC)}")
 
 
 def _versus_de(found: dict[str, Any], value: float, above: str, overlap: str, below: str) -> str:
@@ -903,8 +966,11 @@ def _versus_de(found: dict[str, Any], value: float, above: str, overlap: str, be
 def _init_factors(summary: dict, labels: dict[str, str]) -> str:
     """Sign vs mean vs spread, from the runs that isolate each (when the study has them)."""
     by_label = {label: run for run, label in labels.items()}
-    checks = [("zero mean without the ±1 draw: N(0, 0.5) over random signs p = 0.5", "N(0, 0.5)",
-               "random signs p = 0.5"),
+    checks = [("zero mean without the ±1 draw at the signs' multiplier second moment (E[(r·s)²] = 1): N(0, 1) over "
+               "random signs p = 0.5", "N(0, 1)", "random signs p = 0.5"),
+              ("zero mean at 1/16 of that second moment (0.25² = 0.0625): N(0, 0.5) over random signs p = 0.5",
+               "N(0, 0.5)", "random signs p = 0.5"),
+              ("scale at zero mean: N(0, 1) over N(0, 0.5)", "N(0, 1)", "N(0, 0.5)"),
               ("spread at mean 1: N(1, 2) over N(1, 0.5)", "N(1, 2)", "N(1, 0.5)"),
               ("spread at mean 1: N(1, 1) over N(1, 0.5)", "N(1, 1)", "N(1, 0.5)"),
               ("sign balance: p = 0.75 over p = 0.5", "random signs p = 0.75", "random signs p = 0.5")]
@@ -927,7 +993,9 @@ def question_batch_regime(summary: dict) -> str:
         f"{ratio_text(summary, other, run, 'shift/disagreement')}, shift member accuracy "
         f"{seed_difference_text(summary, other, run, SHIFT_MEMBER_ACC)}, shift ensemble accuracy "
         f"{seed_difference_text(summary, other, run, SHIFT_ENS_ACC)}" for run, other in pairs) + \
-        " (ratios / differences of means, 95% seed-bootstrap CIs)."
+        (f" (ratios / differences of means, {effects.CONTRAST_CI}). Confound: at the same number of epochs each "
+         "member sees 1/k of the training data per epoch in the split regime, so the regimes differ in examples per "
+         "member as well as in batch composition.")
 
 
 OPEN_QUESTIONS = (
@@ -965,7 +1033,8 @@ def build_markdown(summary: dict, out: Path) -> str:
                                                               default=0)
     parts = [f"# Study `{preset}`{' (tiny smoke run)' if summary.get('tiny') else ''}", "",
              f"**Claim tested.** {summary['claim']}", "", f"**Evidence produced.** {summary['evidence']}", "",
-             f"Generated from `{SUMMARY_FILE}` (git commit `{commit}`); up to {seeds} seed(s) per run; "
+             f"Generated from `{SUMMARY_FILE}` (summarised at git commit `{commit}`; {trained_at_text(summary)}); up "
+             f"to {seeds} seed(s) per run; "
              f"mean ± sample std over seeds. Missing (unfinished) runs: {', '.join(summary['missing']) or 'none'}."]
     if summary.get("reference"):
         parts += ["", "## Ours vs reference (docs/paper.md §4)", "", markdown_table(*reference_table(summary))]
@@ -983,7 +1052,7 @@ def build_markdown(summary: dict, out: Path) -> str:
         if summary.get("headline"):
             parts += [f"**Headline (written in the preset before the study ran).** {summary['headline']['hypothesis']}",
                       ""]
-        parts += ["Estimates are ratios or differences of means over seeds with 95% percentile-bootstrap CIs over seeds "
+        parts += [f"Estimates are ratios or differences of means over seeds with {effects.CONTRAST_CI} "
                   "(sides from the same run paired by seed); a test is *supported* when the CI lies on the stated side "
                   "of the value, *contradicted* when it lies on the other side, *inconclusive* otherwise. The "
                   "contrasts after the headline are reported, not pre-registered as the study's test.", "",
@@ -1008,6 +1077,25 @@ def build_markdown(summary: dict, out: Path) -> str:
     return "\n".join(parts)
 
 
+def short_commit(commit: str) -> str:
+    """The first 10 hex digits of a commit, keeping a ``+dirty`` mark (``infra.provenance.git_commit``)."""
+    sha, dirty, mark = commit.partition("+")
+    return sha[:10] + dirty + mark
+
+
+def trained_at_text(summary: dict) -> str:
+    """'runs trained at `a` (3 runs), `b` (1 run)': the commits of the code that trained the finished runs
+    (``summary["trained_at"]``, from each run's metrics.json / config.json), which need not be the summarising
+    commit; a summary written before they were recorded says so."""
+    commits = summary.get("trained_at")
+    if commits is None:
+        return "training commits not recorded in this summary"
+    if not commits:
+        return "no finished runs"
+    return "runs trained at " + ", ".join(
+        f"`{short_commit(commit)}` ({len(runs)} run{'s' if len(runs) != 1 else ''})" for commit, runs in commits.items())
+
+
 COST_PHASES = ("train", "evaluate", "analyse")
 
 
@@ -1029,8 +1117,8 @@ def build_latex(summary: dict) -> str:
     for split, title in split_sections(summary)[1].items():
         tables.append(latex_table(*split_table(summary, split), f"{preset}: {title}, mean ± std over seeds"))
     if summary.get("headline") or summary.get("contrasts"):
-        tables.append(latex_table(*contrast_table(summary), f"{preset}: headline test and contrasts, 95% seed-bootstrap "
-                                                            f"CIs"))
+        tables.append(latex_table(*contrast_table(summary), f"{preset}: headline test and contrasts, "
+                                                            f"{effects.CONTRAST_CI}"))
     claims = paper_claims.claims_table(summary)
     if claims[1]:
         tables.append(latex_table(*claims, f"{preset}: the paper's claims, Welch 95 percent intervals over seeds"))

@@ -580,13 +580,14 @@ def run_seconds(run_dir: Path) -> dict[str, float]:
     return {key: float(value) for key, value in times.items() if value is not None}
 
 
-def evaluate_contrast(summary: dict[str, Any], entry: dict[str, Any], seed: int = 0) -> dict[str, Any]:
+def evaluate_contrast(summary: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
     """The contrast ``entry`` (a headline or a [[study.contrasts]] table) on the summarised runs: the statistic with
-    its bootstrap CI over seeds (paired by seed when a = b) and the verdict of the pre-registered test."""
+    its Welch t-interval over seeds (``empirics.analysis.effects.contrast``; paired by seed when a = b) and the
+    verdict of the pre-registered test."""
     sides = effects.STATISTIC_SIDES[entry["statistic"]]
     metric = {side: entry.get(f"metric_{side}", entry["metric"]) for side in sides}
     found = effects.contrast_of_runs(summary["runs"], {side: (entry[side], metric[side]) for side in sides},
-                                     entry["statistic"], seed=seed)
+                                     entry["statistic"])
     return {**entry, **{f"metric_{side}": metric[side] for side in sides}, **found,
             "verdict": effects.verdict(found, entry["expect"], entry["value"])}
 
@@ -611,10 +612,13 @@ def over_seeds(per_run: dict[str, dict[str, list[float]]], preset: Preset) -> di
 
 
 def summarise(preset: Preset, specs: list[RunSpec], out: Path, tiny: bool = False) -> dict[str, Any]:
-    """Aggregate finished runs only (unfinished ones are listed as missing, never read)."""
+    """Aggregate finished runs only (unfinished ones are listed as missing, never read). ``provenance`` is this
+    summarising invocation's; ``trained_at`` maps each git commit that trained a run (``folder.trained_at``) to the run
+    folders trained at it."""
     per_run: dict[str, dict[str, list[float]]] = {}
     per_run_seconds: dict[str, dict[str, list[float]]] = {}
     seeds: dict[str, list[int]] = {}
+    trained_at: dict[str, list[str]] = {}
     missing = []
     points = []
     for spec in specs:
@@ -622,6 +626,7 @@ def summarise(preset: Preset, specs: list[RunSpec], out: Path, tiny: bool = Fals
         if not folder.is_finished(run_dir):
             missing.append(str(spec.relative_dir))
             continue
+        trained_at.setdefault(folder.trained_at(run_dir), []).append(str(spec.relative_dir))
         metrics = run_metrics(run_dir)
         metrics.update(training_record(run_dir))
         append_seed(per_run_seconds, spec.name, run_seconds(run_dir))
@@ -636,6 +641,7 @@ def summarise(preset: Preset, specs: list[RunSpec], out: Path, tiny: bool = Fals
     summary = {"preset": preset.name, "claim": preset.claim, "evidence": preset.evidence, "tiny": tiny,
                "includes": list(preset.includes), "provenance": provenance({"preset": preset.name, "tiny": tiny,
                                                                             "overrides": preset.tiny if tiny else {}}),
+               "trained_at": dict(sorted(trained_at.items())),
                "runs": runs, "run_seconds": seconds, "missing": missing, "reference": preset.reference,
                **link_analyses(points)}
     if preset.headline:

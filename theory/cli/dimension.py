@@ -198,7 +198,8 @@ def register(subparsers) -> None:
         vit_group.add_argument(f"--{flag}", help=meaning)
     vit_group.add_argument("--pooling", choices=("cls", "mean"), default="cls", help="class token or mean pooling")
     vit_group.add_argument("--be-scope", choices=("all", "mlp"), default="all",
-                           help="'mlp': attention projections plain and shared (uncertainty-baselines' BE ViT)")
+                           help="'mlp': attention projections plain and shared; patch embedding, MLP "
+                                "blocks and head BE")
     vit_group.add_argument("--layernorm", choices=("shared", "per-member"), default="shared",
                            help="LayerNorm scale and shift shared or per member")
     network.set_defaults(handler=run_network)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from empirics.analysis import diversity
-from empirics.models.ensembles import build_model
+from empirics.models.ensembles import build_model, member_weight_tuples
 from empirics.runs.config import Config
 from infra.errors import BadInput
 from theory.batchensemble import BatchEnsembleSpec, member_weights, random_factors
@@ -157,7 +157,7 @@ def test_aligned_distance_of_a_hidden_unit_permutation_of_the_same_network_is_ze
     weights = {name: torch.stack([torch.from_numpy(a), torch.from_numpy(b)])
                for name, a, b in zip(base, first, second)}
     raw = diversity.mean_off_diagonal(diversity.pairwise_cosine(diversity.network_weights(weights)))
-    aligned = diversity.aligned_weight_geometry(weights)
+    aligned = diversity.aligned_weight_geometry(weights, "mlp")
     assert raw < 0.9
     assert aligned["mean_relative_distance"] < 1e-12 and abs(aligned["mean_cosine"] - 1) < 1e-12
 
@@ -179,8 +179,21 @@ def test_aligned_distance_is_at_most_the_raw_distance_and_needs_a_dense_chain(ge
     most the raw one for two independent random networks; conv kernels (no hidden-unit chain) give None."""
     weights = _mlp_members(generator, 2, [20, 16, 8, 4])
     raw = diversity.mean_off_diagonal(diversity.pairwise_relative_distance(diversity.network_weights(weights)))
-    assert diversity.aligned_weight_geometry(weights)["mean_relative_distance"] <= raw + 1e-12
-    assert diversity.aligned_weight_geometry({"conv": torch.randn(2, 4, 3, 3, 3, generator=generator)}) is None
+    assert diversity.aligned_weight_geometry(weights, "mlp")["mean_relative_distance"] <= raw + 1e-12
+    assert diversity.aligned_weight_geometry({"conv": torch.randn(2, 4, 3, 3, 3, generator=generator)}, "mlp") is None
+
+
+@pytest.mark.parametrize("method", ["batchensemble", "deep-ensemble"])
+def test_a_vit_gets_no_aligned_distance_and_an_mlp_still_does(method):
+    """A ViT's layer shapes chain (patch embedding → Q → K → V → out → fc1 → fc2 → head), but permuting units between
+    Q and K or across the residual stream is no symmetry: no aligned distance. An MLP of the same method has one."""
+    vit = Config(arch="vit", method=method, patch_size=7, vit_width=16, depth=1, heads=2, mlp_ratio=2, seed=0)
+    mlp = Config(method=method, widths=[8, 4], seed=0)
+    weights = {name: member_weight_tuples(build_model(config.model_spec()), torch.Generator().manual_seed(0))
+               for name, config in (("vit", vit), ("mlp", mlp))}
+    assert diversity.is_dense_chain(weights["vit"]), "the ViT's shapes must chain, or this test checks nothing"
+    assert diversity.aligned_weight_geometry(weights["vit"], vit.arch) is None
+    assert diversity.aligned_weight_geometry(weights["mlp"], mlp.arch)["mean_relative_distance"] > 0
 
 
 def test_reachable_fraction_does_not_depend_on_the_batch_regime():
@@ -250,7 +263,7 @@ def test_last_stage_features_are_the_penultimate_features(method, de_mode, gener
 
 def test_vit_reachable_fraction_counts_attention_scope_and_shared_embeddings():
     """A BE ViT's reachable fraction equals theory's count of its shape-only twin (class token and position embedding
-    shared); with BE in the MLP blocks only (attention projections shared) it is smaller; a DE reaches 1."""
+    shared); with attention projections shared (``be_scope='mlp'``) it is smaller; a DE reaches 1."""
     from theory.network import attention_roles, build_arch, network_counts
 
     base = dict(arch="vit", method="batchensemble", patch_size=7, vit_width=16, depth=2, heads=2, mlp_ratio=2)

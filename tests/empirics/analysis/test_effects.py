@@ -124,3 +124,46 @@ def test_contrast_is_visible_arithmetic_and_its_verdict_follows_the_ci():
         effects.contrast({"a": a, "b": b}, "mean")
     with pytest.raises(BadInput, match="missing c, d"):
         effects.contrast({"a": a, "b": b}, "ratio_of_ratios")
+
+
+def test_a_difference_of_independent_sides_is_welchs_interval_and_of_paired_sides_the_paired_t_interval(rng):
+    """The delta method is exact for a difference: independent sides give scipy's Welch interval, sides of one run
+    (paired by seed) scipy's paired t-interval (to 1e-12: the same formula, float64 round-off)."""
+    a, b = rng.normal(1.0, 0.3, 3), rng.normal(0.5, 0.1, 4)
+    found = effects.contrast({"a": a, "b": b}, "difference")
+    welch = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert (found["ci_low"], found["ci_high"]) == pytest.approx((welch.low, welch.high), abs=1e-12)
+    a, b = rng.normal(1.0, 0.3, 5), rng.normal(0.5, 0.3, 5)
+    found = effects.contrast({"a": a, "b": b}, "difference", groups={"a": "run", "b": "run"})
+    paired = stats.ttest_rel(a, b).confidence_interval(0.95)
+    assert (found["ci_low"], found["ci_high"]) == pytest.approx((paired.low, paired.high), abs=1e-12)
+    assert found["df"] == pytest.approx(4.0)
+
+
+def ratio_coverage(rng, statistic: str, sims: int = 2000, seeds: int = 3, cv: float = 0.2) -> float:
+    """Share of simulated 3-seed studies (normal seed values, coefficient of variation ``cv``) whose interval holds
+    the true statistic: a/b with true means 2 and 1; (a/b)/(c/d) with a, b paired and c, d paired, true value 1."""
+    hits = 0
+    for _ in range(sims):
+        if statistic == "ratio":
+            samples, groups, truth = {"a": rng.normal(2.0, 2.0 * cv, seeds), "b": rng.normal(1.0, cv, seeds)}, None, 2.0
+        else:
+            samples = {side: rng.normal(mean, mean * cv, seeds) for side, mean in zip("abcd", (2.0, 1.0, 3.0, 1.5))}
+            groups, truth = {"a": "x", "b": "x", "c": "y", "d": "y"}, 1.0
+        found = effects.contrast(samples, statistic, groups=groups)
+        hits += found["ci_low"] <= truth <= found["ci_high"]
+    return hits / sims
+
+
+@pytest.mark.parametrize("statistic", ["ratio", "ratio_of_ratios"])
+def test_a_ratio_interval_covers_the_true_ratio_at_about_95_percent_with_three_seeds(rng, statistic):
+    """Over 2000 simulated 3-seed studies the interval holds the true value in 93–99% of them. The binomial standard
+    error at 95% is 0.5%; Welch–Satterthwaite's df is slightly conservative (measured 96.5–97% here), so the band is
+    −2 to +4 points. A percentile bootstrap over seeds covered about 80% in the same simulation (3 seeds), and an
+    interval with a z instead of a t quantile would fall below the band; one twice as wide would rise above it."""
+    assert 0.93 <= ratio_coverage(rng, statistic) <= 0.99
+
+
+def test_a_ratio_has_no_log_interval_when_a_side_mean_is_not_positive():
+    found = effects.contrast({"a": [1.0, 2.0], "b": [-1.0, -2.0]}, "ratio")
+    assert found["estimate"] == pytest.approx(-1.0) and found["ci_low"] is None

@@ -60,13 +60,15 @@ def test_be_attention_equals_per_member_sdpa_loop_in_float64(rank: int, init: st
 
 
 def test_be_scope_mlp_keeps_attention_projections_plain_and_shared() -> None:
-    """``be_scope='mlp'``: Q, K, V, O are plain ``nn.Linear`` (one kernel for all members), the MLP layers are BE."""
+    """``be_scope='mlp'``: Q, K, V, O are plain ``nn.Linear`` (one kernel for all members); the patch embedding, the
+    MLP layers and the head are BE (the scope's label in the report and the preset says so)."""
     torch.manual_seed(SEED)
     net = VisionTransformer(be_factory(), (1, 8, 8), 3, patch_size=4, width=8, depth=1, heads=2, mlp_ratio=2,
                             be_scope="mlp")
     attention = net.blocks[0].attention
     assert all(type(layer) is nn.Linear for layer in (attention.query, attention.key, attention.value, attention.out))
-    assert isinstance(net.blocks[0].fc1, BatchEnsembleLinear) and isinstance(net.patch_embed, BatchEnsembleLinear)
+    assert all(isinstance(layer, BatchEnsembleLinear) for layer in (net.patch_embed, net.blocks[0].fc1,
+                                                                   net.blocks[0].fc2, net.head))
 
 
 def plain_twin(be_net: VisionTransformer, member: int, **arch) -> VisionTransformer:

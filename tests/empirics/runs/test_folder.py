@@ -22,6 +22,18 @@ def restore_threads():
     torch.set_num_threads(threads)
 
 
+def test_trained_at_is_the_commit_of_metrics_json_else_of_config_json_else_unknown(tmp_path):
+    """metrics.json is rewritten by every invocation that trains, so its commit wins over config.json's (written when
+    training started); a run with neither recorded is "unknown"."""
+    import json
+
+    assert folder.trained_at(tmp_path) == "unknown"
+    (tmp_path / folder.CONFIG).write_text(json.dumps({"git_commit": "started", "config": {}}))
+    assert folder.trained_at(tmp_path) == "started"
+    (tmp_path / folder.METRICS).write_text(json.dumps({"provenance": {"git_commit": "finished"}, "epochs": []}))
+    assert folder.trained_at(tmp_path) == "finished"
+
+
 def tiny_config(root: Path, **overrides) -> Config:
     fields = dict(dataset="mnist", arch="mlp", widths=[8], method="mc-dropout", dropout=0.2, mc_samples=3, epochs=1,
                   batch_size=16, eval_batch_size=16, data_root=str(root), shift_families=["rotate"], threads=1)

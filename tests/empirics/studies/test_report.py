@@ -116,8 +116,9 @@ def test_the_link_paragraph_reads_the_cluster_cis_and_reports_within_configurati
         assert all(verdict in paragraph for verdict in verdicts) and "evidence for a link" not in paragraph
 
 
-def test_the_init_paragraph_gives_the_most_diverse_init_its_ratio_to_de_and_its_accuracy_cost():
-    """Of two rank-1 inits, the one with more MI under shift is named with its ratio to DE's (0.15 / 0.10 = 1.50×,
+def test_the_init_paragraph_gives_the_init_with_the_highest_mean_mi_its_ratio_to_de_and_its_accuracy_cost():
+    """Of two rank-1 inits, the one with the higher mean MI under shift is named as such (picked by the mean alone,
+    not called "the most diverse") with its ratio to DE's (0.15 / 0.10 = 1.50×,
     zero-width CI for seed-constant values) and its shift accuracy difference to DE (0.67 − 0.71 = −0.040); random
     signs are cited as prior practice."""
     def run(fields: dict, mi: float, ece: float, accuracy: float) -> dict:
@@ -129,10 +130,32 @@ def test_the_init_paragraph_gives_the_most_diverse_init_its_ratio_to_de_and_its_
                         "be-r1-init-sign": run({"init": "random_sign"}, 0.15, 0.12, 0.67),
                         "de": run({"method": "deep-ensemble"}, 0.10, 0.09, 0.71)}}
     paragraph = report.question_init(summary)
-    assert "The most diverse init, random signs p = 0.5 (be-r1-init-sign), has 1.50× [1.50, 1.50]" in paragraph
+    assert ("The init with the highest mean MI under shift, random signs p = 0.5 (be-r1-init-sign), has 1.50× "
+            "[1.50, 1.50]" in paragraph) and "most diverse" not in paragraph
     assert "(difference -0.040 [-0.040, -0.040])" in paragraph
     assert "shift ECE 0.1200 ± 0.0000 vs DE 0.0900 ± 0.0000" in paragraph and "random_sign_init" in paragraph
     assert "with more MI under shift than DE and lower shift accuracy than DE (95% CIs)" in paragraph
+
+
+def test_the_k_controls_compare_pairwise_disagreement_and_jsd_not_mi():
+    """k = 8 over k = 4: MI 0.4 / 0.2 = 2.00× (plug-in MI grows with k for the same member spread), pairwise
+    disagreement 0.3 / 0.2 = 1.50× and pairwise JSD 0.1 / 0.1 = 1.00×: the k control reports the last two and not the
+    MI ratio; the frozen-fast-weights control (same k) still reports MI (0.1 / 0.2 = 0.50×)."""
+    def run(fields: dict, mi: float, disagreement: float, jsd: float) -> dict:
+        values = {"shift/mutual_information": mi, "shift/disagreement": disagreement, "shift/pairwise_jsd": jsd}
+        return {"fields": {"method": "batchensemble", "rank": 1, **fields}, "seeds": [0, 1],
+                "metrics": {key: {"mean": value, "std": 0.0, "values": [value, value]}
+                            for key, value in values.items()}}
+    summary = {"runs": {"be-r1": run({}, 0.2, 0.2, 0.1), "be-r1-init-sign": run({"init": "random_sign"}, 0.3, 0.3, 0.2),
+                        "be-r1-k8": run({"members": 8}, 0.4, 0.3, 0.1),
+                        "be-r1-frozen": run({"fast_lr_mult": 0.0}, 0.1, 0.1, 0.05)}}
+    paragraph = report.question_init(summary)
+    k_control = next(part for part in paragraph.split("; ") if part.startswith("k = 8 at N(1, 0.5)"))
+    assert "pairwise disagreement under shift 1.50× [1.50, 1.50]" in k_control
+    assert "pairwise JSD under shift 1.00× [1.00, 1.00]" in k_control
+    assert "MI" not in k_control and "2.00×" not in paragraph
+    assert "frozen fast weights (fast LR 0) at N(1, 0.5): MI under shift 0.50× [0.50, 0.50]" in paragraph
+    assert "grows with k for the same spread of members" in paragraph
 
 
 def test_the_init_paragraph_compares_only_runs_that_differ_in_the_init_on_any_architecture():
@@ -154,18 +177,43 @@ def test_the_init_paragraph_compares_only_runs_that_differ_in_the_init_on_any_ar
     assert "no BE runs that differ only in the fast-weight init" in report.question_init({"runs": without})
 
 
-def test_rank_paragraph_quantifies_the_rise_instead_of_calling_it_barely():
-    """MI under shift 0.02 at r = 1 and 0.04 at full rank: the paragraph gives the 2.00× ratio with its CI."""
-    def run(rank, mi: float) -> dict:
+def test_rank_paragraph_quantifies_the_rise_and_calls_it_a_rise_only_when_the_ci_lies_above_one():
+    """MI under shift 0.02 at r = 1 and 0.04 at full rank: the paragraph gives the 2.00× ratio with its CI and calls
+    it a rise; with seeds spread so widely that the CI includes 1, it establishes no change."""
+    def run(rank, values: list[float]) -> dict:
         return {"fields": {"method": "batchensemble", "rank": rank}, "seeds": [0, 1],
+                "metrics": {"shift/mutual_information": {"mean": sum(values) / 2, "std": 0.0, "values": values}}}
+    paragraph = report.question_rank({"runs": {"be-r1": run(1, [0.02, 0.02]), "be-full": run("full", [0.04, 0.04])}})
+    assert "changes by 2.00× [2.00, 2.00]" in paragraph and "a rise (the CI lies above 1)" in paragraph
+    spread = report.question_rank({"runs": {"be-r1": run(1, [0.01, 0.03]), "be-full": run("full", [0.01, 0.07])}})
+    assert "changes by 2.00× [" in spread and "the CI includes 1, so no change is established" in spread
+    assert "a rise" not in spread
+
+
+def test_rank_paragraph_pairs_runs_that_differ_only_in_the_rank_at_any_init():
+    """mlp-init: rank 4 and rank 1 with random signs (MI 0.2 and 0.1: 2.00×) form a sweep although no N(1, 0.5) run
+    has a second rank; the N(1, 0.5) run and the k = 2 random-sign run differ in more than the rank and are left out.
+    The init note is the random-sign one: μ = 0, E[X²] = 1, multiplier std √(1 − 0) = 1, ρ_4 = √(1/4) = 0.5."""
+    def run(fields: dict, mi: float) -> dict:
+        return {"fields": {"method": "batchensemble", **fields}, "seeds": [0, 1],
                 "metrics": {"shift/mutual_information": {"mean": mi, "std": 0.0, "values": [mi, mi]}}}
-    paragraph = report.question_rank({"runs": {"be-r1": run(1, 0.02), "be-full": run("full", 0.04)}})
-    assert "changes by 2.00× [2.00, 2.00]" in paragraph
+    summary = {"runs": {"be-r1": run({}, 0.01), "be-r1-init-sign": run({"init": "random_sign"}, 0.1),
+                        "be-r1-init-sign-k2": run({"init": "random_sign", "members": 2}, 0.3),
+                        "be-r4-init-sign": run({"init": "random_sign", "rank": 4}, 0.2)}}
+    assert report.rank_sweeps(summary) == [["be-r1-init-sign", "be-r4-init-sign"]]
+    paragraph = report.question_rank(summary)
+    assert "single BE rank" not in paragraph and "no BE runs that differ only in the rank" not in paragraph
+    assert "From be-r1-init-sign to be-r4-init-sign the MI under shift changes by 2.00× [2.00, 2.00]" in paragraph
+    assert "Init (random signs p = 0.5" in paragraph and "r = 4: 0.500" in paragraph
+    assert "std √(E[X²]² − μ⁴) = 1.000" in paragraph
+    assert "be-r1 (" not in paragraph and "be-r1-init-sign-k2" not in paragraph
+    alone = {"runs": {name: summary["runs"][name] for name in ("be-r1", "be-r1-init-sign-k2")}}
+    assert "no BE runs that differ only in the rank" in report.question_rank(alone)
 
 
 def test_batch_regime_paragraph_pairs_runs_that_differ_only_in_the_regime():
     """be-split differs from be-r1 only in batch_regime: its MI ratio (0.03 / 0.02 = 1.50×) is reported; a run that
-    differs in anything else is not paired."""
+    differs in anything else is not paired; the paragraph names the confound (1/k of the data per member and epoch)."""
     def run(fields: dict, mi: float) -> dict:
         return {"fields": {"method": "batchensemble", **fields}, "seeds": [0, 1],
                 "metrics": {"shift/mutual_information": {"mean": mi, "std": 0.0, "values": [mi, mi]}}}
@@ -173,6 +221,7 @@ def test_batch_regime_paragraph_pairs_runs_that_differ_only_in_the_regime():
                         "be-sign-split": run({"batch_regime": "split", "init": "random_sign"}, 0.3)}}
     paragraph = report.question_batch_regime(summary)
     assert "be-split over be-r1: MI under shift 1.50× [1.50, 1.50]" in paragraph and "be-sign-split" not in paragraph
+    assert "each member sees 1/k of the training data per epoch in the split regime" in paragraph
 
 
 def test_variant_paragraph_pairs_the_flattened_kernel_run_with_the_channel_wise_run_of_the_same_init():
@@ -344,7 +393,7 @@ def test_regression_link_paragraph_uses_the_epistemic_variance_and_one_theory_cl
 
 def test_vit_report_answers_the_attention_question_with_scope_and_init(tmp_path):
     """A vit-mnist summary: the Transformers question compares each BE run's MI under shift with the DE's, states the
-    init comparison and the BE-in-MLP-only scope, from the numbers."""
+    init comparison and BE with shared attention, from the numbers."""
     def seeds(values):
         return [{"shift/mutual_information": value, "test/ensemble/accuracy": 0.9} for value in values]
     fake_issue15_study(tmp_path, "vit-mnist", {"be-r1-channel": seeds([0.01, 0.011, 0.012]),
@@ -355,8 +404,9 @@ def test_vit_report_answers_the_attention_question_with_scope_and_init(tmp_path)
     assert answer.startswith("Attention (ViT")
     assert "be-r1-channel 0.0110 ± 0.0010 vs de 0.2100 ± 0.0100 (ratio 0.05)" in answer
     assert "the MLP studies' init finding carries over" in answer
-    assert "Scope: MI under shift, BE in the MLP blocks only vs everywhere" in answer
-    assert "MLP-only BE is below BE everywhere (the CI excludes 0)" in answer
+    assert ("Scope: MI under shift, attention shared (BE in the patch embedding, MLP blocks and head) vs BE "
+            "everywhere" in answer)
+    assert "BE with shared attention is below BE everywhere (the CI excludes 0)" in answer
 
 
 def test_classification_report_points_to_the_vit_and_regression_presets(tmp_path):
@@ -381,3 +431,63 @@ def test_the_cost_table_gives_minutes_per_phase_and_a_dash_for_a_phase_not_recor
     header, rows = report.cost_table({"run_seconds": seconds})
     assert header == ["run", "train", "evaluate", "analyse"]
     assert rows == [["be-r1", "10.0 ± 1.0", "0.5 ± 0.0", "–"]]
+
+
+def test_the_architecture_of_a_vit_is_its_shape_not_a_resnet_width_multiplier():
+    """A ViT is named by patch size, token width, depth, heads and MLP ratio (ResNet's width_mult means nothing for
+    it); a ResNet keeps its width multiplier and an MLP its widths."""
+    vit = {"arch": "vit", "patch_size": 7, "vit_width": 64, "depth": 4, "heads": 4, "mlp_ratio": 2}
+    assert report._architecture(vit) == "vit (7×7 patches, width 64, depth 4, 4 heads, MLP ratio 2)"
+    assert "×1.0" not in report._architecture({**vit, "width_mult": 1.0})
+    assert report._architecture({"arch": "resnet18", "width_mult": 0.25}) == "resnet18×0.25"
+    assert report._architecture({"widths": [64, 32, 16]}) == "64-32-16"
+
+
+def test_the_training_time_paragraph_prints_the_configured_sample_count_and_pairs_epochs_within_a_run():
+    """trajectory_samples = 250 is printed (not a typed 1,000); the ratio of ratios pairs the two epochs of one run by
+    seed and treats BE and DE as independent, which the paragraph says (not "runs paired by seed"):
+    (0.05 / 0.1) / (0.2 / 0.2) = 0.500."""
+    def run(method: str, first: float, last: float) -> dict:
+        values = {"traj/shift/mutual_information@1": first, "traj/shift/mutual_information@30": last}
+        return {"fields": {"method": method, "trajectory": True, "trajectory_samples": 250, "epochs": 30},
+                "seeds": [0, 1], "metrics": {key: {"mean": value, "std": 0.0, "values": [value, value]}
+                                             for key, value in values.items()}}
+    paragraph = report.question_training_time({"runs": {"be-r1": run("batchensemble", 0.1, 0.05),
+                                                         "de": run("deep-ensemble", 0.2, 0.2)}})
+    assert "Trajectory (250 fixed shifted test images" in paragraph and "1,000" not in paragraph
+    assert "the two epochs paired within a run and BE and DE independent" in paragraph
+    assert "runs paired by seed" not in paragraph and "be-r1: 0.500 [0.500, 0.500]" in paragraph
+
+
+def test_the_scale_paragraph_prints_both_parameter_counts_and_their_relative_gap():
+    """mlp-scale at width ×4: the BE and its parameter-matched single model are named with count_parameters of each
+    and the gap (n_single − n_BE) / n_BE, recomputed here from the models themselves."""
+    from empirics.models.ensembles import count_parameters
+    from empirics.runs.config import Config
+
+    preset = study.load_preset("mlp-scale")
+    runs = {name: {"fields": preset.runs[name], "seeds": [0], "metrics": {}}
+            for name in ("be-r1-w4", "de-w4", "single-matched-w4", "be-r1-w1", "de-w1")}
+    counts = {name: count_parameters(Config.from_dict(preset.runs[name]).model_spec())
+              for name in ("be-r1-w4", "single-matched-w4")}
+    gap = (counts["single-matched-w4"] - counts["be-r1-w4"]) / counts["be-r1-w4"]
+    paragraph = report.question_scale({"runs": runs})
+    assert (f"(single-matched-w4; BE {counts['be-r1-w4']:,} vs single {counts['single-matched-w4']:,} parameters, "
+            f"gap {gap:+.2%})") in paragraph
+    assert abs(gap) < 0.05, "matching_widths should match the count to within a few percent"
+
+
+def test_the_init_factors_compare_zero_mean_with_random_signs_at_the_same_second_moment():
+    """N(0, 1) (multiplier second moment 1, as random signs) over random signs: 0.08 / 0.1 = 0.80×; N(0, 0.5)
+    (second moment 0.0625) over random signs 0.02 / 0.1 = 0.20×; N(0, 1) over N(0, 0.5): 4.00×."""
+    def run(fields: dict, mi: float) -> dict:
+        return {"fields": {"method": "batchensemble", "rank": 1, **fields}, "seeds": [0, 1],
+                "metrics": {"shift/mutual_information": {"mean": mi, "std": 0.0, "values": [mi, mi]}}}
+    summary = {"runs": {"be-r1-init-sign": run({"init": "random_sign"}, 0.1),
+                        "be-r1-init-normal0": run({"init_mean": 0.0, "init_std": 0.5}, 0.02),
+                        "be-r1-init-normal0-std1": run({"init_mean": 0.0, "init_std": 1.0}, 0.08)}}
+    paragraph = report.question_init(summary)
+    assert ("at the signs' multiplier second moment (E[(r·s)²] = 1): N(0, 1) over random signs p = 0.5 0.80× "
+            "[0.80, 0.80]") in paragraph
+    assert "(0.25² = 0.0625): N(0, 0.5) over random signs p = 0.5 0.20× [0.20, 0.20]" in paragraph
+    assert "scale at zero mean: N(0, 1) over N(0, 0.5) 4.00× [4.00, 4.00]" in paragraph

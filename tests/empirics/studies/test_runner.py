@@ -16,6 +16,7 @@ import pytest
 from empirics.analysis import diversity
 from empirics.cli import main
 from empirics.runs import folder
+from empirics.studies import report
 from empirics.studies import runner as study
 from infra.cli import run_cli
 from infra.errors import BadInput
@@ -116,6 +117,28 @@ def test_a_runs_recorded_wall_times_reach_the_summary_and_older_files_without_th
     seconds = summary["run_seconds"]["single"]
     assert (seconds["train"]["mean"], seconds["evaluate"]["mean"]) == (5.0, 2.0) and "analyse" not in seconds
     assert not any("seconds" in key or key.startswith("time") for key in summary["runs"]["single"]["metrics"])
+
+
+def test_the_summary_records_the_commits_that_trained_its_runs_and_the_report_header_prints_them(tmp_path):
+    """Three finished runs, two trained at commit a…, one at b…+dirty (their metrics.json provenance): the summary maps
+    each commit to its runs (in the preset's order), apart from the summarising invocation's own commit, and the report header names both
+    with their run counts."""
+    preset = study.load_preset("paper-mnist")
+    for run, commit in (("single", "a" * 40), ("be-r1", "a" * 40), ("de", "b" * 40 + "+dirty")):
+        run_dir = tmp_path / "runs" / run / "seed0"
+        run_dir.mkdir(parents=True)
+        (run_dir / "COMPLETE").write_bytes(b"")
+        (run_dir / "metrics.json").write_text(json.dumps({"provenance": {"git_commit": commit}, "epochs": []}))
+        (run_dir / "eval.json").write_text(json.dumps({"metrics": {"test/ensemble/accuracy": 0.5}}))
+        (run_dir / "diversity.json").write_text(json.dumps({"scalars": {}}))
+    summary = study.summarise(preset, study.run_specs(preset, seeds=1), tmp_path)
+    assert summary["trained_at"] == {"a" * 40: ["runs/single/seed0", "runs/be-r1/seed0"],
+                                     "b" * 40 + "+dirty": ["runs/de/seed0"]}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    header = next(line for line in report.write_report(tmp_path).read_text().splitlines()
+                  if line.startswith("Generated from"))
+    assert f"summarised at git commit `{summary['provenance']['git_commit']}`" in header
+    assert f"runs trained at `{'a' * 10}` (2 runs), `{'b' * 10}+dirty` (1 run)" in header
 
 
 def test_jobs_below_one_is_a_one_line_error(tmp_path):
@@ -412,6 +435,36 @@ def test_mlp_scale_single_models_have_as_many_parameters_as_the_batchensemble():
         plain = dataclasses.replace(single.model_spec(), widths=be.widths)
         assert single.widths == matching_widths(plain, target)
         assert abs(count_parameters(single.model_spec()) - target) / target < 0.01
+
+
+def test_mlp_init_headline_compares_random_signs_with_a_zero_mean_init_of_the_same_multiplier_second_moment():
+    """A dense multiplier entry is r·s with r, s independent fast-factor draws: E[(r·s)²] = E[r²]·E[s²]. The headline's
+    two sides (built from the preset) both have mean 0 and E[(r·s)²] = 1; the N(0, 0.5) contrast side has
+    0.25² = 0.0625, the 16× scale gap the headline must not carry. The built layer's factors of the headline's N(0, 1)
+    side have sample mean 0 and second moment 1 (8,000 output-side entries: SE of the second moment √(2 / 8000) = 0.016
+    for N(0, 1), tolerance 0.1 ≈ 6 SE; of the mean 0.011, tolerance 0.07), so the preset's fields reach the layer."""
+    import torch
+    from empirics.models.ensembles import build_model
+    from empirics.models.layers import rank_one_moments
+
+    preset = study.load_preset("mlp-init")
+    head = preset.headline
+
+    def multiplier_second_moment(run: str) -> float:
+        config = study.build_config(study.RunSpec(run, 0, preset.runs[run]))
+        mean, second = rank_one_moments(config.init, config.init_std, config.sign_prob, config.init_mean)
+        assert mean == 0.0
+        return second ** 2
+
+    assert (head["a"], head["b"]) == ("be-r1-init-normal0-std1", "be-r1-init-sign")
+    assert multiplier_second_moment(head["a"]) == multiplier_second_moment(head["b"]) == 1.0
+    assert multiplier_second_moment("be-r1-init-normal0") == pytest.approx(0.0625, abs=1e-15)
+    assert any((c["a"], c["b"]) == ("be-r1-init-normal0", "be-r1-init-sign") for c in preset.contrasts)
+    torch.manual_seed(0)
+    config = study.build_config(study.RunSpec(head["a"], 0, {**preset.runs[head["a"]], "widths": [2000]}))
+    output_side = build_model(config.model_spec()).net.hidden[0].fast_factors[0].detach().double()
+    assert output_side.numel() == 8000
+    assert abs(float(output_side.mean())) < 0.07 and abs(float(output_side.pow(2).mean()) - 1.0) < 0.1
 
 
 @pytest.mark.parametrize("headline,message", [
