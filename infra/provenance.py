@@ -16,11 +16,13 @@ TRACKED_PACKAGES = ("torch", "torchvision", "numpy", "scipy", "sympy", "python-f
 
 
 def git_commit(cwd: str | os.PathLike | None = None) -> str:
-    """The commit of the checkout holding this package (``"unknown"`` outside git), with ``+dirty`` for local edits."""
+    """The commit of the checkout holding this package (``"unknown"`` outside git), with ``+dirty`` for local edits
+    of tracked files outside ``results/``: results are what the code writes (a regenerated summary), not code."""
     where = Path(cwd) if cwd else Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/",
+                                ":(top,exclude)results"], cwd=where,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -30,7 +30,7 @@ def _git(folder, *args):
     subprocess.run(["git", *args], cwd=folder, check=True, capture_output=True)
 
 
-def test_git_commit_is_marked_dirty_only_when_a_tracked_file_changes(tmp_path):
+def test_git_commit_is_marked_dirty_only_when_a_tracked_file_outside_results_changes(tmp_path):
     try:
         _git(tmp_path, "init", "-q")
     except (OSError, subprocess.CalledProcessError):
@@ -42,8 +42,16 @@ def test_git_commit_is_marked_dirty_only_when_a_tracked_file_changes(tmp_path):
     assert len(clean) == 40 and not clean.endswith("+dirty")
     (tmp_path / "untracked.txt").write_text("not tracked")
     assert git_commit(tmp_path) == clean
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "summary.json").write_text("{}")
+    _git(tmp_path, "add", "results/summary.json")
+    _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "result")
+    clean = git_commit(tmp_path)
+    (tmp_path / "results" / "summary.json").write_text('{"regenerated": true}')
+    assert git_commit(tmp_path) == clean  # a rewritten result is not a code change
     (tmp_path / "file.txt").write_text("two")
     assert git_commit(tmp_path) == clean + "+dirty"
+    assert git_commit(tmp_path / "results") == clean + "+dirty"  # asked from a subfolder, the whole tree counts
 
 
 def test_git_commit_outside_a_repository_is_unknown(tmp_path):
