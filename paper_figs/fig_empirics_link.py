@@ -2,20 +2,19 @@
 cluster-bootstrap CI (configurations, then seeds) and the within-configuration ρ; one panel per data set when the
 study has several (their links are never pooled, ``empirics.studies.runner.link_analyses``)."""
 from empirics.analysis.diversity import LINK, LINK_WITHOUT_MCD, link_key, link_strata
+from empirics.studies.report import rho_cell
 
 from empirics_results import ensemble_runs, metric, studies, summary
 from style import COLUMN_WIDTH, figure, save
 
 
 def rho_text(head: dict) -> str:
-    """Pooled ρ [cluster-bootstrap CI] and, when recorded, the within-configuration ρ."""
+    """Pooled ρ [cluster-bootstrap CI] and, when recorded, the within-configuration ρ (no CI with too few
+    configurations: ``empirics.analysis.effects.MIN_CLUSTERS``)."""
     if head["rho"] is None:
         return "undefined"
-    text = f"{head['rho']:.2f} [{head['ci_low']:.2f}, {head['ci_high']:.2f}]"
     within = head.get("within") or {}
-    if within.get("rho") is not None:
-        text += f"; within configs {within['rho']:.2f} [{within['ci_low']:.2f}, {within['ci_high']:.2f}]"
-    return text
+    return rho_cell(head) + (f"; within configs {rho_cell(within)}" if within.get("rho") is not None else "")
 
 
 for preset in studies():

@@ -770,7 +770,9 @@ def link_sentence(head: dict) -> str:
     return (f"{head['parameter']} and {head['function']} have pooled Spearman ρ = {rho_cell(head)} (95% cluster-"
             f"bootstrap CI), between configurations {rho_cell(head.get('between'))}, within configurations "
             f"{rho_cell(head.get('within'))}: "
-            + ("the pooled CI excludes 0 (positive)" if head["ci_low"] > 0 else
+            + (f"no CI with {head.get('n_configs')} configurations (a cluster bootstrap needs at least "
+               f"{effects.MIN_CLUSTERS}), so no association is established" if head["ci_low"] is None else
+               "the pooled CI excludes 0 (positive)" if head["ci_low"] > 0 else
                "the pooled CI excludes 0 (negative)" if head["ci_high"] < 0 else
                "the pooled CI includes 0, so no monotone association is established"))
 

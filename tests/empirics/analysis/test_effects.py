@@ -52,7 +52,7 @@ def test_rowwise_spearman_matches_scipy_per_row(rng):
 def test_a_monotone_relation_has_rho_one_in_every_resample(rng):
     """A strictly increasing relation has ρ = 1 in the sample and in every resample: the CI is [1, 1]."""
     x = rng.normal(size=12)
-    found = effects.cluster_bootstrap_spearman(x, np.exp(x), np.arange(12) % 4, n_resamples=200)
+    found = effects.cluster_bootstrap_spearman(x, np.exp(x), np.arange(12) % 5, n_resamples=200)
     assert found["rho"] == pytest.approx(1.0, abs=1e-12)
     assert found["ci_low"] == pytest.approx(1.0, abs=1e-12) and found["ci_high"] == pytest.approx(1.0, abs=1e-12)
 
@@ -88,11 +88,21 @@ def test_a_between_configuration_trend_is_not_read_as_a_within_configuration_lin
 
 def test_a_within_configuration_link_is_found_when_present(rng):
     """y = x + small noise, x independent of the configuration: the within ρ's CI lies above 0."""
-    labels = np.repeat([f"run{c}" for c in range(4)], 10)
+    labels = np.repeat([f"run{c}" for c in range(5)], 8)
     x = rng.standard_normal(40)
     y = x + 0.2 * rng.standard_normal(40)
     found = effects.cluster_bootstrap_spearman(x, y, labels)
     assert found["within"]["ci_low"] > 0 and effects.excludes_zero(found["within"])
+
+
+def test_too_few_configurations_give_rhos_without_cis(rng):
+    """Four configurations (35 distinct resampled sets at most): the ρ's are reported, no interval; five give one."""
+    x, y, labels = clustered(rng, configs=4)
+    found = effects.cluster_bootstrap_spearman(x, y, labels)
+    assert found["rho"] is not None and found["between"]["rho"] is not None and found["within"]["rho"] is not None
+    assert all(entry["ci_low"] is None and entry["ci_high"] is None
+               for entry in (found, found["between"], found["within"]))
+    assert effects.cluster_bootstrap_spearman(*clustered(rng, configs=5))["ci_low"] is not None
 
 
 def test_between_is_undefined_with_fewer_than_three_configurations(rng):

@@ -116,6 +116,15 @@ def test_the_link_paragraph_reads_the_cluster_cis_and_reports_within_configurati
         assert all(verdict in paragraph for verdict in verdicts) and "evidence for a link" not in paragraph
 
 
+def test_a_link_over_too_few_configurations_is_reported_without_a_ci_and_never_established():
+    """Four configurations: ρ is printed, the sentence says why there is no CI, and nothing is called established."""
+    head = {"parameter": "weight relative distance", "function": "mutual information (shift)", "rho": 0.8,
+            "ci_low": None, "ci_high": None, "n_configs": 4, "between": None, "within": None}
+    sentence = report.link_sentence(head)
+    assert "ρ = 0.80 [–, –]" in sentence and "no CI with 4 configurations (a cluster bootstrap needs at least 5)" in sentence
+    assert not report.link_established(head)
+
+
 def test_the_init_paragraph_gives_the_init_with_the_highest_mean_mi_its_ratio_to_de_and_its_accuracy_cost():
     """Of two rank-1 inits, the one with the higher mean MI under shift is named as such (picked by the mean alone,
     not called "the most diverse") with its ratio to DE's (0.15 / 0.10 = 1.50×,
