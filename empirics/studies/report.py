@@ -214,6 +214,8 @@ def rho_cell(entry: dict | None) -> str:
     """'ρ [low, high]' of a correlation entry, '–' when undefined."""
     if not entry or entry.get("rho") is None:
         return "–"
+    if entry.get("ci_low") is None:
+        return f"{fmt(entry['rho'], 2)} (no CI)"
     return f"{fmt(entry['rho'], 2)} [{fmt(entry['ci_low'], 2)}, {fmt(entry['ci_high'], 2)}]"
 
 
@@ -767,8 +769,9 @@ def link_sentence(head: dict) -> str:
     """'<parameter> and <function>: pooled ρ … [cluster CI]; between …; within …' with what the pooled CI says."""
     if head["rho"] is None:
         return f"{head['parameter']} and {head['function']}: undefined (too few runs with both measures)"
-    return (f"{head['parameter']} and {head['function']} have pooled Spearman ρ = {rho_cell(head)} (95% cluster-"
-            f"bootstrap CI), between configurations {rho_cell(head.get('between'))}, within configurations "
+    interval = " (95% cluster-bootstrap CI)" if head["ci_low"] is not None else ""
+    return (f"{head['parameter']} and {head['function']} have pooled Spearman ρ = {rho_cell(head)}{interval}, "
+            f"between configurations {rho_cell(head.get('between'))}, within configurations "
             f"{rho_cell(head.get('within'))}: "
             + (f"no CI with {head.get('n_configs')} configurations (a cluster bootstrap needs at least "
                f"{effects.MIN_CLUSTERS}), so no association is established" if head["ci_low"] is None else
