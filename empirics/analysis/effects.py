@@ -159,7 +159,9 @@ def excludes_zero(entry: dict[str, Any]) -> bool:
 
 # ---------------------------------------------------------------- headline contrasts
 
-STATISTIC_SIDES = {"ratio": ("a", "b"), "difference": ("a", "b"), "ratio_of_ratios": ("a", "b", "c", "d")}
+SIGNS = {"ratio": {"a": 1, "b": -1}, "difference": {"a": 1, "b": -1},
+         "ratio_of_ratios": {"a": 1, "b": -1, "c": -1, "d": 1}}  # the statistic's exponent (or sign) of each side
+STATISTIC_SIDES = {name: tuple(signs) for name, signs in SIGNS.items()}
 
 
 def _statistic(means: Mapping[str, np.ndarray], statistic: str) -> np.ndarray:
@@ -176,8 +178,6 @@ def _statistic(means: Mapping[str, np.ndarray], statistic: str) -> np.ndarray:
         return np.where(other != 0, ratio / other, np.nan)
 
 
-SIGNS = {"ratio": {"a": 1, "b": -1}, "difference": {"a": 1, "b": -1},
-         "ratio_of_ratios": {"a": 1, "b": -1, "c": -1, "d": 1}}  # the statistic's exponent (or sign) of each side
 CONTRAST_CI = "95% Welch t-intervals over seeds (delta method, log scale for ratios)"  # what the report cites
 
 
