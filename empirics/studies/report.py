@@ -734,9 +734,10 @@ def question_link(summary: dict) -> str:
                    "An association across configurations whose CI excludes 0 is not the formal link the paper asks "
                    "for: with a handful of configurations it mostly reflects how the configurations are ordered (the "
                    "between-configuration ρ), and these tests are not corrected for multiplicity. " if across else
-                   "This study establishes no association across configurations. ") + (
+                   "For these pairs this study establishes no association across configurations. ") + (
                    "Within configurations, among seeds, an association's CI also excludes 0." if within else
-                   "Within configurations (among the seeds of one configuration) no association is established."))
+                   "For these pairs, within configurations (among the seeds of one configuration) no association is "
+                   "established; the tables above give every other pair."))
     return theory + ("Link: " + "; ".join(text) + ". " if text else "") + verdict
 
 

@@ -110,7 +110,7 @@ def test_the_link_paragraph_reads_the_cluster_cis_and_reports_within_configurati
     both = {**excluded, "within": {"rho": 0.6, "ci_low": 0.2, "ci_high": 0.8}}
     for headline, verdicts in ((excluded, ["An association across configurations whose CI excludes 0 is not the "
                                            "formal link", "no association is established"]),
-                               (included, ["This study establishes no association across configurations"]),
+                               (included, ["For these pairs this study establishes no association across configurations"]),
                                (both, ["Within configurations, among seeds, an association's CI also excludes 0"])):
         paragraph = report.question_link({**summary, "link": {**summary["link"], "headline": headline,
                                                                 "pairs": [headline]}})
