@@ -8,13 +8,14 @@ from empirics_results import ensemble_runs, metric, studies, summary
 from style import COLUMN_WIDTH, figure, save
 
 
-def rho_text(head: dict) -> str:
-    """Pooled ρ [cluster-bootstrap CI] and, when recorded, the within-configuration ρ (no CI with too few
-    configurations: ``empirics.analysis.effects.MIN_CLUSTERS``)."""
+def rho_lines(head: dict, label: str) -> list[str]:
+    """``label``'s pooled ρ [cluster-bootstrap CI] with its n, and on a second line, when recorded, the
+    within-configuration ρ (no CI with too few configurations: ``empirics.analysis.effects.MIN_CLUSTERS``)."""
     if head["rho"] is None:
-        return "undefined"
+        return [f"{label}: ρ undefined"]
     within = head.get("within") or {}
-    return rho_cell(head) + (f"; within configs {rho_cell(within)}" if within.get("rho") is not None else "")
+    return [f"{label}: ρ = {rho_cell(head)}, n = {head['n']}"] + (
+        [f"within configs ρ = {rho_cell(within)}"] if within.get("rho") is not None else [])
 
 
 for preset in studies():
@@ -29,11 +30,10 @@ for preset in studies():
             x, y = metric(study, run, head["parameter_key"]), metric(study, run, head["function_key"])
             if x and y:
                 ax.scatter(x["values"], y["values"], label=run, s=12)
-        title = (f"{stratum}: " if stratum else "") + f"Spearman ρ = {rho_text(head)}, n = {head['n']} (cluster CI)"
+        lines = ([stratum] if stratum else []) + rho_lines(head, "Spearman (cluster CI)")
         if link_key(LINK_WITHOUT_MCD, stratum) in study:
-            without = study[link_key(LINK_WITHOUT_MCD, stratum)]["headline"]
-            title += f"\nwithout MC Dropout: ρ = {rho_text(without)}, n = {without['n']}"
-        ax.set_title(title, fontsize=7)
+            lines += rho_lines(study[link_key(LINK_WITHOUT_MCD, stratum)]["headline"], "without MC Dropout")
+        ax.set_title("\n".join(lines), fontsize=6)
         ax.set_xlabel(head["parameter"])
         ax.set_ylabel(head["function"])
         ax.legend(fontsize=5.5, ncol=2)
