@@ -37,6 +37,6 @@ for preset in studies():
         ax.set_ylabel(label)
         ax.set_xlabel("layer (input → output)")
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=6, fontsize=6)
-    fig.suptitle(f"{preset}: weight geometry against depth (mean ± std over seeds; shared plain shortcuts sit at "
-                 "cosine 1, distance 0)", fontsize=8)
+    fig.suptitle(f"{preset}: weight geometry against depth (mean ± std over seeds; a layer the members share, "
+                 "e.g. a plain shortcut, sits at cosine 1, distance 0)", fontsize=8)
     save(fig, f"fig_empirics_depth_{preset}")
