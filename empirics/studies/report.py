@@ -395,6 +395,18 @@ def training_length(summary: dict) -> str:
             f"{limit}; {stopped:g} of {len(epochs)} runs stopped early on validation NLL")
 
 
+def runs_at_the_cap(summary: dict, runs: list[str]) -> list[str]:
+    """The ``runs`` whose every seed trained the configured maximum of epochs without early stopping (from metrics.json:
+    ``train/epochs_run``, ``train/stopped_early``)."""
+    capped = []
+    for run in runs:
+        metrics, limit = summary["runs"][run]["metrics"], canonical(summary["runs"][run]["fields"])["epochs"]
+        epochs, stopped = metrics.get("train/epochs_run"), metrics.get("train/stopped_early")
+        if epochs and stopped and all(value >= limit for value in epochs["values"]) and not any(stopped["values"]):
+            capped.append(run)
+    return capped
+
+
 def _architecture(fields: dict[str, Any]) -> str:
     """The network's shape: an MLP's widths, a ViT's patch size, token width, depth, heads and MLP ratio, a ResNet's
     width multiplier (meaningful only for ResNets)."""
@@ -646,6 +658,11 @@ def question_regression_diversity(summary: dict) -> str:
                    f"{cell(summary, de[0], 'shift/ensemble/coverage_90')}"
                  for run in be]
         text = f"{dataset} — " + "; ".join(lines) + "."
+        capped = runs_at_the_cap(summary, runs_where(summary, dataset=dataset))
+        if capped:
+            limit = canonical(summary["runs"][capped[0]]["fields"])["epochs"]
+            text += (f" Training: {', '.join(capped)} ran all {limit} epochs in every seed (early stopping never "
+                     "triggered), so they may be under-trained beside the runs that stopped early.")
         sign = _dataset_runs(summary, dataset, "batchensemble", init="random_sign")
         if sign and dataset in TABULAR_DATASETS:
             text += " " + tabm_sentence(summary, sign[0], de[0])

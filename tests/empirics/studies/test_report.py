@@ -314,6 +314,22 @@ def test_regression_report_claims_nothing_when_seeds_overlap(tmp_path):
     assert "not established here" in report.question_regression_init(report.load_summary(tmp_path))
 
 
+def test_regression_report_names_the_runs_that_trained_to_the_epoch_cap_in_every_seed(tmp_path):
+    """toy-be-r1 ran the preset's maximum in all 3 seeds without stopping early → named as possibly under-trained;
+    toy-be-r1-sign reached the cap in only 2 seeds and toy-de stopped early → not named."""
+    summary = fake_issue15_study(tmp_path, "regression", regression_values([0.01, 0.05, 0.03], [0.02, 0.04, 0.03],
+                                                                           [0.02, 0.04, 0.03]))
+    limit = report.canonical(summary["runs"]["toy-be-r1"]["fields"])["epochs"]
+    training = {"toy-be-r1": ([limit] * 3, [0, 0, 0]), "toy-be-r1-sign": ([limit, limit, limit - 1], [0, 0, 1]),
+                "toy-de": ([limit, 20, 30], [0, 1, 1])}
+    for run, (epochs, stopped) in training.items():
+        summary["runs"][run]["metrics"].update({"train/epochs_run": {"values": epochs},
+                                                "train/stopped_early": {"values": stopped}})
+    assert report.runs_at_the_cap(summary, list(training)) == ["toy-be-r1"]
+    answer = report.question_regression_diversity(summary)
+    assert f"Training: toy-be-r1 ran all {limit} epochs in every seed" in answer and "toy-be-r1-sign ran" not in answer
+
+
 def regression_study(out: Path, sign_rmse: list[float], de_rmse: list[float]) -> dict:
     """The regression preset with BE (N(1, 0.5) and random signs) and DE on both data sets, one seed per given diamonds
     RMSE (3 in most tests): diamonds' test RMSE as given (random signs, DE), the toy's random-sign BE 0.1 above its DE; each data set's BE at reachable
