@@ -591,10 +591,8 @@ SHARED_ATTENTION = "attention shared (BE in the patch embedding, MLP blocks and 
 
 
 def _init_label(summary: dict, run: str) -> str:
-    fields = {**DEFAULTS, **summary["runs"][run]["fields"]}
-    init = (f"random signs p = {fields['sign_prob']}" if fields["init"] == "random_sign" else
-            f"N(1, {fields['init_std']})")
-    return init + (f", {SHARED_ATTENTION}" if fields["be_scope"] == "mlp" else "")
+    fields = summary["runs"][run]["fields"]
+    return init_label(fields) + (f", {SHARED_ATTENTION}" if canonical(fields)["be_scope"] == "mlp" else "")
 
 
 def init_carries_over(summary: dict, normal: str, sign: str, key: str, measure: str) -> str:
