@@ -52,15 +52,23 @@ def classification_study(study: dict) -> bool:
     return any("test/ensemble/accuracy" in run["metrics"] for run in study["runs"].values())
 
 
+def runs_by_dataset(study: dict) -> dict[str, list[str]]:
+    """The study's runs grouped by data set (sorted; ``""`` for runs without one), each in the preset's order: every
+    figure draws one panel or row per data set, whose measures have their own scale."""
+    grouped: dict[str, list[str]] = {}
+    for run, entry in study["runs"].items():
+        grouped.setdefault(entry["fields"].get("dataset", ""), []).append(run)
+    return dict(sorted(grouped.items()))
+
+
 def calibration_figure(preset: str, study: dict, curve, labels: tuple[str, str, str], name: str) -> None:
     """Test and shift panels with the diagonal and one calibration curve per run (its first seed's ``diversity.json``),
     one row of panels per data set: ``curve(diversity, split) -> (x, y)``; ``labels`` = (diagonal, x axis, y axis)."""
     diagonal, xlabel, ylabel = labels
-    datasets = sorted({entry["fields"].get("dataset", "") for entry in study["runs"].values()})
+    datasets = runs_by_dataset(study)
     fig, axes = figure(width=FULL_WIDTH, height=2.6 * len(datasets), nrows=len(datasets), ncols=2, sharey=True,
                        squeeze=False)
-    for row, dataset in zip(axes, datasets):
-        runs = [run for run, entry in study["runs"].items() if entry["fields"].get("dataset", "") == dataset]
+    for row, (dataset, runs) in zip(axes, datasets.items()):
         for ax, split in zip(row, ("test", "shift")):
             ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8, label=diagonal)
             for run in runs:

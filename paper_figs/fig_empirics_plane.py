@@ -2,7 +2,7 @@
 point per run and seed, for every ensemble of a study (a more diverse ensemble is only better if its members stay
 accurate). Classification: disagreement against 1 − mean member accuracy; regression (Gaussian heads): the epistemic
 variance (variance of the member means) against the mean member RMSE, one panel per data set (each has its scale)."""
-from empirics_results import classification_study, ensemble_runs, metric, studies, summary
+from empirics_results import classification_study, ensemble_runs, metric, runs_by_dataset, studies, summary
 from style import COLUMN_WIDTH, figure, save
 
 AXES = {True: ("shift/members_mean/accuracy", "shift/disagreement",
@@ -19,12 +19,10 @@ for preset in studies():
     study = summary(preset)
     classification = classification_study(study)
     x_key, y_key, x_label, y_label = AXES[classification]
-    datasets = sorted({entry["fields"].get("dataset", "") for entry in study["runs"].values()})
+    datasets = runs_by_dataset(study)
     fig, axes = figure(height=2.8, width=COLUMN_WIDTH * len(datasets), ncols=len(datasets), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets):
-        for run in ensemble_runs(study):
-            if study["runs"][run]["fields"].get("dataset", "") != dataset:
-                continue
+    for ax, (dataset, runs) in zip(axes[0], datasets.items()):
+        for run in (run for run in ensemble_runs(study) if run in runs):
             x, y = metric(study, run, x_key), metric(study, run, y_key)
             if x and y:
                 ax.scatter([error(value, classification) for value in x["values"]], y["values"], label=run, s=12)

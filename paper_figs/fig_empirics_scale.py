@@ -3,7 +3,7 @@
 point per architecture in the preset's order; the width series and the depth series share the axis, labelled by their
 hidden widths (the BE's and DE's). A single model is drawn at the shape of the BE it matches in parameter count
 (``empirics.studies.report.matched_single``; Abe et al. 2022's baseline)."""
-from empirics.studies.report import matched_single
+from empirics.studies.report import init_label, matched_single
 
 from empirics_results import classification_study, metric, studies, summary
 from style import FULL_WIDTH, figure, save
@@ -16,15 +16,12 @@ def shape(fields: dict) -> str:
 
 
 METHODS = {"batchensemble": "BE", "deep-ensemble": "DE", "mc-dropout": "MCD", "single": "single (parameter-matched)"}
-INITS = {"normal": "N(1, σ) init", "random_sign": "random signs"}
 
 
 def series(fields: dict) -> str:
     """A run's method and init, without its architecture: the points of one series."""
     method = fields.get("method", "batchensemble")
-    if method != "batchensemble":
-        return METHODS.get(method, method)
-    return f"BE, {INITS.get(fields.get('init') or 'normal', fields.get('init'))}"
+    return f"BE, {init_label(fields)}" if method == "batchensemble" else METHODS.get(method, method)
 
 
 for preset in studies():
